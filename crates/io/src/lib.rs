@@ -1,0 +1,1 @@
+//! tensorpress io (in progress)

@@ -1,0 +1,1 @@
+//! tensorpress kvcache (in progress)

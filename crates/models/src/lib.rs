@@ -1,0 +1,1 @@
+//! tensorpress models (in progress)

@@ -1,0 +1,1 @@
+//! tensorpress quant-core (in progress)

@@ -1,0 +1,1 @@
+//! tensorpress sensitivity (in progress)

@@ -1,0 +1,1 @@
+//! tensorpress sparsity (in progress)
