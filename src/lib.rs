@@ -1,1 +1,71 @@
-//! tensorpress facade
+#![doc = include_str!("../README.md")]
+
+pub mod convert;
+pub mod inspect;
+
+pub use tensorpress_codecs as codecs;
+pub use tensorpress_io as io;
+pub use tensorpress_kvcache as kvcache;
+pub use tensorpress_lowrank as lowrank;
+pub use tensorpress_models as models;
+pub use tensorpress_quant_core as quant;
+pub use tensorpress_sensitivity as sensitivity;
+pub use tensorpress_sparsity as sparsity;
+pub use tensorpress_tensor as tensor;
+
+/// Errors of the facade: any crate's error, plus conversion-level ones.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// From the tensor layer.
+    #[error(transparent)]
+    Tensor(#[from] tensorpress_tensor::Error),
+    /// From checkpoint reading or writing.
+    #[error(transparent)]
+    Io(#[from] tensorpress_io::Error),
+    /// From the model runner.
+    #[error(transparent)]
+    Models(#[from] tensorpress_models::Error),
+    /// From JSON (de)serialization of configuration files.
+    #[error("json: {0}")]
+    Json(#[from] serde_json::Error),
+    /// A file or folder could not be read or created.
+    #[error("{path}: {source}")]
+    File {
+        /// The path.
+        path: std::path::PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// Conversion was asked for a dtype it does not write.
+    #[error("cannot convert to {dtype}: choose f32, f16 or bf16")]
+    ConvertDType {
+        /// The requested dtype.
+        dtype: tensorpress_tensor::DType,
+    },
+    /// A tensor has no counterpart in the target format's naming.
+    #[error("tensor `{name}` has no counterpart in the {target} layout")]
+    UnmappedTensor {
+        /// The tensor.
+        name: String,
+        /// The target layout.
+        target: &'static str,
+    },
+    /// A tensor does not have the rank an operation needs.
+    #[error("tensor `{name}` has shape {shape:?}, expected a matrix")]
+    NotAMatrix {
+        /// The tensor.
+        name: String,
+        /// Its shape.
+        shape: Vec<usize>,
+    },
+    /// Input and output paths are the same.
+    #[error("the output {path} must differ from the input")]
+    SamePath {
+        /// The path.
+        path: std::path::PathBuf,
+    },
+}
+
+/// Result with the facade's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,1 +1,315 @@
-fn main() {}
+//! The `tensorpress` command line.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use tensorpress::models::bert::{cosine_similarity, SentenceEncoder};
+use tensorpress::models::eval::{perplexity, PerplexityConfig};
+use tensorpress::models::tokenizer::TextTokenizer;
+use tensorpress::models::weights::LoadOptions;
+use tensorpress::tensor::DType;
+
+mod inspect_cmd;
+
+/// Compress, evaluate, inspect and convert neural-network checkpoints.
+#[derive(Debug, Parser)]
+#[command(name = "tensorpress", version, about, long_about = None)]
+struct Cli {
+    /// Worker threads for matrix products (default: all cores).
+    #[arg(long, global = true, value_name = "N")]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Evaluate a model: perplexity of a language model on text files, or
+    /// sentence-embedding similarities for a BERT encoder.
+    Eval(EvalArgs),
+    /// List a checkpoint's tensors: dtype, shape, bytes, and bits per weight.
+    Inspect(InspectArgs),
+    /// Convert a checkpoint: a GGUF Llama model to a Hugging Face folder
+    /// (query/key permutation undone), or a Hugging Face folder to another dtype.
+    Convert(ConvertArgs),
+}
+
+#[derive(Debug, Args)]
+struct EvalArgs {
+    /// The model: a `.gguf` file or a Hugging Face folder (Llama family or BERT).
+    #[arg(long, short = 'm', value_name = "PATH")]
+    model: PathBuf,
+    /// Text file(s) to score; several are concatenated byte for byte in the
+    /// order given (as `cat` does). Like llama-perplexity, one trailing newline
+    /// of the whole text is dropped.
+    #[arg(long, short = 'f', value_name = "FILE", num_args = 1..)]
+    text: Vec<PathBuf>,
+    /// Window length in tokens (llama-perplexity's `-c`).
+    #[arg(long, short = 'c', default_value_t = 512, value_name = "TOKENS")]
+    ctx: usize,
+    /// Evaluate only the first N windows.
+    #[arg(long, value_name = "N")]
+    chunks: Option<usize>,
+    /// Sentences to embed (BERT models); repeat the flag for several.
+    #[arg(long, short = 's', value_name = "TEXT")]
+    sentence: Vec<String>,
+    /// A file with one sentence per line to embed (BERT models).
+    #[arg(long, value_name = "FILE")]
+    sentences: Option<PathBuf>,
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct InspectArgs {
+    /// A `.gguf` file, a `.safetensors` file, or a Hugging Face folder.
+    path: PathBuf,
+    /// Also print every metadata key and value (long arrays abbreviated).
+    #[arg(long)]
+    metadata: bool,
+    /// Print only the summary, not one line per tensor.
+    #[arg(long)]
+    summary: bool,
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct ConvertArgs {
+    /// The input: a `.gguf` Llama model or a Hugging Face folder.
+    input: PathBuf,
+    /// The output folder (created if missing).
+    output: PathBuf,
+    /// Dtype of the float tensors written: f32, f16 or bf16.
+    #[arg(long, default_value = "f32", value_parser = parse_dtype)]
+    dtype: DType,
+}
+
+fn parse_dtype(s: &str) -> Result<DType, String> {
+    DType::parse(s).ok_or_else(|| format!("unknown dtype `{s}` (use f32, f16 or bf16)"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(n) = cli.threads {
+        // Candle sizes its GEMM parallelism from RAYON_NUM_THREADS.
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+        if let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(n).build_global() {
+            eprintln!("warning: could not size the thread pool: {e}");
+        }
+    }
+    let result = match cli.command {
+        Command::Eval(args) => eval(args),
+        Command::Inspect(args) => inspect_cmd::run(&args.path, args.metadata, args.summary, args.json),
+        Command::Convert(args) => convert(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            let mut source = std::error::Error::source(&*e);
+            while let Some(s) = source {
+                eprintln!("  caused by: {s}");
+                source = s.source();
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type CliResult = Result<(), Box<dyn std::error::Error>>;
+
+fn bar(total: usize, what: &str) -> ProgressBar {
+    let pb = ProgressBar::new(total as u64);
+    let style = ProgressStyle::with_template(
+        "{msg} [{bar:40}] {pos}/{len} {elapsed_precise} (eta {eta})",
+    )
+    .map(|s| s.progress_chars("=> "))
+    .unwrap_or_else(|_| ProgressStyle::default_bar());
+    pb.set_style(style);
+    pb.set_message(what.to_string());
+    pb
+}
+
+/// What kind of model a path holds.
+enum ModelKind {
+    Llama,
+    Bert,
+}
+
+fn model_kind(path: &Path) -> Result<ModelKind, Box<dyn std::error::Error>> {
+    if !path.is_dir() {
+        return Ok(ModelKind::Llama);
+    }
+    let config = path.join("config.json");
+    let text = std::fs::read_to_string(&config)
+        .map_err(|e| format!("{}: {e} (a model folder needs a config.json)", config.display()))?;
+    let v: serde_json::Value = serde_json::from_str(&text)?;
+    match v.get("model_type").and_then(|t| t.as_str()) {
+        Some("bert") => Ok(ModelKind::Bert),
+        Some("llama") | Some("mistral") | None => Ok(ModelKind::Llama),
+        Some(other) => Err(format!("model_type `{other}` is not supported (llama, bert)").into()),
+    }
+}
+
+fn eval(args: EvalArgs) -> CliResult {
+    match model_kind(&args.model)? {
+        ModelKind::Bert => eval_embeddings(&args),
+        ModelKind::Llama => eval_perplexity(&args),
+    }
+}
+
+fn eval_perplexity(args: &EvalArgs) -> CliResult {
+    if args.text.is_empty() {
+        return Err("perplexity needs at least one --text FILE".into());
+    }
+    let mut bytes = Vec::new();
+    for f in &args.text {
+        let b = std::fs::read(f).map_err(|e| format!("{}: {e}", f.display()))?;
+        bytes.extend_from_slice(&b);
+    }
+    if bytes.last() == Some(&b'\n') {
+        bytes.pop();
+    }
+    let text = String::from_utf8(bytes).map_err(|e| format!("the text is not UTF-8: {e}"))?;
+
+    let t0 = Instant::now();
+    let model = tensorpress::convert::load_llama(&args.model, LoadOptions::default())?;
+    let tokenizer = if args.model.is_dir() {
+        TextTokenizer::from_file(&args.model.join("tokenizer.json"))?
+    } else {
+        let gguf = tensorpress::io::gguf::GgufFile::open(&args.model)?;
+        TextTokenizer::from_gguf(&gguf)?
+    };
+    let load_s = t0.elapsed().as_secs_f64();
+    let tokens = tokenizer.encode(&text)?;
+    let mut config = PerplexityConfig::with_ctx(args.ctx);
+    config.max_chunks = args.chunks;
+    let total = config
+        .max_chunks
+        .map_or(tokens.len() / args.ctx, |m| m.min(tokens.len() / args.ctx));
+    let pb = bar(total, "perplexity");
+    if args.json {
+        pb.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let report = perplexity(&model, &tokens, &config, &mut |done, _| pb.set_position(done as u64))?;
+    pb.finish_and_clear();
+    let tps = report.tokens_per_second(args.ctx);
+    if args.json {
+        let v = serde_json::json!({
+            "model": args.model,
+            "perplexity": report.perplexity,
+            "uncertainty": report.uncertainty,
+            "mean_nll": report.mean_nll,
+            "n_ctx": args.ctx,
+            "chunks": report.chunks,
+            "scored_tokens": report.scored_tokens,
+            "text_tokens": report.text_tokens,
+            "seconds": report.seconds,
+            "load_seconds": load_s,
+            "tokens_per_second": tps,
+            "running": report.running,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!(
+            "perplexity {:.4} ± {:.4}  ({} chunks of {} tokens, {} scored, text {} tokens)",
+            report.perplexity,
+            report.uncertainty,
+            report.chunks,
+            args.ctx,
+            report.scored_tokens,
+            report.text_tokens
+        );
+        println!(
+            "time: load {:.1} s, eval {:.1} s, {:.0} tokens/s",
+            load_s, report.seconds, tps
+        );
+    }
+    Ok(())
+}
+
+fn eval_embeddings(args: &EvalArgs) -> CliResult {
+    let mut sentences = args.sentence.clone();
+    if let Some(f) = &args.sentences {
+        let text = std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
+        sentences.extend(text.lines().filter(|l| !l.trim().is_empty()).map(String::from));
+    }
+    if sentences.is_empty() {
+        return Err("a BERT model embeds sentences: give --sentence TEXT or --sentences FILE".into());
+    }
+    let encoder = SentenceEncoder::from_dir(&args.model, LoadOptions::default())?;
+    let refs: Vec<&str> = sentences.iter().map(String::as_str).collect();
+    let t0 = Instant::now();
+    let embeddings = encoder.embed(&refs)?;
+    let secs = t0.elapsed().as_secs_f64();
+    let n = embeddings.len();
+    let sims: Vec<Vec<f64>> = (0..n)
+        .map(|i| (0..n).map(|j| cosine_similarity(&embeddings[i], &embeddings[j])).collect())
+        .collect();
+    if args.json {
+        let v = serde_json::json!({
+            "model": args.model,
+            "sentences": sentences,
+            "embeddings": embeddings,
+            "cosine_similarity": sims,
+            "seconds": secs,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!(
+        "{} sentences, {} dimensions, {:.1} ms per sentence",
+        n,
+        embeddings.first().map_or(0, Vec::len),
+        secs * 1e3 / n as f64
+    );
+    for (i, s) in sentences.iter().enumerate() {
+        let short: String = s.chars().take(60).collect();
+        println!("[{i}] {short}");
+    }
+    print!("cosine ");
+    for j in 0..n {
+        print!("{:>7}", format!("[{j}]"));
+    }
+    println!();
+    for (i, row) in sims.iter().enumerate() {
+        print!("{:>6} ", format!("[{i}]"));
+        for v in row {
+            print!("{v:>7.4}");
+        }
+        println!();
+    }
+    Ok(())
+}
+
+fn convert(args: ConvertArgs) -> CliResult {
+    let t0 = Instant::now();
+    let pb = bar(0, "converting");
+    let mut progress = |done: usize, total: usize| {
+        pb.set_length(total as u64);
+        pb.set_position(done as u64);
+    };
+    let report = if args.input.is_dir() {
+        tensorpress::convert::hf_change_dtype(&args.input, &args.output, args.dtype, &mut progress)?
+    } else {
+        let gguf = tensorpress::io::gguf::GgufFile::open(&args.input)?;
+        tensorpress::convert::gguf_to_hf(&gguf, &args.output, args.dtype, &mut progress)?
+    };
+    pb.finish_and_clear();
+    println!(
+        "wrote {} tensors ({:.1} MB of {} data) to {} in {:.1} s: {}",
+        report.tensors,
+        report.tensor_bytes as f64 / 1e6,
+        args.dtype,
+        args.output.display(),
+        t0.elapsed().as_secs_f64(),
+        report.files.join(", ")
+    );
+    Ok(())
+}

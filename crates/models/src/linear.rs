@@ -1,0 +1,178 @@
+//! Linear layers that can be observed and swapped.
+//!
+//! Every projection in the models of this crate is a [`Linear`]: a named slot
+//! holding a [`LinearOp`]. The default op is [`DenseLinear`] (an f32 weight
+//! `[out_features, in_features]` and an optional bias); compression methods
+//! replace it with quantized, sparse or low-rank ops through
+//! [`Linear::set_op`]. An [`Observer`] attached to the model sees the input of
+//! every linear layer it asks for, as a `[tokens, in_features]` matrix, which is
+//! how calibration statistics (Hessians, channel norms) are captured.
+
+use std::fmt;
+use std::sync::Arc;
+
+use candle_core::{Tensor, D};
+
+use crate::{Error, Result};
+
+/// A linear map `y = x Wᵀ + b` over the last dimension of `x`.
+pub trait LinearOp: Send + Sync + fmt::Debug {
+    /// Applies the map to `x` of shape `[..., in_features]`.
+    fn forward(&self, x: &Tensor) -> Result<Tensor>;
+    /// Input features.
+    fn in_features(&self) -> usize;
+    /// Output features.
+    fn out_features(&self) -> usize;
+    /// The weight as a dense f32 `[out_features, in_features]` tensor
+    /// (dequantized or densified where the op stores it otherwise).
+    fn dense_weight(&self) -> Result<Tensor>;
+    /// The bias, if any.
+    fn bias(&self) -> Option<&Tensor>;
+}
+
+/// A dense f32 linear layer.
+#[derive(Debug, Clone)]
+pub struct DenseLinear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl DenseLinear {
+    /// Wraps a `[out, in]` weight and an optional `[out]` bias.
+    pub fn new(weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
+        let (out_f, _) = weight.dims2()?;
+        if let Some(b) = &bias {
+            let n = b.dims1()?;
+            if n != out_f {
+                return Err(Error::WeightShape {
+                    name: "bias".into(),
+                    expected: vec![out_f],
+                    actual: vec![n],
+                });
+            }
+        }
+        Ok(DenseLinear { weight, bias })
+    }
+
+    /// The `[out, in]` weight.
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+}
+
+impl LinearOp for DenseLinear {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = matmul_t(x, &self.weight)?;
+        Ok(match &self.bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        })
+    }
+
+    fn in_features(&self) -> usize {
+        self.weight.dim(1).unwrap_or(0)
+    }
+
+    fn out_features(&self) -> usize {
+        self.weight.dim(0).unwrap_or(0)
+    }
+
+    fn dense_weight(&self) -> Result<Tensor> {
+        Ok(self.weight.clone())
+    }
+
+    fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
+    }
+}
+
+/// `x Wᵀ` for `x: [..., in]` and `w: [out, in]`, flattening the leading dims
+/// so the product is one large GEMM.
+pub fn matmul_t(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    let dims = x.dims().to_vec();
+    let in_f = *dims.last().ok_or_else(|| Error::Config {
+        field: "input",
+        reason: "a linear layer needs at least one dimension".into(),
+    })?;
+    let rows: usize = dims[..dims.len() - 1].iter().product();
+    let x2 = x.reshape((rows, in_f))?;
+    let y = x2.matmul(&w.t()?)?;
+    let mut out_dims = dims;
+    let last = out_dims.len() - 1;
+    out_dims[last] = w.dim(0)?;
+    Ok(y.reshape(out_dims)?)
+}
+
+/// Sees the inputs of linear layers during a forward pass.
+///
+/// Implementations must be cheap to call when [`Observer::wants`] is false:
+/// the model checks it before reshaping anything.
+pub trait Observer: Send + Sync {
+    /// Whether this observer wants the input of `layer` (default: every layer).
+    fn wants(&self, layer: &str) -> bool {
+        let _ = layer;
+        true
+    }
+
+    /// Receives the input of `layer` as a contiguous f32 `[tokens, in_features]` tensor.
+    fn observe(&self, layer: &str, input: &Tensor) -> Result<()>;
+}
+
+impl fmt::Debug for dyn Observer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Observer")
+    }
+}
+
+/// A named linear layer: the slot that observers see and compression replaces.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    name: String,
+    op: Arc<dyn LinearOp>,
+}
+
+impl Linear {
+    /// A layer called `name` (e.g. `model.layers.0.self_attn.q_proj`) running `op`.
+    pub fn new(name: impl Into<String>, op: Arc<dyn LinearOp>) -> Self {
+        Linear {
+            name: name.into(),
+            op,
+        }
+    }
+
+    /// The layer's name, in Hugging Face module naming.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The op currently in the slot.
+    pub fn op(&self) -> &Arc<dyn LinearOp> {
+        &self.op
+    }
+
+    /// Replaces the op, checking that the new one has the same shape.
+    pub fn set_op(&mut self, op: Arc<dyn LinearOp>) -> Result<()> {
+        if op.in_features() != self.op.in_features() || op.out_features() != self.op.out_features()
+        {
+            return Err(Error::WeightShape {
+                name: self.name.clone(),
+                expected: vec![self.op.out_features(), self.op.in_features()],
+                actual: vec![op.out_features(), op.in_features()],
+            });
+        }
+        self.op = op;
+        Ok(())
+    }
+
+    /// Applies the layer, handing its input to `observer` first if it wants it.
+    pub fn forward(&self, x: &Tensor, observer: Option<&dyn Observer>) -> Result<Tensor> {
+        if let Some(obs) = observer {
+            if obs.wants(&self.name) {
+                let in_f = x.dim(D::Minus1)?;
+                let flat = x.reshape(((), in_f))?.contiguous()?;
+                obs.observe(&self.name, &flat)?;
+            }
+        }
+        self.op.forward(x)
+    }
+}

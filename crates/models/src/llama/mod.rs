@@ -1,0 +1,59 @@
+//! The Llama family (Llama 2/3, SmolLM, Mistral-style GQA models without
+//! sliding windows): loading from GGUF or Hugging Face folders, and the forward pass.
+
+mod config;
+mod model;
+mod names;
+mod permute;
+
+use std::path::Path;
+
+pub use config::{LlamaParams, RopeLayout};
+pub use model::{LlamaBlock, LlamaModel};
+pub use names::{gguf_tensor_to_hf, hf_module_to_gguf, Naming};
+pub use permute::{permute_qk, QkPermutation};
+
+use tensorpress_io::config::LlamaConfig;
+use tensorpress_io::gguf::GgufFile;
+use tensorpress_io::safetensors::SafetensorsModel;
+
+use crate::weights::LoadOptions;
+use crate::{Error, Result};
+
+impl LlamaModel {
+    /// Loads a GGUF file (weights dequantized to f32).
+    pub fn from_gguf(gguf: &GgufFile, options: LoadOptions) -> Result<Self> {
+        let params = LlamaParams::from_gguf(gguf)?;
+        LlamaModel::load(gguf, params, Naming::Gguf, options)
+    }
+
+    /// Loads a Hugging Face folder (`config.json` plus safetensors, sharded or not).
+    /// BOS is added when `tokenizer_config.json` says `add_bos_token: true`.
+    pub fn from_hf_dir(dir: &Path, options: LoadOptions) -> Result<Self> {
+        let config = LlamaConfig::from_file(&dir.join("config.json"))?;
+        let add_bos = read_add_bos(dir)?;
+        let params = LlamaParams::from_hf_config(&config, add_bos)?;
+        let weights = SafetensorsModel::open(dir)?;
+        LlamaModel::load(&weights, params, Naming::HuggingFace, options)
+    }
+}
+
+/// `add_bos_token` from `tokenizer_config.json`, false when absent.
+fn read_add_bos(dir: &Path) -> Result<bool> {
+    let path = dir.join("tokenizer_config.json");
+    if !path.exists() {
+        return Ok(false);
+    }
+    let text = std::fs::read_to_string(&path).map_err(|source| Error::File {
+        path: path.clone(),
+        source,
+    })?;
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Config {
+        field: "tokenizer_config.json",
+        reason: e.to_string(),
+    })?;
+    Ok(value
+        .get("add_bos_token")
+        .and_then(serde_json::Value::as_bool)
+        .unwrap_or(false))
+}

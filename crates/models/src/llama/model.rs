@@ -1,0 +1,360 @@
+//! The Llama forward pass: RMSNorm, rotary embeddings, grouped-query attention,
+//! SwiGLU, tied or separate output projection.
+
+use std::sync::Arc;
+
+use candle_core::{Device, Tensor, Var, D};
+
+use super::config::{LlamaParams, RopeLayout};
+use super::names::Naming;
+use crate::linear::{DenseLinear, Linear, Observer};
+use crate::weights::{LoadOptions, Loader, WeightSource};
+use crate::{Error, Result};
+
+/// One transformer block.
+#[derive(Debug, Clone)]
+pub struct LlamaBlock {
+    attn_norm: Tensor,
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    o_proj: Linear,
+    ffn_norm: Tensor,
+    gate_proj: Linear,
+    up_proj: Linear,
+    down_proj: Linear,
+}
+
+impl LlamaBlock {
+    /// The block's linear layers in execution order.
+    pub fn linears(&self) -> [&Linear; 7] {
+        [
+            &self.q_proj,
+            &self.k_proj,
+            &self.v_proj,
+            &self.o_proj,
+            &self.gate_proj,
+            &self.up_proj,
+            &self.down_proj,
+        ]
+    }
+
+    fn linears_mut(&mut self) -> [&mut Linear; 7] {
+        [
+            &mut self.q_proj,
+            &mut self.k_proj,
+            &mut self.v_proj,
+            &mut self.o_proj,
+            &mut self.gate_proj,
+            &mut self.up_proj,
+            &mut self.down_proj,
+        ]
+    }
+}
+
+/// Cosine and sine tables of the rotary embedding, `[positions, head_dim / 2]`.
+#[derive(Debug, Clone)]
+struct Rope {
+    cos: Tensor,
+    sin: Tensor,
+}
+
+impl Rope {
+    fn new(params: &LlamaParams, positions: usize, device: &Device) -> Result<Self> {
+        let half = params.head_dim / 2;
+        let inv_freq: Vec<f32> = (0..half)
+            .map(|i| (1.0 / params.rope_theta.powf(2.0 * i as f64 / params.head_dim as f64)) as f32)
+            .collect();
+        let mut cos = Vec::with_capacity(positions * half);
+        let mut sin = Vec::with_capacity(positions * half);
+        for p in 0..positions {
+            for &f in &inv_freq {
+                let angle = p as f32 * f;
+                cos.push(angle.cos());
+                sin.push(angle.sin());
+            }
+        }
+        Ok(Rope {
+            cos: Tensor::from_vec(cos, (positions, half), device)?,
+            sin: Tensor::from_vec(sin, (positions, half), device)?,
+        })
+    }
+}
+
+/// A Llama-family language model with observable, swappable linear layers.
+#[derive(Debug, Clone)]
+pub struct LlamaModel {
+    params: LlamaParams,
+    embed_tokens: Tensor,
+    blocks: Vec<LlamaBlock>,
+    norm: Tensor,
+    lm_head: Linear,
+    rope: Rope,
+    device: Device,
+    differentiable: bool,
+    vars: Vec<(String, Var)>,
+    observer: Option<Arc<dyn Observer>>,
+}
+
+impl LlamaModel {
+    /// Builds the model from `source`, whose tensors are named by `naming`.
+    pub fn load(
+        source: &dyn WeightSource,
+        params: LlamaParams,
+        naming: Naming,
+        options: LoadOptions,
+    ) -> Result<Self> {
+        params.validate()?;
+        let differentiable = options.trainable;
+        let mut loader = Loader::new(source, options);
+        let p = &params;
+        let (h, i_sz) = (p.hidden_size, p.intermediate_size);
+        let q_out = p.num_heads * p.head_dim;
+        let kv_out = p.num_kv_heads * p.head_dim;
+
+        let embed_name = naming.tensor("model.embed_tokens");
+        let embed_tokens = loader.load(&embed_name, &[p.vocab_size, h])?;
+        let mut blocks = Vec::with_capacity(p.num_layers);
+        for l in 0..p.num_layers {
+            let prefix = format!("model.layers.{l}");
+            let mut linear = |module: &str, out_f: usize, in_f: usize| -> Result<Linear> {
+                let name = format!("{prefix}.{module}");
+                let w = loader.load(&naming.tensor(&name), &[out_f, in_f])?;
+                Ok(Linear::new(name, Arc::new(DenseLinear::new(w, None)?)))
+            };
+            let q_proj = linear("self_attn.q_proj", q_out, h)?;
+            let k_proj = linear("self_attn.k_proj", kv_out, h)?;
+            let v_proj = linear("self_attn.v_proj", kv_out, h)?;
+            let o_proj = linear("self_attn.o_proj", h, q_out)?;
+            let gate_proj = linear("mlp.gate_proj", i_sz, h)?;
+            let up_proj = linear("mlp.up_proj", i_sz, h)?;
+            let down_proj = linear("mlp.down_proj", h, i_sz)?;
+            let attn_norm =
+                loader.load(&naming.tensor(&format!("{prefix}.input_layernorm")), &[h])?;
+            let ffn_norm = loader.load(
+                &naming.tensor(&format!("{prefix}.post_attention_layernorm")),
+                &[h],
+            )?;
+            blocks.push(LlamaBlock {
+                attn_norm,
+                q_proj,
+                k_proj,
+                v_proj,
+                o_proj,
+                ffn_norm,
+                gate_proj,
+                up_proj,
+                down_proj,
+            });
+        }
+        let norm = loader.load(&naming.tensor("model.norm"), &[h])?;
+        let head_name = naming.tensor("lm_head");
+        let head_weight = if p.tie_word_embeddings || !loader.contains(&head_name) {
+            embed_tokens.clone()
+        } else {
+            loader.load(&head_name, &[p.vocab_size, h])?
+        };
+        let lm_head = Linear::new("lm_head", Arc::new(DenseLinear::new(head_weight, None)?));
+        let device = loader.device().clone();
+        let positions = p.max_position_embeddings.clamp(1, 32_768);
+        let rope = Rope::new(p, positions, &device)?;
+        let vars = loader.into_vars();
+        Ok(LlamaModel {
+            params,
+            embed_tokens,
+            blocks,
+            norm,
+            lm_head,
+            rope,
+            device,
+            differentiable,
+            vars,
+            observer: None,
+        })
+    }
+
+    /// The hyper-parameters.
+    pub fn params(&self) -> &LlamaParams {
+        &self.params
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The transformer blocks.
+    pub fn blocks(&self) -> &[LlamaBlock] {
+        &self.blocks
+    }
+
+    /// The token embedding `[vocab, hidden]`.
+    pub fn embed_weight(&self) -> &Tensor {
+        &self.embed_tokens
+    }
+
+    /// The final RMSNorm weight.
+    pub fn norm_weight(&self) -> &Tensor {
+        &self.norm
+    }
+
+    /// Every linear layer, blocks first in order, then `lm_head`.
+    pub fn linears(&self) -> Vec<&Linear> {
+        let mut out: Vec<&Linear> = self.blocks.iter().flat_map(|b| b.linears()).collect();
+        out.push(&self.lm_head);
+        out
+    }
+
+    /// The linear layer called `name`, for swapping its op.
+    pub fn linear_mut(&mut self, name: &str) -> Option<&mut Linear> {
+        if self.lm_head.name() == name {
+            return Some(&mut self.lm_head);
+        }
+        self.blocks
+            .iter_mut()
+            .flat_map(|b| b.linears_mut())
+            .find(|l| l.name() == name)
+    }
+
+    /// Attaches (or with `None` detaches) an observer of linear-layer inputs.
+    pub fn set_observer(&mut self, observer: Option<Arc<dyn Observer>>) {
+        self.observer = observer;
+    }
+
+    /// The trainable variables by checkpoint name (empty unless loaded with
+    /// [`LoadOptions::trainable`]).
+    pub fn vars(&self) -> &[(String, Var)] {
+        &self.vars
+    }
+
+    /// Embeds `tokens` as `[1, tokens, hidden]`.
+    pub fn embed(&self, tokens: &[u32]) -> Result<Tensor> {
+        for &t in tokens {
+            if t as usize >= self.params.vocab_size {
+                return Err(Error::TokenOutOfRange {
+                    id: t,
+                    vocab_size: self.params.vocab_size,
+                });
+            }
+        }
+        let ids = Tensor::from_slice(tokens, tokens.len(), &self.device)?;
+        Ok(self.embed_tokens.index_select(&ids, 0)?.unsqueeze(0)?)
+    }
+
+    /// Runs block `index` on hidden states `x: [batch, tokens, hidden]` whose
+    /// first token sits at position 0.
+    pub fn forward_block(&self, index: usize, x: &Tensor) -> Result<Tensor> {
+        let block = self.blocks.get(index).ok_or_else(|| Error::Config {
+            field: "block",
+            reason: format!("index {index} ≥ {} blocks", self.blocks.len()),
+        })?;
+        let (_, t, _) = x.dims3()?;
+        let mask = self.causal_mask(t)?;
+        self.block_forward(block, x, &mask)
+    }
+
+    /// Hidden states after every block and the final norm, `[1, tokens, hidden]`.
+    pub fn hidden_states(&self, tokens: &[u32]) -> Result<Tensor> {
+        let mut x = self.embed(tokens)?;
+        let mask = self.causal_mask(tokens.len())?;
+        for block in &self.blocks {
+            x = self.block_forward(block, &x, &mask)?;
+        }
+        self.rms_norm(&x, &self.norm)
+    }
+
+    /// Logits `[tokens - from, vocab]` for the positions `from..tokens.len()`.
+    /// Only those rows go through the output projection.
+    pub fn logits(&self, tokens: &[u32], from: usize) -> Result<Tensor> {
+        if tokens.is_empty() || from >= tokens.len() {
+            return Err(Error::Config {
+                field: "from",
+                reason: format!("position {from} is outside {} tokens", tokens.len()),
+            });
+        }
+        let max = self.rope.cos.dim(0)?;
+        if tokens.len() > max {
+            return Err(Error::Config {
+                field: "tokens",
+                reason: format!("{} tokens exceed the context of {max}", tokens.len()),
+            });
+        }
+        let hidden = self.hidden_states(tokens)?;
+        let hidden = hidden.narrow(1, from, tokens.len() - from)?.squeeze(0)?;
+        let obs = self.observer.as_deref();
+        self.lm_head.forward(&hidden, obs)
+    }
+
+    fn rms_norm(&self, x: &Tensor, weight: &Tensor) -> Result<Tensor> {
+        let eps = self.params.rms_norm_eps as f32;
+        Ok(if self.differentiable {
+            candle_nn::ops::rms_norm_slow(x, weight, eps)?
+        } else {
+            candle_nn::ops::rms_norm(x, weight, eps)?
+        })
+    }
+
+    /// `[groups·t, t]` additive causal mask, repeated once per query head that
+    /// shares a key/value head.
+    fn causal_mask(&self, t: usize) -> Result<Tensor> {
+        let groups = self.params.num_heads / self.params.num_kv_heads;
+        let mut mask = Vec::with_capacity(groups * t * t);
+        for _ in 0..groups {
+            for i in 0..t {
+                mask.extend((0..t).map(|j| if j > i { f32::NEG_INFINITY } else { 0.0 }));
+            }
+        }
+        Ok(Tensor::from_vec(mask, (groups * t, t), &self.device)?)
+    }
+
+    fn rope(&self, x: &Tensor, t: usize) -> Result<Tensor> {
+        let cos = self.rope.cos.narrow(0, 0, t)?;
+        let sin = self.rope.sin.narrow(0, 0, t)?;
+        Ok(match (self.params.rope_layout, self.differentiable) {
+            (RopeLayout::Interleaved, false) => candle_nn::rotary_emb::rope_i(x, &cos, &sin)?,
+            (RopeLayout::Interleaved, true) => candle_nn::rotary_emb::rope_i_slow(x, &cos, &sin)?,
+            (RopeLayout::Halves, false) => candle_nn::rotary_emb::rope(x, &cos, &sin)?,
+            (RopeLayout::Halves, true) => candle_nn::rotary_emb::rope_slow(x, &cos, &sin)?,
+        })
+    }
+
+    fn block_forward(&self, block: &LlamaBlock, x: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        let obs = self.observer.as_deref();
+        let p = &self.params;
+        let (b, t, _) = x.dims3()?;
+        let (nh, nkv, hd) = (p.num_heads, p.num_kv_heads, p.head_dim);
+        let groups = nh / nkv;
+
+        let h = self.rms_norm(x, &block.attn_norm)?;
+        let q = block.q_proj.forward(&h, obs)?;
+        let k = block.k_proj.forward(&h, obs)?;
+        let v = block.v_proj.forward(&h, obs)?;
+        let q = q.reshape((b, t, nh, hd))?.transpose(1, 2)?.contiguous()?;
+        let k = k.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
+        let v = v.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
+        let q = (self.rope(&q, t)? * (1.0 / (hd as f64).sqrt()))?;
+        let k = self.rope(&k, t)?;
+        // Query heads h = kv·groups + g share key/value head kv: fold the groups
+        // into the row dimension so one matmul per kv head does them all.
+        let q = q.reshape((b, nkv, groups * t, hd))?;
+        let scores = q.matmul(&k.t()?)?.broadcast_add(mask)?;
+        let probs = if self.differentiable {
+            candle_nn::ops::softmax(&scores, D::Minus1)?
+        } else {
+            candle_nn::ops::softmax_last_dim(&scores)?
+        };
+        let attn = probs
+            .matmul(&v)?
+            .reshape((b, nh, t, hd))?
+            .transpose(1, 2)?
+            .reshape((b, t, nh * hd))?;
+        let x = (x + block.o_proj.forward(&attn, obs)?)?;
+
+        let h = self.rms_norm(&x, &block.ffn_norm)?;
+        let gate = block.gate_proj.forward(&h, obs)?;
+        let up = block.up_proj.forward(&h, obs)?;
+        let act = (candle_nn::ops::silu(&gate)? * up)?;
+        let down = block.down_proj.forward(&act, obs)?;
+        Ok((x + down)?)
+    }
+}
