@@ -226,6 +226,16 @@ pub enum Error {
         /// Bytes given.
         actual: u64,
     },
+    /// A tensor whose end offset precedes its start.
+    #[error("tensor {tensor:?}: data offsets [{start}, {end}] are reversed")]
+    ReversedOffsets {
+        /// The tensor.
+        tensor: String,
+        /// The start offset.
+        start: u64,
+        /// The end offset.
+        end: u64,
+    },
     /// safetensors data that is not one contiguous run of tensors from offset 0
     /// (a gap, an overlap or reversed offsets).
     #[error("tensor {tensor:?}: data starts at {start}, expected {expected} (tensors must be contiguous)")]
@@ -322,10 +332,11 @@ pub enum Error {
         ggml_type: tensorpress_quant_core::ggml::GgmlType,
     },
 
-    // ---- config.json ---------------------------------------------------------
-    /// A config that does not parse.
+    // ---- JSON files ------------------------------------------------------------
+    /// A JSON file (`config.json`, a shard index) that does not parse or does
+    /// not have the expected fields.
     #[error("{}: {source}", path.display())]
-    ConfigJson {
+    Json {
         /// The file.
         path: PathBuf,
         /// The parse error.
