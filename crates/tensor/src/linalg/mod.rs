@@ -25,6 +25,8 @@
 
 mod cholesky;
 mod decomp;
+#[cfg(all(test, feature = "lapack"))]
+mod lapack_check;
 
 pub use cholesky::{
     cholesky, cholesky_damped, cholesky_inverse_upper, cholesky_inverse_upper_damped, spd_inverse,
