@@ -5,13 +5,13 @@ Reads the model folder that scripts/fetch-testdata.sh unpacks
 ($TENSORPRESS_CACHE/minilm, default ~/.cache/tensorpress/minilm), embeds a fixed
 list of varied sentences and writes crates/models/tests/data/minilm_reference.json:
 
-  cases[i].sentence   the input string (plus name, num_tokens, wordpiece tokens)
-  cases[i].token_ids  the HF tokenizer's ids, [CLS] ... [SEP], no padding
-  cases[i].embedding         SentenceTransformer.encode() of the full pipeline: mean-pooled then
-                      L2-normalized (the Normalize module is part of the model), 384 f32
+  cases[i].sentence     the input string (plus name, num_tokens, wordpiece tokens)
+  cases[i].token_ids    the HF tokenizer's ids, [CLS] ... [SEP], no padding
+  cases[i].embedding    SentenceTransformer.encode() of the full pipeline: mean-pooled
+                        then L2-normalized (the Normalize module is part of the model)
   cases[i].mean_pooled  the Pooling module's output before Normalize (attention-masked
-                      mean of the last hidden states), 384 f32
-  versions            python / torch / transformers / sentence-transformers / tokenizers / numpy
+                        mean of the last hidden states); both 384 f32
+  versions              python / torch / transformers / sentence-transformers / tokenizers / numpy
 
 Every float is written as the shortest decimal that reads back to the same f32, so
 parsing it as f32 gives the exact bits torch produced. The script also recomputes the
