@@ -111,9 +111,9 @@ impl DType {
     /// Parses a user-facing name (`f32`, `bf16`, `f16`, `i8`, …), case-insensitive.
     pub fn parse(name: &str) -> Option<DType> {
         let lower = name.to_ascii_lowercase();
-        DType::ALL.into_iter().find(|d| {
-            d.to_string() == lower || d.safetensors_name().eq_ignore_ascii_case(name)
-        })
+        DType::ALL
+            .into_iter()
+            .find(|d| d.to_string() == lower || d.safetensors_name().eq_ignore_ascii_case(name))
     }
 }
 

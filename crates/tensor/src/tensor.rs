@@ -240,7 +240,10 @@ mod tests {
         }
         let i8s = [0xffu8, 0x02, 0x80];
         let v = TensorView::new(DType::I8, &shape, &i8s).unwrap();
-        assert_eq!(v.to_f32().unwrap().as_slice().unwrap(), &[-1.0, 2.0, -128.0]);
+        assert_eq!(
+            v.to_f32().unwrap().as_slice().unwrap(),
+            &[-1.0, 2.0, -128.0]
+        );
     }
 
     #[test]
