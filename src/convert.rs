@@ -20,8 +20,9 @@ use tensorpress_models::llama::{
 };
 use tensorpress_models::tokenizer::TextTokenizer;
 use tensorpress_tensor::DType;
+use tensorpress_tensor::Tensor as _;
 
-use tensorpress_io::write_atomic;
+use tensorpress_io::write_bytes_atomic;
 
 use crate::{Error, Result};
 
@@ -66,7 +67,7 @@ pub fn gguf_to_hf(
     })?;
 
     let mut writer = SafetensorsWriter::new();
-    writer.metadata("format", "pt");
+    writer.add_metadata("format", "pt")?;
     let infos = gguf.tensors();
     let total = infos.len();
     let mut tensor_bytes = 0u64;
@@ -94,14 +95,14 @@ pub fn gguf_to_hf(
             value = permute_qk(w.view(), heads, QkPermutation::GgufToHf)?.into_dyn();
         }
         tensor_bytes += (value.len() * dtype.size_in_bytes()) as u64;
-        writer.add_f32(&name, value.view(), dtype)?;
+        add_as(&mut writer, &name, value, dtype)?;
         progress(i + 1, total);
     }
-    writer.write(&out.join("model.safetensors"))?;
+    writer.write_file(out.join("model.safetensors"))?;
 
-    let config = llama_config_json(gguf, &params)?;
-    write_atomic(&out.join("config.json"), config.as_bytes())?;
-    write_atomic(&out.join("tokenizer.json"), tokenizer.to_json()?.as_bytes())?;
+    let config = llama_config_json(gguf, &params, dtype)?;
+    write_bytes_atomic(&out.join("config.json"), config.as_bytes())?;
+    write_bytes_atomic(&out.join("tokenizer.json"), tokenizer.to_json()?.as_bytes())?;
     let token = |id: Option<u32>| id.and_then(|i| tokenizer.inner().id_to_token(i));
     let tok_config = json!({
         "add_bos_token": params.add_bos,
@@ -112,7 +113,7 @@ pub fn gguf_to_hf(
         "tokenizer_class": "PreTrainedTokenizerFast",
         "clean_up_tokenization_spaces": false,
     });
-    write_atomic(
+    write_bytes_atomic(
         &out.join("tokenizer_config.json"),
         serde_json::to_string_pretty(&tok_config)?.as_bytes(),
     )?;
@@ -120,7 +121,7 @@ pub fn gguf_to_hf(
         "bos_token_id": params.bos_token_id,
         "eos_token_id": params.eos_token_id,
     });
-    write_atomic(
+    write_bytes_atomic(
         &out.join("generation_config.json"),
         serde_json::to_string_pretty(&gen_config)?.as_bytes(),
     )?;
@@ -139,35 +140,35 @@ pub fn gguf_to_hf(
     })
 }
 
-/// The HF `config.json` text of a GGUF Llama model.
-fn llama_config_json(gguf: &GgufFile, p: &LlamaParams) -> Result<String> {
-    let config = LlamaConfig {
-        architectures: Some(vec!["LlamaForCausalLM".into()]),
-        model_type: Some("llama".into()),
-        hidden_size: p.hidden_size,
-        intermediate_size: p.intermediate_size,
-        num_hidden_layers: p.num_layers,
-        num_attention_heads: p.num_heads,
-        num_key_value_heads: Some(p.num_kv_heads),
-        head_dim: Some(p.head_dim),
-        rms_norm_eps: p.rms_norm_eps,
-        rope_theta: Some(p.rope_theta),
-        vocab_size: p.vocab_size,
-        max_position_embeddings: p.max_position_embeddings,
-        tie_word_embeddings: Some(p.tie_word_embeddings),
-        bos_token_id: p.bos_token_id,
-        eos_token_id: p.eos_token_id,
-        torch_dtype: None,
-        ..LlamaConfig::default()
-    };
-    let mut value = serde_json::to_value(&config)?;
-    if let Some(name) = gguf.get("general.name").and_then(|_| gguf.get_str("general.name").ok()) {
+/// The HF `config.json` text of a GGUF Llama model, checked by parsing it back.
+fn llama_config_json(gguf: &GgufFile, p: &LlamaParams, dtype: DType) -> Result<String> {
+    let mut value = json!({
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "hidden_act": "silu",
+        "hidden_size": p.hidden_size,
+        "intermediate_size": p.intermediate_size,
+        "num_hidden_layers": p.num_layers,
+        "num_attention_heads": p.num_heads,
+        "num_key_value_heads": p.num_kv_heads,
+        "head_dim": p.head_dim,
+        "rms_norm_eps": p.rms_norm_eps,
+        "rope_theta": p.rope_theta,
+        "vocab_size": p.vocab_size,
+        "max_position_embeddings": p.max_position_embeddings,
+        "tie_word_embeddings": p.tie_word_embeddings,
+        "bos_token_id": p.bos_token_id,
+        "eos_token_id": p.eos_token_id,
+        "attention_bias": false,
+        "mlp_bias": false,
+        "torch_dtype": torch_dtype_name(dtype),
+    });
+    if let Ok(name) = gguf.get_str("general.name") {
         value["_name_or_path"] = json!(name);
     }
-    value["hidden_act"] = json!("silu");
-    value["attention_bias"] = json!(false);
-    value["mlp_bias"] = json!(false);
-    Ok(serde_json::to_string_pretty(&value)?)
+    let text = serde_json::to_string_pretty(&value)?;
+    LlamaConfig::from_json_str(&text)?.validate()?;
+    Ok(text)
 }
 
 /// Rewrites a Hugging Face folder's safetensors with every float tensor stored
@@ -191,23 +192,23 @@ pub fn hf_change_dtype(
     })?;
     let mut writer = SafetensorsWriter::new();
     for (k, v) in model.metadata() {
-        writer.metadata(k, v);
+        writer.add_metadata(k.clone(), v.clone())?;
     }
-    let names: Vec<String> = model.names().map(str::to_string).collect();
+    let names: Vec<String> = model.names().into_iter().map(str::to_string).collect();
     let mut tensor_bytes = 0u64;
     for (i, name) in names.iter().enumerate() {
         let view = model.view(name)?;
-        if view_is_float(&view) {
+        if view.dtype().is_float() {
             let value = model.to_f32(name)?;
             tensor_bytes += (value.len() * dtype.size_in_bytes()) as u64;
-            writer.add_f32(name, value.view(), dtype)?;
+            add_as(&mut writer, name, value, dtype)?;
         } else {
             tensor_bytes += view.data().len() as u64;
-            writer.add_view(name, view)?;
+            writer.add_view(name.clone(), &view)?;
         }
         progress(i + 1, names.len());
     }
-    writer.write(&out.join("model.safetensors"))?;
+    writer.write_file(out.join("model.safetensors"))?;
     let mut files = vec!["model.safetensors".to_string()];
     for entry in std::fs::read_dir(input).map_err(|source| Error::File {
         path: input.to_path_buf(),
@@ -228,7 +229,7 @@ pub fn hf_change_dtype(
             } else {
                 bytes
             };
-            write_atomic(&out.join(&file_name), &bytes)?;
+            write_bytes_atomic(&out.join(&file_name), &bytes)?;
             files.push(file_name);
         }
     }
@@ -239,26 +240,43 @@ pub fn hf_change_dtype(
     })
 }
 
-fn view_is_float(view: &tensorpress_tensor::TensorView<'_>) -> bool {
-    use tensorpress_tensor::Tensor;
-    view.dtype().is_float()
+/// Adds an f32 array to `writer`, stored as `dtype` (f32, f16 or bf16).
+fn add_as(
+    writer: &mut SafetensorsWriter<'_>,
+    name: &str,
+    value: ArrayD<f32>,
+    dtype: DType,
+) -> Result<()> {
+    match dtype {
+        DType::F16 => writer.add_array(name, value.mapv(half::f16::from_f32).view())?,
+        DType::BF16 => writer.add_array(name, value.mapv(half::bf16::from_f32).view())?,
+        _ => writer.add_array(name, value.view())?,
+    }
+    Ok(())
+}
+
+/// transformers' name of a float dtype.
+fn torch_dtype_name(dtype: DType) -> &'static str {
+    match dtype {
+        DType::F16 => "float16",
+        DType::BF16 => "bfloat16",
+        _ => "float32",
+    }
 }
 
 fn set_torch_dtype(config: &[u8], dtype: DType) -> Result<Vec<u8>> {
     let mut v: serde_json::Value = serde_json::from_slice(config)?;
-    let name = match dtype {
-        DType::F16 => "float16",
-        DType::BF16 => "bfloat16",
-        _ => "float32",
-    };
     if let Some(obj) = v.as_object_mut() {
-        obj.insert("torch_dtype".into(), json!(name));
+        obj.insert("torch_dtype".into(), json!(torch_dtype_name(dtype)));
     }
     Ok(serde_json::to_vec_pretty(&v)?)
 }
 
 /// Loads whichever Llama checkpoint `path` is: a `.gguf` file or an HF folder.
-pub fn load_llama(path: &Path, options: tensorpress_models::weights::LoadOptions) -> Result<LlamaModel> {
+pub fn load_llama(
+    path: &Path,
+    options: tensorpress_models::weights::LoadOptions,
+) -> Result<LlamaModel> {
     if path.is_dir() {
         Ok(LlamaModel::from_hf_dir(path, options)?)
     } else {

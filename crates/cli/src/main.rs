@@ -99,13 +99,18 @@ fn main() -> ExitCode {
     if let Some(n) = cli.threads {
         // Candle sizes its GEMM parallelism from RAYON_NUM_THREADS.
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
-        if let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(n).build_global() {
+        if let Err(e) = rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+        {
             eprintln!("warning: could not size the thread pool: {e}");
         }
     }
     let result = match cli.command {
         Command::Eval(args) => eval(args),
-        Command::Inspect(args) => inspect_cmd::run(&args.path, args.metadata, args.summary, args.json),
+        Command::Inspect(args) => {
+            inspect_cmd::run(&args.path, args.metadata, args.summary, args.json)
+        }
         Command::Convert(args) => convert(args),
     };
     match result {
@@ -126,11 +131,10 @@ type CliResult = Result<(), Box<dyn std::error::Error>>;
 
 fn bar(total: usize, what: &str) -> ProgressBar {
     let pb = ProgressBar::new(total as u64);
-    let style = ProgressStyle::with_template(
-        "{msg} [{bar:40}] {pos}/{len} {elapsed_precise} (eta {eta})",
-    )
-    .map(|s| s.progress_chars("=> "))
-    .unwrap_or_else(|_| ProgressStyle::default_bar());
+    let style =
+        ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} {elapsed_precise} (eta {eta})")
+            .map(|s| s.progress_chars("=> "))
+            .unwrap_or_else(|_| ProgressStyle::default_bar());
     pb.set_style(style);
     pb.set_message(what.to_string());
     pb
@@ -147,8 +151,12 @@ fn model_kind(path: &Path) -> Result<ModelKind, Box<dyn std::error::Error>> {
         return Ok(ModelKind::Llama);
     }
     let config = path.join("config.json");
-    let text = std::fs::read_to_string(&config)
-        .map_err(|e| format!("{}: {e} (a model folder needs a config.json)", config.display()))?;
+    let text = std::fs::read_to_string(&config).map_err(|e| {
+        format!(
+            "{}: {e} (a model folder needs a config.json)",
+            config.display()
+        )
+    })?;
     let v: serde_json::Value = serde_json::from_str(&text)?;
     match v.get("model_type").and_then(|t| t.as_str()) {
         Some("bert") => Ok(ModelKind::Bert),
@@ -197,7 +205,9 @@ fn eval_perplexity(args: &EvalArgs) -> CliResult {
     if args.json {
         pb.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
-    let report = perplexity(&model, &tokens, &config, &mut |done, _| pb.set_position(done as u64))?;
+    let report = perplexity(&model, &tokens, &config, &mut |done, _| {
+        pb.set_position(done as u64)
+    })?;
     pb.finish_and_clear();
     let tps = report.tokens_per_second(args.ctx);
     if args.json {
@@ -238,10 +248,16 @@ fn eval_embeddings(args: &EvalArgs) -> CliResult {
     let mut sentences = args.sentence.clone();
     if let Some(f) = &args.sentences {
         let text = std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
-        sentences.extend(text.lines().filter(|l| !l.trim().is_empty()).map(String::from));
+        sentences.extend(
+            text.lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(String::from),
+        );
     }
     if sentences.is_empty() {
-        return Err("a BERT model embeds sentences: give --sentence TEXT or --sentences FILE".into());
+        return Err(
+            "a BERT model embeds sentences: give --sentence TEXT or --sentences FILE".into(),
+        );
     }
     let encoder = SentenceEncoder::from_dir(&args.model, LoadOptions::default())?;
     let refs: Vec<&str> = sentences.iter().map(String::as_str).collect();
@@ -250,7 +266,11 @@ fn eval_embeddings(args: &EvalArgs) -> CliResult {
     let secs = t0.elapsed().as_secs_f64();
     let n = embeddings.len();
     let sims: Vec<Vec<f64>> = (0..n)
-        .map(|i| (0..n).map(|j| cosine_similarity(&embeddings[i], &embeddings[j])).collect())
+        .map(|i| {
+            (0..n)
+                .map(|j| cosine_similarity(&embeddings[i], &embeddings[j]))
+                .collect()
+        })
         .collect();
     if args.json {
         let v = serde_json::json!({

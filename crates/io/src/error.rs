@@ -376,6 +376,20 @@ pub enum Error {
     /// A tensor-layer error (view construction, dtype conversion).
     #[error(transparent)]
     Tensor(#[from] tensorpress_tensor::Error),
+    /// A file of the project's test data is not in the cache.
+    #[error("test data {path} is missing: run scripts/fetch-testdata.sh (cache: $TENSORPRESS_CACHE or ~/.cache/tensorpress)")]
+    TestDataMissing {
+        /// The missing file.
+        path: PathBuf,
+    },
+    /// Bytes that should be UTF-8 text are not.
+    #[error("{what} is not UTF-8 (valid up to byte {valid_up_to})")]
+    NotUtf8 {
+        /// What was being read.
+        what: &'static str,
+        /// Length of the valid prefix.
+        valid_up_to: usize,
+    },
     /// An array whose shape disagrees with its data.
     #[error("tensor {tensor:?}: {source}")]
     Shape {

@@ -74,6 +74,12 @@ pub(crate) fn write_atomic(
     Ok(())
 }
 
+/// Writes `bytes` to `path` atomically (temporary file in the same folder,
+/// synced, then renamed): readers never see a partial file.
+pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic(path, |w| write_all(w, bytes, path))
+}
+
 /// The process umask, read without changing it where the OS allows
 /// (`/proc/self/status` on Linux); 0o022 otherwise.
 #[cfg(unix)]

@@ -56,5 +56,7 @@ mod fs;
 pub mod config;
 pub mod gguf;
 pub mod safetensors;
+pub mod testdata;
 
 pub use error::{Error, IndexProblem, Result};
+pub use fs::write_bytes_atomic;

@@ -1,12 +1,11 @@
 //! Tokenizers, through the `tokenizers` crate: loaded from `tokenizer.json` or
 //! rebuilt from the vocabulary, merges and special tokens that a GGUF file carries.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use tensorpress_io::gguf::GgufFile;
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
-use tokenizers::models::bpe::BPE;
+use tokenizers::models::bpe::{Vocab, BPE};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
@@ -69,7 +68,7 @@ impl TextTokenizer {
             Some(_) => gguf.get_i32_array("tokenizer.ggml.token_type")?,
             None => Vec::new(),
         };
-        let vocab: HashMap<String, u32> = tokens
+        let vocab: Vocab = tokens
             .iter()
             .enumerate()
             .map(|(i, t)| (t.to_string(), i as u32))
@@ -137,7 +136,9 @@ impl TextTokenizer {
 
     /// The text of `ids`.
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
-        self.inner.decode(ids, skip_special).map_err(Error::tokenizer)
+        self.inner
+            .decode(ids, skip_special)
+            .map_err(Error::tokenizer)
     }
 
     /// The id of `token`, if it is in the vocabulary.

@@ -74,11 +74,14 @@ impl MemoryWeights {
             p.num_heads * p.head_dim,
             p.num_kv_heads * p.head_dim,
         );
-        let mut dense = |rng: &mut tensorpress_tensor::SeededRng, out_f: usize, in_f: usize| {
+        let dense = |rng: &mut tensorpress_tensor::SeededRng, out_f: usize, in_f: usize| {
             let scale = 1.0 / (in_f as f32).sqrt();
             rng.array_normal(vec![out_f, in_f]).mapv(|v| v * scale)
         };
-        w.insert("model.embed_tokens.weight", dense(&mut rng, p.vocab_size, h));
+        w.insert(
+            "model.embed_tokens.weight",
+            dense(&mut rng, p.vocab_size, h),
+        );
         for l in 0..p.num_layers {
             let b = format!("model.layers.{l}");
             for (m, o, i) in [
@@ -170,10 +173,6 @@ impl<'a> Loader<'a> {
 
     pub(crate) fn device(&self) -> &Device {
         &self.options.device
-    }
-
-    pub(crate) fn trainable(&self) -> bool {
-        self.options.trainable
     }
 
     pub(crate) fn contains(&self, name: &str) -> bool {

@@ -111,9 +111,22 @@ fn logits_are_causal_and_sliced() {
     let mut changed = TOKENS;
     changed[8] = 40;
     let other = m.logits(&changed, 0).unwrap();
-    assert!(max_abs_diff(&full.narrow(0, 0, 8).unwrap(), &other.narrow(0, 0, 8).unwrap()) < 1e-5);
-    assert!(max_abs_diff(&full.narrow(0, 8, 1).unwrap(), &other.narrow(0, 8, 1).unwrap()) > 1e-4);
-    assert!(m.logits(&[47, 48], 0).is_err(), "token 48 is outside the vocabulary");
+    assert!(
+        max_abs_diff(
+            &full.narrow(0, 0, 8).unwrap(),
+            &other.narrow(0, 0, 8).unwrap()
+        ) < 1e-5
+    );
+    assert!(
+        max_abs_diff(
+            &full.narrow(0, 8, 1).unwrap(),
+            &other.narrow(0, 8, 1).unwrap()
+        ) > 1e-4
+    );
+    assert!(
+        m.logits(&[47, 48], 0).is_err(),
+        "token 48 is outside the vocabulary"
+    );
 }
 
 #[derive(Default)]
@@ -141,7 +154,11 @@ fn observers_see_every_linear_input() {
     m.set_observer(Some(shapes.clone()));
     m.logits(&TOKENS, 0).unwrap();
     let seen = shapes.0.lock().unwrap();
-    assert_eq!(seen.len(), 2 * 7, "every block linear, lm_head filtered out");
+    assert_eq!(
+        seen.len(),
+        2 * 7,
+        "every block linear, lm_head filtered out"
+    );
     assert_eq!(seen["model.layers.1.self_attn.q_proj"], vec![9, 24]);
     assert_eq!(seen["model.layers.0.self_attn.o_proj"], vec![9, 24]);
     assert_eq!(seen["model.layers.0.mlp.down_proj"], vec![9, 40]);
@@ -162,7 +179,8 @@ fn swapping_a_linear_changes_exactly_what_it_should() {
     m.linear_mut(name).unwrap().set_op(zero).unwrap();
     assert!(max_abs_diff(&before, &m.logits(&TOKENS, 0).unwrap()) > 1e-4);
     // A wrong shape is refused.
-    let wrong = Arc::new(DenseLinear::new(weight.t().unwrap().contiguous().unwrap(), None).unwrap());
+    let wrong =
+        Arc::new(DenseLinear::new(weight.t().unwrap().contiguous().unwrap(), None).unwrap());
     assert!(m.linear_mut(name).unwrap().set_op(wrong).is_err());
 }
 
@@ -178,10 +196,16 @@ fn loss(model: &LlamaModel) -> Tensor {
 fn gradients_flow_and_match_finite_differences() {
     let p = params(RopeLayout::Interleaved);
     let w = MemoryWeights::random_llama(&p, 13);
-    let fast = LlamaModel::load(&w, p.clone(), Naming::HuggingFace, LoadOptions::default()).unwrap();
+    let fast =
+        LlamaModel::load(&w, p.clone(), Naming::HuggingFace, LoadOptions::default()).unwrap();
     let model = LlamaModel::load(&w, p, Naming::HuggingFace, LoadOptions::trainable()).unwrap();
     // The differentiable ops compute the same function as the fused ones.
-    assert!(max_abs_diff(&fast.logits(&TOKENS, 0).unwrap(), &model.logits(&TOKENS, 0).unwrap()) < 1e-4);
+    assert!(
+        max_abs_diff(
+            &fast.logits(&TOKENS, 0).unwrap(),
+            &model.logits(&TOKENS, 0).unwrap()
+        ) < 1e-4
+    );
 
     let l = loss(&model);
     let grads = l.backward().unwrap();
@@ -190,7 +214,11 @@ fn gradients_flow_and_match_finite_differences() {
         .iter()
         .find(|(n, _)| n == "model.layers.0.self_attn.k_proj.weight")
         .unwrap();
-    let g = grads.get(var.as_tensor()).unwrap().to_vec2::<f32>().unwrap();
+    let g = grads
+        .get(var.as_tensor())
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
     let original: ArrayD<f32> = w.load_f32(name).unwrap();
     // Central differences on a few entries.
     let eps = 1e-2f32;
@@ -200,14 +228,35 @@ fn gradients_flow_and_match_finite_differences() {
         let mut minus = original.clone();
         minus[[r, c]] -= eps;
         let shape = original.shape().to_vec();
-        var.set(&Tensor::from_vec(plus.into_raw_vec_and_offset().0, shape.clone(), &candle_core::Device::Cpu).unwrap())
-            .unwrap();
+        var.set(
+            &Tensor::from_vec(
+                plus.into_raw_vec_and_offset().0,
+                shape.clone(),
+                &candle_core::Device::Cpu,
+            )
+            .unwrap(),
+        )
+        .unwrap();
         let lp = loss(&model).to_scalar::<f32>().unwrap();
-        var.set(&Tensor::from_vec(minus.into_raw_vec_and_offset().0, shape.clone(), &candle_core::Device::Cpu).unwrap())
-            .unwrap();
+        var.set(
+            &Tensor::from_vec(
+                minus.into_raw_vec_and_offset().0,
+                shape.clone(),
+                &candle_core::Device::Cpu,
+            )
+            .unwrap(),
+        )
+        .unwrap();
         let lm = loss(&model).to_scalar::<f32>().unwrap();
-        var.set(&Tensor::from_vec(original.clone().into_raw_vec_and_offset().0, shape, &candle_core::Device::Cpu).unwrap())
-            .unwrap();
+        var.set(
+            &Tensor::from_vec(
+                original.clone().into_raw_vec_and_offset().0,
+                shape,
+                &candle_core::Device::Cpu,
+            )
+            .unwrap(),
+        )
+        .unwrap();
         let numeric = (lp - lm) / (2.0 * eps);
         let analytic = g[r][c];
         assert!(

@@ -34,16 +34,28 @@ fn embeddings_match_sentence_transformers() {
             .iter()
             .map(|v| v.as_u64().unwrap() as u32)
             .collect();
-        assert_eq!(encoder.tokenize(sentence).unwrap(), ids, "token ids of {sentence:?}");
+        assert_eq!(
+            encoder.tokenize(sentence).unwrap(),
+            ids,
+            "token ids of {sentence:?}"
+        );
 
-        let pooled = encoder.model().mean_pooled(&ids).unwrap().to_vec1::<f32>().unwrap();
+        let pooled = encoder
+            .model()
+            .mean_pooled(&ids)
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         let want_pooled = floats(&case["mean_pooled"]);
         let max_pooled = pooled
             .iter()
             .zip(&want_pooled)
             .map(|(a, b)| (a - b).abs())
             .fold(0.0f32, f32::max);
-        assert!(max_pooled < 1e-3, "{sentence:?}: mean-pooled max |Δ| {max_pooled}");
+        assert!(
+            max_pooled < 1e-3,
+            "{sentence:?}: mean-pooled max |Δ| {max_pooled}"
+        );
 
         let emb = &encoder.embed(&[sentence]).unwrap()[0];
         let want = floats(&case["embedding"]);

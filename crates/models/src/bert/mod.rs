@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
-use tensorpress_io::config::BertConfig;
+use tensorpress_io::config::{BertConfig, HiddenAct};
 use tensorpress_io::safetensors::SafetensorsModel;
 
 use crate::linear::{DenseLinear, Linear, Observer};
@@ -37,11 +37,10 @@ pub struct BertParams {
 impl BertParams {
     /// From an HF `config.json` (only `hidden_act = gelu`, exact erf GELU, is supported).
     pub fn from_config(c: &BertConfig) -> Result<Self> {
-        let act = c.hidden_act.as_deref().unwrap_or("gelu");
-        if act != "gelu" {
+        if c.hidden_act != HiddenAct::Gelu {
             return Err(Error::Config {
                 field: "hidden_act",
-                reason: format!("`{act}` is not supported (only gelu)"),
+                reason: format!("{:?} is not supported (only exact gelu)", c.hidden_act),
             });
         }
         if c.num_attention_heads == 0 || c.hidden_size % c.num_attention_heads != 0 {
@@ -99,7 +98,11 @@ pub struct BertModel {
 
 impl BertModel {
     /// Builds the encoder from `source` (HF names, optionally prefixed `bert.`).
-    pub fn load(source: &dyn WeightSource, params: BertParams, options: LoadOptions) -> Result<Self> {
+    pub fn load(
+        source: &dyn WeightSource,
+        params: BertParams,
+        options: LoadOptions,
+    ) -> Result<Self> {
         let prefix = if source.contains("bert.embeddings.word_embeddings.weight") {
             "bert."
         } else {
@@ -108,7 +111,7 @@ impl BertModel {
         let mut loader = Loader::new(source, options);
         let p = &params;
         let h = p.hidden_size;
-        let mut norm = |loader: &mut Loader, name: &str| -> Result<LayerNorm> {
+        let norm = |loader: &mut Loader, name: &str| -> Result<LayerNorm> {
             Ok(LayerNorm {
                 weight: loader.load(&format!("{prefix}{name}.weight"), &[h])?,
                 bias: loader.load(&format!("{prefix}{name}.bias"), &[h])?,
@@ -130,7 +133,7 @@ impl BertModel {
         let mut layers = Vec::with_capacity(p.num_layers);
         for l in 0..p.num_layers {
             let base = format!("encoder.layer.{l}");
-            let mut linear = |loader: &mut Loader, module: &str, out_f: usize, in_f: usize| {
+            let linear = |loader: &mut Loader, module: &str, out_f: usize, in_f: usize| {
                 let name = format!("{base}.{module}");
                 let w = loader.load(&format!("{prefix}{name}.weight"), &[out_f, in_f])?;
                 let b = loader.load(&format!("{prefix}{name}.bias"), &[out_f])?;
@@ -286,7 +289,9 @@ impl BertModel {
 }
 
 fn layer_norm(x: &Tensor, n: &LayerNorm, eps: f64) -> Result<Tensor> {
-    Ok(candle_nn::ops::layer_norm(x, &n.weight, &n.bias, eps as f32)?)
+    Ok(candle_nn::ops::layer_norm(
+        x, &n.weight, &n.bias, eps as f32,
+    )?)
 }
 
 /// Sentence embeddings: a BERT encoder, its tokenizer and the maximum length.

@@ -116,25 +116,27 @@ impl LlamaParams {
     /// checkpoint are in the halves layout. `add_bos` comes from the tokenizer
     /// configuration (`tokenizer_config.json`'s `add_bos_token`).
     pub fn from_hf_config(config: &LlamaConfig, add_bos: bool) -> Result<Self> {
+        config.validate()?;
         let heads = config.num_attention_heads;
-        let head_dim = config
-            .head_dim
-            .unwrap_or(if heads > 0 { config.hidden_size / heads } else { 0 });
+        let head_dim = config.head_dim();
         let params = LlamaParams {
             vocab_size: config.vocab_size,
             hidden_size: config.hidden_size,
             intermediate_size: config.intermediate_size,
             num_layers: config.num_hidden_layers,
             num_heads: heads,
-            num_kv_heads: config.num_key_value_heads.unwrap_or(heads),
+            num_kv_heads: config.kv_heads(),
             head_dim,
             rms_norm_eps: config.rms_norm_eps,
-            rope_theta: config.rope_theta.unwrap_or(10_000.0),
+            rope_theta: config.rope_theta,
             max_position_embeddings: config.max_position_embeddings,
-            tie_word_embeddings: config.tie_word_embeddings.unwrap_or(false),
+            tie_word_embeddings: config.tie_word_embeddings,
             rope_layout: RopeLayout::Halves,
             bos_token_id: config.bos_token_id,
-            eos_token_id: config.eos_token_id,
+            eos_token_id: config
+                .eos_token_id
+                .as_ref()
+                .and_then(|ids| ids.to_vec().first().copied()),
             add_bos,
         };
         params.validate()?;

@@ -63,7 +63,11 @@ impl Rope {
     fn new(params: &LlamaParams, positions: usize, device: &Device) -> Result<Self> {
         let half = params.head_dim / 2;
         let inv_freq: Vec<f32> = (0..half)
-            .map(|i| (1.0 / params.rope_theta.powf(2.0 * i as f64 / params.head_dim as f64)) as f32)
+            .map(|i| {
+                (1.0 / params
+                    .rope_theta
+                    .powf(2.0 * i as f64 / params.head_dim as f64)) as f32
+            })
             .collect();
         let mut cos = Vec::with_capacity(positions * half);
         let mut sin = Vec::with_capacity(positions * half);

@@ -81,7 +81,10 @@ mod tests {
             Naming::Gguf.tensor("model.layers.12.self_attn.k_proj"),
             "blk.12.attn_k.weight"
         );
-        assert_eq!(Naming::Gguf.tensor("model.embed_tokens"), "token_embd.weight");
+        assert_eq!(
+            Naming::Gguf.tensor("model.embed_tokens"),
+            "token_embd.weight"
+        );
         assert_eq!(
             Naming::HuggingFace.tensor("model.norm"),
             "model.norm.weight"
@@ -91,7 +94,10 @@ mod tests {
             let g = Naming::Gguf.tensor(&hf);
             assert_eq!(gguf_tensor_to_hf(&g).unwrap(), format!("{hf}.weight"));
         }
-        assert_eq!(gguf_tensor_to_hf("output.weight").unwrap(), "lm_head.weight");
+        assert_eq!(
+            gguf_tensor_to_hf("output.weight").unwrap(),
+            "lm_head.weight"
+        );
         assert_eq!(gguf_tensor_to_hf("blk.x.attn_q.weight"), None);
         assert_eq!(gguf_tensor_to_hf("rope_freqs.weight"), None);
     }
