@@ -274,6 +274,8 @@ fn bad_tensor_infos() {
         &[u64::MAX],
         &[1 << 63],
         &[4, 1 << 62],
+        &[0, 1 << 63],
+        &[0, 1 << 40, 1 << 40],
     ] {
         let mut r = Raw::start(3, 1, 0);
         r.tensor("t", ne, 0, 0).data(32, 4);
@@ -284,6 +286,10 @@ fn bad_tensor_infos() {
         r.tensor("t", &[32], ty, 0).data(32, 64);
         assert!(matches!(err(&r), Error::UnknownGgmlType { type_id, .. } if type_id == ty));
     }
+    let mut r = Raw::start(3, 1, 0);
+    r.tensor("z", &[0, 1 << 40], 0, 0).data(32, 0);
+    let h = r.parse().unwrap();
+    assert_eq!(h.tensor("z").unwrap().numel(), 0);
     let mut r = Raw::start(3, 1, 0);
     r.tensor("t", &[33, 2], 2, 0).data(32, 64);
     assert!(matches!(

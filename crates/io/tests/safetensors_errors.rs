@@ -133,6 +133,20 @@ fn tensor_problems() {
     ));
     let h = r#"{"a":{"dtype":"F32","shape":[1099511627776,1099511627776,1099511627776],"data_offsets":[0,8]}}"#;
     assert!(matches!(err(file(h, 8)), Error::ShapeOverflow { .. }));
+    // Zero elements, but ndarray could not represent the shape.
+    let h = r#"{"a":{"dtype":"F32","shape":[0,18446744073709551615],"data_offsets":[0,0]}}"#;
+    assert!(matches!(err(file(h, 0)), Error::ShapeOverflow { .. }));
+    let h = r#"{"a":{"dtype":"F32","shape":[0,4611686018427387904,4],"data_offsets":[0,0]}}"#;
+    assert!(matches!(err(file(h, 0)), Error::ShapeOverflow { .. }));
+    let h = r#"{"a":{"dtype":"F32","shape":[0,5],"data_offsets":[0,0]}}"#;
+    assert_eq!(
+        SafetensorsModel::from_bytes(file(h, 0))
+            .unwrap()
+            .to_f32("a")
+            .unwrap()
+            .shape(),
+        [0, 5]
+    );
     let h = r#"{"a":{"dtype":"F32","shape":[18446744073709551616],"data_offsets":[0,8]}}"#;
     assert!(matches!(err(file(h, 8)), Error::HeaderJson { .. }));
     let h = r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[8,0]}}"#;
