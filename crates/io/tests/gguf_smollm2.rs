@@ -117,3 +117,20 @@ fn every_tensor_dequantizes_like_gguf_py() {
     }
     assert_eq!(checked, 272);
 }
+
+#[test]
+fn rewriting_reproduces_the_file_byte_for_byte() {
+    let path = common::smollm2();
+    let f = GgufFile::open(&path).expect("open SmolLM2");
+    let mut w = tensorpress_io::gguf::GgufWriter::new();
+    w.extend_metadata(f.metadata()).unwrap();
+    for info in f.tensors() {
+        let bytes = f.tensor_bytes(info.name()).unwrap();
+        w.add_tensor(info.name(), info.ggml_type(), info.shape(), bytes)
+            .unwrap();
+    }
+    let out = w.to_bytes().unwrap();
+    let original = std::fs::read(&path).unwrap();
+    assert_eq!(out.len(), original.len());
+    assert!(out == original, "rewritten file differs from the original");
+}

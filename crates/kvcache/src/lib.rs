@@ -1,1 +1,196 @@
-//! tensorpress kvcache (in progress)
+//! Key/value caches for tensorpress: a [`KvCache`] trait over keys and values
+//! `[tokens, heads, head_dim]`, with an exact f32 cache, an f16 cache and a
+//! per-token, per-head symmetric int8 cache. Later issues add lower-bit caches
+//! (KIVI, KVQuant), eviction and merging policies, and attention over
+//! compressed storage.
+//!
+//! # Quick start
+//!
+//! ```
+//! use tensorpress_kvcache::{F32Cache, Int8Cache, KvCache};
+//! use tensorpress_tensor::SeededRng;
+//!
+//! let (heads, head_dim) = (4, 64);
+//! let mut rng = SeededRng::new(0);
+//! let mut exact = F32Cache::new(heads, head_dim);
+//! let mut int8 = Int8Cache::new(heads, head_dim);
+//! for _step in 0..3 {
+//!     // One decoding step of 5 tokens.
+//!     let k = rng.array_normal((5, heads, head_dim));
+//!     let v = rng.array_normal((5, heads, head_dim));
+//!     exact.append(k.view(), v.view())?;
+//!     int8.append(k.view(), v.view())?;
+//! }
+//! assert_eq!(int8.len(), 15);
+//! // (64 + 4) bytes per token and head instead of 256.
+//! assert_eq!(int8.memory_bytes(), 2 * 15 * heads * (head_dim + 4));
+//! assert_eq!(exact.memory_bytes(), 2 * 15 * heads * head_dim * 4);
+//! let err = (&int8.keys() - &exact.keys()).mapv(f32::abs).fold(0.0f32, |m, &e| m.max(e));
+//! assert!(err < 0.03);
+//! # Ok::<(), tensorpress_kvcache::Error>(())
+//! ```
+
+mod cache;
+mod error;
+mod float;
+mod int8;
+
+pub use cache::KvCache;
+pub use error::{Error, Result};
+pub use float::{F16Cache, F32Cache};
+pub use int8::Int8Cache;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{s, Array3, Axis};
+    use proptest::prelude::*;
+    use tensorpress_tensor::SeededRng;
+
+    fn caches(heads: usize, head_dim: usize) -> Vec<(&'static str, Box<dyn KvCache>)> {
+        vec![
+            ("f32", Box::new(F32Cache::new(heads, head_dim))),
+            ("f16", Box::new(F16Cache::new(heads, head_dim))),
+            ("int8", Box::new(Int8Cache::new(heads, head_dim))),
+        ]
+    }
+
+    fn kv(
+        rng: &mut SeededRng,
+        tokens: usize,
+        heads: usize,
+        d: usize,
+    ) -> (Array3<f32>, Array3<f32>) {
+        (
+            rng.array_normal((tokens, heads, d)) * 3.0,
+            rng.array_normal((tokens, heads, d)),
+        )
+    }
+
+    #[test]
+    fn split_appends_equal_one_append() {
+        let mut rng = SeededRng::new(1);
+        let (k, v) = kv(&mut rng, 23, 3, 16);
+        for ((name, mut whole), (_, mut parts)) in caches(3, 16).into_iter().zip(caches(3, 16)) {
+            whole.append(k.view(), v.view()).unwrap();
+            for (kc, vc) in k
+                .axis_chunks_iter(Axis(0), 5)
+                .zip(v.axis_chunks_iter(Axis(0), 5))
+            {
+                parts.append(kc, vc).unwrap();
+            }
+            assert_eq!(parts.len(), 23, "{name}");
+            assert_eq!(parts.keys(), whole.keys(), "{name}");
+            assert_eq!(parts.values(), whole.values(), "{name}");
+            assert_eq!(parts.memory_bytes(), whole.memory_bytes(), "{name}");
+            parts.clear();
+            assert!(parts.is_empty() && parts.memory_bytes() == 0, "{name}");
+            assert_eq!(parts.keys().dim(), (0, 3, 16));
+        }
+    }
+
+    #[test]
+    fn exactness_of_each_cache() {
+        let mut rng = SeededRng::new(2);
+        let (k, v) = kv(&mut rng, 9, 2, 32);
+        let mut f32c = F32Cache::new(2, 32);
+        f32c.append(k.view(), v.view()).unwrap();
+        assert_eq!(f32c.keys(), k);
+        assert_eq!(f32c.values(), v);
+        let mut f16c = F16Cache::new(2, 32);
+        f16c.append(k.view(), v.view()).unwrap();
+        let rel = (&f16c.keys() - &k)
+            .iter()
+            .zip(k.iter())
+            .map(|(e, x)| e.abs() / x.abs().max(1e-3))
+            .fold(0.0f32, f32::max);
+        assert!(rel <= 2f32.powi(-11) * 1.0001, "{rel}");
+    }
+
+    #[test]
+    fn int8_error_is_within_half_a_step() {
+        let mut rng = SeededRng::new(3);
+        let (k, v) = kv(&mut rng, 40, 4, 64);
+        let mut c = Int8Cache::new(4, 64);
+        c.append(k.view(), v.view()).unwrap();
+        for (orig, deq, scales) in [
+            (&k, c.keys(), c.key_scales()),
+            (&v, c.values(), c.value_scales()),
+        ] {
+            for t in 0..40 {
+                for h in 0..4 {
+                    let scale = scales[t * 4 + h];
+                    let amax = orig.slice(s![t, h, ..]).fold(0.0f32, |m, x| m.max(x.abs()));
+                    assert_eq!(scale, amax / 127.0);
+                    for d in 0..64 {
+                        let e = (orig[[t, h, d]] - deq[[t, h, d]]).abs();
+                        assert!(
+                            e <= scale * 0.5 * (1.0 + 1e-5),
+                            "t{t} h{h} d{d}: {e} > {}",
+                            scale / 2.0
+                        );
+                    }
+                }
+            }
+        }
+        // All-zero heads (scale 0) round-trip exactly.
+        let zeros = Array3::<f32>::zeros((2, 4, 64));
+        let mut z = Int8Cache::new(4, 64);
+        z.append(zeros.view(), zeros.view()).unwrap();
+        assert_eq!(z.keys(), zeros);
+    }
+
+    #[test]
+    fn bad_appends_are_rejected_and_leave_the_cache_alone() {
+        for (name, mut c) in caches(2, 8) {
+            let good = Array3::<f32>::ones((1, 2, 8));
+            c.append(good.view(), good.view()).unwrap();
+            let before = c.memory_bytes();
+            let wrong = Array3::<f32>::ones((1, 3, 8));
+            assert!(
+                matches!(
+                    c.append(wrong.view(), good.view()),
+                    Err(Error::Shape { what: "keys", .. })
+                ),
+                "{name}"
+            );
+            let two = Array3::<f32>::ones((2, 2, 8));
+            assert!(matches!(
+                c.append(good.view(), two.view()),
+                Err(Error::TokenMismatch { keys: 1, values: 2 })
+            ));
+            let mut nan = good.clone();
+            nan[[0, 1, 5]] = f32::NAN;
+            assert!(matches!(
+                c.append(good.view(), nan.view()),
+                Err(Error::NonFinite {
+                    what: "values",
+                    token: 0,
+                    head: 1,
+                    dim: 5
+                })
+            ));
+            assert_eq!((c.len(), c.memory_bytes()), (1, before), "{name}");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+        #[test]
+        fn any_split_matches(heads in 1usize..4, d in 1usize..20, cuts in proptest::collection::vec(0usize..6, 1..5), seed in any::<u64>()) {
+            let total: usize = cuts.iter().sum();
+            let mut rng = SeededRng::new(seed);
+            let (k, v) = kv(&mut rng, total, heads, d);
+            for ((name, mut whole), (_, mut parts)) in caches(heads, d).into_iter().zip(caches(heads, d)) {
+                whole.append(k.view(), v.view()).unwrap();
+                let mut at = 0;
+                for &n in &cuts {
+                    parts.append(k.slice(s![at..at + n, .., ..]), v.slice(s![at..at + n, .., ..])).unwrap();
+                    at += n;
+                }
+                prop_assert_eq!(parts.keys(), whole.keys(), "{}", name);
+                prop_assert_eq!(parts.values(), whole.values(), "{}", name);
+            }
+        }
+    }
+}

@@ -236,15 +236,16 @@ pub(crate) fn tensor_geometry(
             max: GGML_MAX_DIMS as u64,
         });
     }
-    // ggml keeps dimensions and element counts in int64_t.
-    let numel = ne
+    // ggml keeps dimensions and element counts in int64_t; ndarray needs the
+    // product of the non-zero dimensions to fit in isize even when one is zero.
+    let limit = (isize::MAX as u64).min(i64::MAX as u64);
+    let nonzero = ne
         .iter()
+        .filter(|&&d| d != 0)
         .try_fold(1u64, |acc, &d| acc.checked_mul(d))
-        .filter(|&n| n <= i64::MAX as u64)
+        .filter(|&n| n <= limit)
         .ok_or_else(overflow)?;
-    if ne.iter().any(|&d| d > i64::MAX as u64) {
-        return Err(overflow());
-    }
+    let numel = if ne.contains(&0) { 0 } else { nonzero };
     let ne0 = ne.first().copied().unwrap_or(1);
     let block = ggml_type.block_size() as u64;
     if ne0 % block != 0 {

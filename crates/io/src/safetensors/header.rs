@@ -227,6 +227,16 @@ fn validate_tensor(name: &str, t: RawTensor) -> Result<HeaderEntry> {
         .iter()
         .map(|&d| usize::try_from(d).map_err(|_| overflow()))
         .collect::<Result<Vec<_>>>()?;
+    // ndarray needs the product of the non-zero dimensions to fit in isize,
+    // even when another dimension is zero.
+    let nonzero = shape
+        .iter()
+        .filter(|&&d| d != 0)
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .filter(|&n| n <= isize::MAX as usize);
+    if nonzero.is_none() {
+        return Err(overflow());
+    }
     let expected = tensorpress_tensor::byte_len(dtype, &shape).map_err(|_| overflow())?;
     let (start, end) = t.data_offsets;
     if end < start {

@@ -1,0 +1,80 @@
+//! The [`KvCache`] trait and checks shared by the implementations.
+
+use ndarray::{Array3, ArrayView3};
+
+use crate::{Error, Result};
+
+/// A key/value cache of one attention layer: keys and values of shape
+/// `[tokens, heads, head_dim]`, appended as tokens arrive and read back as f32.
+pub trait KvCache {
+    /// Number of (KV) heads.
+    fn heads(&self) -> usize;
+
+    /// Dimension of each head.
+    fn head_dim(&self) -> usize;
+
+    /// Tokens stored.
+    fn len(&self) -> usize;
+
+    /// Whether no token is stored.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Appends `keys` and `values` (`[tokens, heads, head_dim]`, same token count).
+    ///
+    /// # Errors
+    /// [`Error::Shape`], [`Error::TokenMismatch`], [`Error::NonFinite`]; the
+    /// cache is unchanged on error.
+    fn append(&mut self, keys: ArrayView3<'_, f32>, values: ArrayView3<'_, f32>) -> Result<()>;
+
+    /// All keys, dequantized, `[len, heads, head_dim]`.
+    fn keys(&self) -> Array3<f32>;
+
+    /// All values, dequantized, `[len, heads, head_dim]`.
+    fn values(&self) -> Array3<f32>;
+
+    /// Bytes of storage the cached data occupies (codes and scales; not the
+    /// `Vec` headers or spare capacity).
+    fn memory_bytes(&self) -> usize;
+
+    /// Removes every token, keeping the allocation.
+    fn clear(&mut self);
+}
+
+/// Validates an append against `[_, heads, head_dim]`; returns the token count.
+pub(crate) fn check_append(
+    heads: usize,
+    head_dim: usize,
+    keys: &ArrayView3<'_, f32>,
+    values: &ArrayView3<'_, f32>,
+) -> Result<usize> {
+    for (what, a) in [("keys", keys), ("values", values)] {
+        let (_, h, d) = a.dim();
+        if (h, d) != (heads, head_dim) {
+            return Err(Error::Shape {
+                what,
+                got: a.shape().to_vec(),
+                heads,
+                head_dim,
+            });
+        }
+    }
+    if keys.dim().0 != values.dim().0 {
+        return Err(Error::TokenMismatch {
+            keys: keys.dim().0,
+            values: values.dim().0,
+        });
+    }
+    for (what, a) in [("keys", keys), ("values", values)] {
+        if let Some(((token, head, dim), _)) = a.indexed_iter().find(|(_, v)| !v.is_finite()) {
+            return Err(Error::NonFinite {
+                what,
+                token,
+                head,
+                dim,
+            });
+        }
+    }
+    Ok(keys.dim().0)
+}
