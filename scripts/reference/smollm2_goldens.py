@@ -233,7 +233,7 @@ def main() -> int:
         },
         "num_tokens": len(ids),
         "num_tokens_if_trailing_newline_kept": len(ids_eol),
-        "trailing_newline_kept_differs_by": ids_eol[len(ids):] if ids_eol[:len(ids)] == ids else None,
+        "extra_ids_if_trailing_newline_kept": ids_eol[len(ids):] if ids_eol[:len(ids)] == ids else None,
         "hash": {
             "algorithm": (
                 "FNV-1a 64-bit over the token ids in order, each id written as 4 bytes "

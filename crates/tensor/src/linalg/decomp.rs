@@ -75,6 +75,13 @@ fn evd_scratch<T: Real>(n: usize, vectors: bool) -> MemBuffer {
 pub fn eigh<T: Real>(a: ArrayView2<'_, T>) -> Result<Eigh<T>> {
     let n = check_square("eigh", &a)?;
     check_finite("eigh", &a, true)?;
+    if n == 0 {
+        // faer's workspace sizing does not handle empty matrices.
+        return Ok(Eigh {
+            values: Array1::zeros(0),
+            vectors: Array2::zeros((0, 0)),
+        });
+    }
     let mut values = vec![T::zero(); n];
     // faer prefers column-major eigenvectors; copy to row-major afterwards (O(n²)).
     let mut u = Mat::<T>::zeros(n, n);
@@ -101,6 +108,9 @@ pub fn eigh<T: Real>(a: ArrayView2<'_, T>) -> Result<Eigh<T>> {
 pub fn eigvalsh<T: Real>(a: ArrayView2<'_, T>) -> Result<Array1<T>> {
     let n = check_square("eigvalsh", &a)?;
     check_finite("eigvalsh", &a, true)?;
+    if n == 0 {
+        return Ok(Array1::zeros(0));
+    }
     let mut values = vec![T::zero(); n];
     let mut mem = evd_scratch::<T>(n, false);
     evd::self_adjoint_evd(
@@ -156,6 +166,13 @@ pub fn svd<T: Real>(a: ArrayView2<'_, T>) -> Result<Svd<T>> {
     check_finite("svd", &a, false)?;
     let (m, n) = a.dim();
     let k = m.min(n);
+    if k == 0 {
+        return Ok(Svd {
+            u: Array2::zeros((m, 0)),
+            s: Array1::zeros(0),
+            vt: Array2::zeros((0, n)),
+        });
+    }
     let mut s = vec![T::zero(); k];
     let mut u = Mat::<T>::zeros(m, k);
     // `Vᵀ` row-major is `V` column-major: faer writes V straight into it.
@@ -185,6 +202,9 @@ pub fn svd<T: Real>(a: ArrayView2<'_, T>) -> Result<Svd<T>> {
 pub fn singular_values<T: Real>(a: ArrayView2<'_, T>) -> Result<Array1<T>> {
     check_finite("singular_values", &a, false)?;
     let (m, n) = a.dim();
+    if m.min(n) == 0 {
+        return Ok(Array1::zeros(0));
+    }
     let mut s = vec![T::zero(); m.min(n)];
     let mut mem = svd_scratch::<T>(m, n, false);
     fsvd::svd(
@@ -208,6 +228,13 @@ pub fn singular_values<T: Real>(a: ArrayView2<'_, T>) -> Result<Array1<T>> {
 /// [`Error::NonFinite`].
 pub fn qr<T: Real>(a: ArrayView2<'_, T>) -> Result<Qr<T>> {
     check_finite("qr", &a, false)?;
+    let (m, n) = a.dim();
+    if m.min(n) == 0 {
+        return Ok(Qr {
+            q: Array2::zeros((m, 0)),
+            r: Array2::zeros((0, n)),
+        });
+    }
     let f = faer::linalg::solvers::Qr::new(faer_ref(a));
     Ok(Qr {
         q: to_array(f.compute_thin_Q().as_ref()),

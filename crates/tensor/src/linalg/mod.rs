@@ -138,7 +138,7 @@ pub(crate) fn check_finite<T: Real>(
 ) -> Result<()> {
     for (i, row) in a.outer_iter().enumerate() {
         let row = if lower_only {
-            row.slice_move(ndarray::s![..=i.min(a.ncols().saturating_sub(1))])
+            row.slice_move(ndarray::s![..(i + 1).min(a.ncols())])
         } else {
             row
         };
@@ -227,6 +227,26 @@ mod tests {
         assert_eq!(m[(0, 0)], 6.0);
         assert_eq!(m[(1, 1)], 1.0);
         assert_eq!(to_array(m), rev);
+    }
+
+    #[test]
+    fn empty_matrices_are_fine() {
+        let e = Array2::<f64>::zeros((0, 0));
+        assert_eq!(cholesky(e.view()).unwrap().dim(), (0, 0));
+        assert_eq!(cholesky_inverse_upper(e.view()).unwrap().dim(), (0, 0));
+        assert_eq!(spd_inverse(e.view()).unwrap().dim(), (0, 0));
+        assert_eq!(eigh(e.view()).unwrap().values.len(), 0);
+        let d = cholesky_damped(e.view(), &DampSchedule::default()).unwrap();
+        assert_eq!(d.attempts, 1);
+        let r = Array2::<f32>::zeros((3, 0));
+        let s = svd(r.view()).unwrap();
+        assert_eq!((s.u.dim(), s.s.len(), s.vt.dim()), ((3, 0), 0, (0, 0)));
+        let q = qr(r.view()).unwrap();
+        assert_eq!((q.q.dim(), q.r.dim()), ((3, 0), (0, 0)));
+        assert_eq!(
+            matmul(r.view(), Array2::<f32>::zeros((0, 2)).view()).unwrap(),
+            Array2::<f32>::zeros((3, 2))
+        );
     }
 
     #[test]
