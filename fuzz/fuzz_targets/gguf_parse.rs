@@ -20,22 +20,31 @@ fuzz_target!(|data: &[u8]| {
         let _ = file.get_i32_array(key);
     }
     for info in file.tensors() {
-        let bytes = file.tensor_bytes(info.name()).expect("listed tensor has bytes");
+        let bytes = file
+            .tensor_bytes(info.name())
+            .expect("listed tensor has bytes");
         assert_eq!(bytes.len(), info.n_bytes());
         if info.ggml_type().can_dequantize() {
-            let values = file.dequantize(info.name()).expect("decodable type decodes");
+            let values = file
+                .dequantize(info.name())
+                .expect("decodable type decodes");
             assert_eq!(values.shape(), info.shape());
         }
         let _ = file.tensor_view(info.name());
     }
 
     // Write back (names ggml would refuse are out of scope) and check stability.
-    if file.tensors().iter().any(|t| t.name().len() >= GGML_MAX_NAME) {
+    if file
+        .tensors()
+        .iter()
+        .any(|t| t.name().len() >= GGML_MAX_NAME)
+    {
         return;
     }
     let rewrite = |f: &GgufFile| {
         let mut w = GgufWriter::new();
-        w.extend_metadata(f.metadata()).expect("metadata of a parsed file is valid");
+        w.extend_metadata(f.metadata())
+            .expect("metadata of a parsed file is valid");
         for t in f.tensors() {
             let bytes = f.tensor_bytes(t.name()).expect("bytes");
             w.add_tensor(t.name(), t.ggml_type(), t.shape(), bytes)

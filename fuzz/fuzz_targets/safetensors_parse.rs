@@ -19,7 +19,8 @@ fuzz_target!(|data: &[u8]| {
         let view = model.view(name).expect("listed tensor has a view");
         let values = model.to_f32(name).expect("every dtype converts");
         assert_eq!(values.shape(), info.shape.as_slice());
-        w.add_view(name, &view).expect("tensor of a parsed file is valid");
+        w.add_view(name, &view)
+            .expect("tensor of a parsed file is valid");
     }
     let bytes = w.to_bytes().expect("serializes");
     let again = SafetensorsModel::from_bytes(bytes).expect("our own output parses");
