@@ -54,6 +54,13 @@ fn writes_minilm_back_losslessly() {
     // Single file.
     let single = dir.path().join("single");
     w.write_dir(&single).unwrap();
+    // The original came from the reference writer; ours reproduces it byte for byte.
+    let original = std::fs::read(common::minilm().join("model.safetensors")).unwrap();
+    let rewritten = std::fs::read(single.join("model.safetensors")).unwrap();
+    assert!(
+        original == rewritten,
+        "rewritten MiniLM differs from the original"
+    );
     // Shards of at most 16 MB: the 46.9 MB embedding gets its own.
     let sharded = dir.path().join("sharded");
     w.max_shard_size(16 << 20);

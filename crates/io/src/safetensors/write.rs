@@ -43,6 +43,31 @@ impl StoreElement for bool {
     }
 }
 
+/// The position of a dtype in the reference implementation's `Dtype` enum, whose
+/// writer orders tensors by it (descending), then by name: following it makes
+/// our files byte-identical to the reference's for the same tensors.
+fn reference_rank(d: DType) -> u8 {
+    match d {
+        DType::Bool => 0,
+        DType::U8 => 4,
+        DType::I8 => 5,
+        DType::F8E5M2 => 6,
+        DType::F8E4M3 => 7,
+        DType::I16 => 11,
+        DType::U16 => 12,
+        DType::F16 => 13,
+        DType::BF16 => 14,
+        DType::I32 => 15,
+        DType::U32 => 16,
+        DType::F32 => 17,
+        DType::F64 => 19,
+        DType::I64 => 20,
+        DType::U64 => 21,
+        // Not in the reference: order by element size among the others.
+        _ => (d.size_in_bytes() * 5) as u8,
+    }
+}
+
 struct Pending<'a> {
     name: String,
     dtype: DType,
@@ -53,10 +78,10 @@ struct Pending<'a> {
 /// Collects tensors and metadata, then writes safetensors files.
 ///
 /// Data may be borrowed (`&'a [u8]`, e.g. from a mapped source) or owned. The
-/// header lists `__metadata__` first, then the tensors ordered by decreasing
-/// element size and then by name, and is padded with spaces to a multiple of
-/// 8 bytes, as the reference implementation does, so every tensor is aligned
-/// to its element size in the file.
+/// header lists `__metadata__` first, then the tensors ordered as the reference
+/// implementation orders them (by dtype, widest first, then by name), and is
+/// padded with spaces to a multiple of 8 bytes: every tensor is aligned to its
+/// element size, and the file is byte-identical to the reference writer's.
 ///
 /// ```
 /// use tensorpress_io::safetensors::{SafetensorsModel, SafetensorsWriter};
@@ -164,9 +189,8 @@ impl<'a> SafetensorsWriter<'a> {
         let mut order = idx.to_vec();
         order.sort_by(|&a, &b| {
             let (a, b) = (&self.tensors[a], &self.tensors[b]);
-            b.dtype
-                .size_in_bytes()
-                .cmp(&a.dtype.size_in_bytes())
+            reference_rank(b.dtype)
+                .cmp(&reference_rank(a.dtype))
                 .then_with(|| a.name.cmp(&b.name))
         });
         let header = self.header_json(&order)?;
