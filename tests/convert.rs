@@ -66,7 +66,10 @@ fn dtype_change_rounds_every_float_tensor() {
         assert_eq!(ia.shape, ib.shape);
         if ia.dtype.is_float() {
             assert_eq!(ib.dtype, DType::BF16, "{name}");
-            let want = a.to_f32(name).unwrap().mapv(|v| half::bf16::from_f32(v).to_f32());
+            let want = a
+                .to_f32(name)
+                .unwrap()
+                .mapv(|v| half::bf16::from_f32(v).to_f32());
             assert_eq!(b.to_f32(name).unwrap(), want, "{name}");
         } else {
             assert_eq!(ib.dtype, ia.dtype, "{name} keeps its integer type");

@@ -49,10 +49,15 @@ fn tokenization_equals_llama_cpp() {
     let gguf = GgufFile::open(testdata::smollm2_gguf().expect("test data")).unwrap();
     let tokenizer = TextTokenizer::from_gguf(&gguf).unwrap();
     let g = golden("smollm2_eval_tokens.json");
-    for (vector, want) in g["hash"]["test_vectors"].as_array().unwrap().iter().map(|t| {
-        let hex = t["value_hex"].as_str().unwrap().trim_start_matches("0x");
-        (ids(&t["ids"]), u64::from_str_radix(hex, 16).unwrap())
-    }) {
+    for (vector, want) in g["hash"]["test_vectors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            let hex = t["value_hex"].as_str().unwrap().trim_start_matches("0x");
+            (ids(&t["ids"]), u64::from_str_radix(hex, 16).unwrap())
+        })
+    {
         assert_eq!(fnv1a(&vector), want, "hash of {vector:?}");
     }
 
@@ -99,6 +104,10 @@ fn running_perplexity_equals_llama_cpp_f32() {
     for (k, (ours, theirs)) in report.running.iter().zip(&running).enumerate() {
         let rel = (ours - theirs).abs() / theirs;
         // llama.cpp prints 4 decimals; agreement is far inside 0.05%.
-        assert!(rel < 5e-4, "chunk {}: ours {ours:.4}, llama.cpp {theirs:.4}", k + 1);
+        assert!(
+            rel < 5e-4,
+            "chunk {}: ours {ours:.4}, llama.cpp {theirs:.4}",
+            k + 1
+        );
     }
 }

@@ -173,7 +173,7 @@ impl BertModel {
 
     /// Loads an HF folder: `config.json` and `model.safetensors`.
     pub fn from_hf_dir(dir: &Path, options: LoadOptions) -> Result<Self> {
-        let config = BertConfig::from_file(&dir.join("config.json"))?;
+        let config = BertConfig::from_file(dir.join("config.json"))?;
         let params = BertParams::from_config(&config)?;
         let weights = SafetensorsModel::open(dir)?;
         BertModel::load(&weights, params, options)

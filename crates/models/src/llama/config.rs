@@ -173,7 +173,11 @@ impl LlamaParams {
                 "hidden, intermediate and vocabulary sizes must be positive".into(),
             );
         }
-        if !(self.rope_theta > 0.0) || !(self.rms_norm_eps >= 0.0) {
+        if self.rope_theta.is_nan()
+            || self.rope_theta <= 0.0
+            || self.rms_norm_eps.is_nan()
+            || self.rms_norm_eps < 0.0
+        {
             return bad(
                 "rope_theta",
                 "rope θ must be positive and the norm epsilon non-negative".into(),

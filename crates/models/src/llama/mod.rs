@@ -30,7 +30,7 @@ impl LlamaModel {
     /// Loads a Hugging Face folder (`config.json` plus safetensors, sharded or not).
     /// BOS is added when `tokenizer_config.json` says `add_bos_token: true`.
     pub fn from_hf_dir(dir: &Path, options: LoadOptions) -> Result<Self> {
-        let config = LlamaConfig::from_file(&dir.join("config.json"))?;
+        let config = LlamaConfig::from_file(dir.join("config.json"))?;
         let add_bos = read_add_bos(dir)?;
         let params = LlamaParams::from_hf_config(&config, add_bos)?;
         let weights = SafetensorsModel::open(dir)?;
