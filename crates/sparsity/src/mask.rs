@@ -173,7 +173,7 @@ pub(crate) fn check_pattern(n: usize, m: usize, cols: usize) -> Result<()> {
     if m == 0 || n > m {
         return Err(Error::InvalidPattern { n, m });
     }
-    if cols % m != 0 {
+    if !cols.is_multiple_of(m) {
         return Err(Error::IndivisibleGroups { cols, m });
     }
     Ok(())

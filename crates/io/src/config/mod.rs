@@ -62,7 +62,7 @@ fn divides(
     divisor_field: &'static str,
     divisor: usize,
 ) -> Result<()> {
-    if divisor == 0 || dividend % divisor != 0 {
+    if divisor == 0 || !dividend.is_multiple_of(divisor) {
         return Err(Error::NotDivisible {
             dividend_field,
             dividend,

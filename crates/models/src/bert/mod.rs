@@ -43,7 +43,7 @@ impl BertParams {
                 reason: format!("{:?} is not supported (only exact gelu)", c.hidden_act),
             });
         }
-        if c.num_attention_heads == 0 || c.hidden_size % c.num_attention_heads != 0 {
+        if c.num_attention_heads == 0 || !c.hidden_size.is_multiple_of(c.num_attention_heads) {
             return Err(Error::Config {
                 field: "num_attention_heads",
                 reason: format!(

@@ -152,7 +152,7 @@ impl LlamaParams {
                 "heads, key/value heads and layers must be positive".into(),
             );
         }
-        if self.num_heads % self.num_kv_heads != 0 {
+        if !self.num_heads.is_multiple_of(self.num_kv_heads) {
             return bad(
                 "num_key_value_heads",
                 format!(
@@ -161,7 +161,7 @@ impl LlamaParams {
                 ),
             );
         }
-        if self.head_dim == 0 || self.head_dim % 2 != 0 {
+        if self.head_dim == 0 || !self.head_dim.is_multiple_of(2) {
             return bad(
                 "head_dim",
                 format!("{} is not a positive even number", self.head_dim),

@@ -22,7 +22,7 @@ pub enum QkPermutation {
 /// `[heads·head_dim]` bias viewed as one column) between the two layouts.
 pub fn permute_qk(w: ArrayView2<'_, f32>, heads: usize, dir: QkPermutation) -> Result<Array2<f32>> {
     let rows = w.nrows();
-    if heads == 0 || rows % heads != 0 || (rows / heads) % 2 != 0 {
+    if heads == 0 || !rows.is_multiple_of(heads) || !(rows / heads).is_multiple_of(2) {
         return Err(Error::Config {
             field: "heads",
             reason: format!("{rows} rows do not split into {heads} heads of even width"),

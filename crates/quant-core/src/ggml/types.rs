@@ -181,7 +181,7 @@ impl GgmlType {
     /// blocks and with [`Error::Overflow`] when the size overflows `usize`.
     pub fn row_bytes(self, n: usize) -> Result<usize> {
         let block_size = self.block_size();
-        if n % block_size != 0 {
+        if !n.is_multiple_of(block_size) {
             return Err(Error::NotBlockMultiple {
                 ty: self,
                 n,
@@ -198,7 +198,7 @@ impl GgmlType {
     /// Fails with [`Error::NotWholeBlocks`] when `bytes` is not a whole number of blocks.
     pub fn elements_in(self, bytes: usize) -> Result<usize> {
         let type_size = self.type_size();
-        if bytes % type_size != 0 {
+        if !bytes.is_multiple_of(type_size) {
             return Err(Error::NotWholeBlocks {
                 ty: self,
                 len: bytes,
