@@ -3,7 +3,7 @@
 use crate::ggml::GgmlType;
 
 /// Errors of `tensorpress-quant-core`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// An element count is not a whole number of blocks of a block format.
@@ -45,6 +45,69 @@ pub enum Error {
     /// A size computation overflowed `usize`.
     #[error("size computation overflowed")]
     Overflow,
+    /// Integer formats take 2 to 8 bits.
+    #[error("{bits} bits is outside 2..=8")]
+    InvalidBits {
+        /// The bits asked for.
+        bits: u8,
+    },
+    /// A group size that cannot partition the columns.
+    #[error("group size {group} does not fit {cols} columns")]
+    InvalidGroupSize {
+        /// The group size asked for.
+        group: usize,
+        /// Columns of the weight.
+        cols: usize,
+    },
+    /// An array has the wrong shape.
+    #[error("{what} has shape {actual:?}, expected {expected:?}")]
+    Shape {
+        /// Which array.
+        what: &'static str,
+        /// The shape expected.
+        expected: Vec<usize>,
+        /// The shape given.
+        actual: Vec<usize>,
+    },
+    /// A group index points past the last group.
+    #[error("group index {index} is out of range for {groups} groups")]
+    GroupIndex {
+        /// The offending index.
+        index: u32,
+        /// Groups per row.
+        groups: usize,
+    },
+    /// A code does not fit in the format's bits.
+    #[error("code {code} does not fit in {bits} bits")]
+    CodeRange {
+        /// The offending code.
+        code: u8,
+        /// Bits per code.
+        bits: u8,
+    },
+    /// A weight or activation is NaN or infinite.
+    #[error("{what}[{row}, {col}] is {value}")]
+    NonFinite {
+        /// Which array.
+        what: &'static str,
+        /// Row.
+        row: usize,
+        /// Column.
+        col: usize,
+        /// The value.
+        value: f32,
+    },
+    /// The quantizer needs calibration data it was not given.
+    #[error("{method} needs {what}")]
+    MissingCalibration {
+        /// The method.
+        method: &'static str,
+        /// What it needs.
+        what: &'static str,
+    },
+    /// Linear algebra failed (e.g. a Hessian that stays singular after damping).
+    #[error(transparent)]
+    Linalg(#[from] tensorpress_tensor::Error),
 }
 
 /// Result with this crate's [`Error`].

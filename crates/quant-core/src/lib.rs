@@ -1,5 +1,10 @@
 //! Number formats, quantizers and block codecs of tensorpress.
 //!
+//! - [`QuantSpec`] says what a quantized weight looks like (format, scale
+//!   sharing, symmetry); [`QuantizedTensor`] holds its codes, scales and zero points.
+//! - Quantizers implement [`WeightQuantizer`]: [`Rtn`] (round to nearest, with
+//!   an optional clipping search) and [`Gptq`] (Hessian-aware rounding).
+//!
 //! The [`ggml`] module holds GGML's block formats (the tensor types of GGUF
 //! files): their ids and sizes, and encoders and decoders that are bit-exact
 //! with the reference implementation in the `gguf` Python package.
@@ -25,5 +30,53 @@
 
 mod error;
 pub mod ggml;
+pub mod gptq;
+pub mod int;
+mod qtensor;
+pub mod rtn;
+mod spec;
 
 pub use error::{Error, Result};
+pub use gptq::Gptq;
+pub use qtensor::QuantizedTensor;
+pub use rtn::{ClipSearch, Rtn};
+pub use spec::{Format, Granularity, QuantSpec};
+
+use ndarray::ArrayView2;
+use tensorpress_tensor::{ChannelStats, FinalizedHessian};
+
+/// What a quantizer may know about a layer's inputs, gathered on calibration data.
+#[derive(Debug, Clone, Default)]
+pub struct Calibration {
+    /// The layer Hessian `H = (2/n) Σ x xᵀ`, finalized without damping (the
+    /// quantizer damps it), with its dead input channels.
+    pub hessian: Option<FinalizedHessian>,
+    /// Per-input-channel activation statistics.
+    pub channel_stats: Option<ChannelStats>,
+}
+
+/// A method that turns an f32 weight `[out_features, in_features]` into a
+/// [`QuantizedTensor`].
+pub trait WeightQuantizer: Send + Sync {
+    /// Quantizes `w`, using `cal` where the method needs calibration data.
+    fn quantize(
+        &self,
+        w: ArrayView2<'_, f32>,
+        cal: Option<&Calibration>,
+    ) -> Result<QuantizedTensor>;
+}
+
+/// Fails with [`Error::NonFinite`] at the first NaN or infinity of a weight.
+pub(crate) fn check_finite(w: ArrayView2<'_, f32>) -> Result<()> {
+    for ((row, col), &value) in w.indexed_iter() {
+        if !value.is_finite() {
+            return Err(Error::NonFinite {
+                what: "weight",
+                row,
+                col,
+                value,
+            });
+        }
+    }
+    Ok(())
+}

@@ -3,7 +3,7 @@
 use crate::DType;
 
 /// Errors of `tensorpress-tensor`.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// A byte buffer's length disagrees with the shape and dtype it claims.
