@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod compress;
 pub mod convert;
 pub mod inspect;
 
@@ -26,6 +27,56 @@ pub enum Error {
     /// From the model runner.
     #[error(transparent)]
     Models(#[from] tensorpress_models::Error),
+    /// From candle, the tensor engine of the model runner.
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    /// From the quantizers.
+    #[error(transparent)]
+    Quant(#[from] tensorpress_quant_core::Error),
+    /// From the sensitivity metrics.
+    #[error(transparent)]
+    Sensitivity(#[from] tensorpress_sensitivity::Error),
+    /// Quantizing a layer failed.
+    #[error("layer `{layer}`: {source}")]
+    Layer {
+        /// The layer.
+        layer: String,
+        /// What went wrong.
+        source: tensorpress_quant_core::Error,
+    },
+    /// A calibrated method was given no calibration data.
+    #[error("this method needs calibration text, and none was given")]
+    NoCalibration,
+    /// The calibration text is too short.
+    #[error("calibration needs {windows} windows of {len} tokens, the text has {tokens} tokens")]
+    NotEnoughCalibration {
+        /// Tokens in the text.
+        tokens: usize,
+        /// Windows asked for.
+        windows: usize,
+        /// Tokens per window.
+        len: usize,
+    },
+    /// A targeted layer saw no calibration input.
+    #[error("layer `{layer}` received no calibration input")]
+    NotObserved {
+        /// The layer.
+        layer: String,
+    },
+    /// A layer pattern selects no layer.
+    #[error("pattern `{pattern}` matches no layer of the model")]
+    PatternMatchesNothing {
+        /// The pattern.
+        pattern: String,
+    },
+    /// A layer pattern is malformed.
+    #[error("pattern `{pattern}`: {reason}")]
+    Pattern {
+        /// The pattern.
+        pattern: String,
+        /// Why it is refused.
+        reason: &'static str,
+    },
     /// From JSON (de)serialization of configuration files.
     #[error("json: {0}")]
     Json(#[from] serde_json::Error),

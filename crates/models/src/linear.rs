@@ -103,6 +103,16 @@ pub fn matmul_t(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     Ok(y.reshape(out_dims)?)
 }
 
+/// `x: [..., n]` as an ndarray `[tokens, n]` matrix of f32 (copied off the device).
+pub fn to_matrix(x: &Tensor) -> Result<ndarray::Array2<f32>> {
+    let n = x.dim(D::Minus1)?;
+    let flat = x.reshape(((), n))?.to_dtype(candle_core::DType::F32)?;
+    let rows = flat.dim(0)?;
+    let data = flat.flatten_all()?.to_vec1::<f32>()?;
+    Ok(ndarray::Array2::from_shape_vec((rows, n), data)
+        .expect("a [rows, n] tensor has rows·n elements"))
+}
+
 /// Sees the inputs of linear layers during a forward pass.
 ///
 /// Implementations must be cheap to call when [`Observer::wants`] is false:
@@ -114,7 +124,10 @@ pub trait Observer: Send + Sync {
         true
     }
 
-    /// Receives the input of `layer` as a contiguous f32 `[tokens, in_features]` tensor.
+    /// Receives the input of `layer` exactly as the layer gets it, `[..., in_features]`.
+    /// Layers that share an input (a block's query, key and value projections)
+    /// receive the same tensor, with the same [`Tensor::id`], so an observer can
+    /// do shared work once. [`to_matrix`] flattens it to `[tokens, in_features]`.
     fn observe(&self, layer: &str, input: &Tensor) -> Result<()>;
 }
 
@@ -168,9 +181,7 @@ impl Linear {
     pub fn forward(&self, x: &Tensor, observer: Option<&dyn Observer>) -> Result<Tensor> {
         if let Some(obs) = observer {
             if obs.wants(&self.name) {
-                let in_f = x.dim(D::Minus1)?;
-                let flat = x.reshape(((), in_f))?.contiguous()?;
-                obs.observe(&self.name, &flat)?;
+                obs.observe(&self.name, x)?;
             }
         }
         self.op.forward(x)

@@ -137,10 +137,11 @@ impl Observer for Shapes {
         layer != "lm_head"
     }
     fn observe(&self, layer: &str, input: &Tensor) -> tensorpress_models::Result<()> {
+        let m = tensorpress_models::linear::to_matrix(input)?;
         self.0
             .lock()
             .unwrap()
-            .insert(layer.to_string(), input.dims().to_vec());
+            .insert(layer.to_string(), m.shape().to_vec());
         Ok(())
     }
 }

@@ -6,9 +6,14 @@ use super::check_activations;
 use crate::linalg::{gram_accumulate, mirror_lower};
 use crate::{Error, Result};
 
-/// Rows converted to f64 per GEMM call are capped so the temporary stays near
-/// this many bytes.
-const CHUNK_BYTES: usize = 64 << 20;
+/// Tokens summed in f32 before the partial sum is added to the f64 total.
+///
+/// A partial sum of at most this many products of f32 activations carries a
+/// relative rounding error of order `F32_CHUNK · 2⁻²⁴ ≈ 1.5e-5` in the worst
+/// case (typically far less, `√F32_CHUNK · 2⁻²⁴`), below the damping GPTQ adds,
+/// and the f64 total keeps long calibration runs from drifting. The f32 GEMM is
+/// about twice as fast as an f64 one on the same vector units.
+const F32_CHUNK: usize = 256;
 
 /// Accumulates `Σ x xᵀ` over calibration activations `x` (one row per token) in
 /// f64, for the layer Hessian `H = (2/n) Σ x xᵀ` (`[n_in, n_in]`).
@@ -19,7 +24,8 @@ const CHUNK_BYTES: usize = 64 << 20;
 /// [`finalize`](Hessian::finalize).
 ///
 /// Updates run through faer's parallel GEMM on one triangle (`n·n_in²` flops per
-/// `n × n_in` batch), and accumulators from different shards or ranks combine
+/// `n × n_in` batch), in f32 over chunks of 256 tokens that are added to the f64
+/// total, and accumulators from different shards or ranks combine
 /// with [`merge`](Hessian::merge).
 ///
 /// ```
@@ -135,12 +141,15 @@ impl Hessian {
         }
         check_activations("Hessian::update", &x)?;
         let tokens = x.nrows();
-        let chunk = (CHUNK_BYTES / 8 / n.max(1)).max(64);
+        let mut partial = Array2::<f32>::zeros((n, n));
         let mut start = 0;
         while start < tokens {
-            let end = (start + chunk).min(tokens);
-            let x64 = x.slice(s![start..end, ..]).mapv(f64::from);
-            gram_accumulate(&mut self.lower, x64.view(), 1.0);
+            let end = (start + F32_CHUNK).min(tokens);
+            partial.fill(0.0);
+            gram_accumulate(&mut partial, x.slice(s![start..end, ..]), 1.0);
+            ndarray::Zip::from(&mut self.lower)
+                .and(&partial)
+                .for_each(|t, &p| *t += f64::from(p));
             start = end;
         }
         self.n_samples += tokens as u64;
@@ -219,10 +228,13 @@ mod tests {
         let mut h = Hessian::new(37);
         h.update(x.view()).unwrap();
         assert_eq!(h.n_samples(), 300);
-        assert!(max_abs_diff(h.raw().view(), naive(&x).view()) < 1e-9);
+        // f32 partial sums: relative error within F32_CHUNK · 2⁻²⁴ of the diagonal scale.
+        let scale = naive(&x).diag().fold(0.0f64, |m, &d| m.max(d));
+        let bound = F32_CHUNK as f64 * f64::from(f32::EPSILON) / 2.0 * scale;
+        assert!(max_abs_diff(h.raw().view(), naive(&x).view()) < bound);
         let f = h.finalize(0.0).unwrap();
         let expect = naive(&x) * (2.0 / 300.0);
-        assert!(max_abs_diff(f.h.view(), expect.view()) < 1e-11);
+        assert!(max_abs_diff(f.h.view(), expect.view()) < bound * 2.0 / 300.0);
         assert_eq!(f.h, f.h.t());
     }
 
@@ -244,12 +256,13 @@ mod tests {
         }
         a.merge(&b).unwrap();
         assert_eq!(a.n_samples(), 257);
-        assert!(max_abs_diff(a.raw().view(), whole.raw().view()) < 1e-9);
+        // Partial sums are rounded to f32 at different points: agreement to f32 precision.
+        assert!(max_abs_diff(a.raw().view(), whole.raw().view()) < 1e-3);
         // Non-standard layouts are read in place.
         let xf = x.t().to_owned();
         let mut t = Hessian::new(19);
         t.update(xf.t()).unwrap();
-        assert!(max_abs_diff(t.raw().view(), whole.raw().view()) < 1e-9);
+        assert!(max_abs_diff(t.raw().view(), whole.raw().view()) < 1e-3);
     }
 
     #[test]

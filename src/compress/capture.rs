@@ -1,0 +1,134 @@
+//! Calibration capture: layer Hessians and channel statistics, gathered by an
+//! [`Observer`] on the inputs of the linear layers it is asked about.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use candle_core::{Tensor, TensorId};
+use tensorpress_models::linear::{to_matrix, Observer};
+use tensorpress_tensor::{ChannelStats, Hessian};
+
+/// What the collector accumulates for one input.
+#[derive(Debug, Clone)]
+pub struct Collected {
+    /// `Σ x xᵀ` over the tokens seen.
+    pub hessian: Hessian,
+    /// Per-channel statistics of the same tokens.
+    pub stats: ChannelStats,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Accumulators, keyed by the first layer that saw the input.
+    inputs: BTreeMap<String, Collected>,
+    /// Layer → the key of the accumulator that holds its input.
+    alias: BTreeMap<String, String>,
+    /// The last input tensor seen and its key: layers sharing an input
+    /// (q/k/v, gate/up) see the same tensor back to back.
+    last: Option<(TensorId, String)>,
+    error: Option<String>,
+}
+
+/// Accumulates Hessians and channel statistics for a set of linear layers.
+///
+/// Layers that receive the same input tensor share one accumulator, so a
+/// block's q/k/v projections cost one Hessian update, not three.
+#[derive(Debug)]
+pub struct HessianCollector {
+    layers: BTreeSet<String>,
+    state: Mutex<State>,
+    nanos: AtomicU64,
+}
+
+impl HessianCollector {
+    /// A collector for the layers named in `layers`.
+    pub fn new(layers: impl IntoIterator<Item = String>) -> Self {
+        HessianCollector {
+            layers: layers.into_iter().collect(),
+            state: Mutex::new(State::default()),
+            nanos: AtomicU64::new(0),
+        }
+    }
+
+    /// Seconds spent inside [`Observer::observe`] (copying inputs, updating
+    /// the accumulators).
+    pub fn seconds(&self) -> f64 {
+        self.nanos.load(Ordering::Relaxed) as f64 * 1e-9
+    }
+
+    /// The accumulator holding `layer`'s inputs.
+    pub fn get(&self, layer: &str) -> Option<Collected> {
+        let state = self.state.lock().ok()?;
+        let key = state.alias.get(layer)?;
+        state.inputs.get(key).cloned()
+    }
+
+    /// The first error an observation hit, if any.
+    pub fn error(&self) -> Option<String> {
+        self.state.lock().ok().and_then(|s| s.error.clone())
+    }
+}
+
+impl Observer for HessianCollector {
+    fn wants(&self, layer: &str) -> bool {
+        self.layers.contains(layer)
+    }
+
+    fn observe(&self, layer: &str, input: &Tensor) -> tensorpress_models::Result<()> {
+        let start = Instant::now();
+        let result = self.observe_inner(layer, input);
+        self.nanos
+            .fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        result
+    }
+}
+
+impl HessianCollector {
+    fn observe_inner(&self, layer: &str, input: &Tensor) -> tensorpress_models::Result<()> {
+        let mut state = self
+            .state
+            .lock()
+            .map_err(|_| observer_error(layer, "the collector's lock is poisoned".into()))?;
+        if let Some((id, key)) = &state.last {
+            if *id == input.id() {
+                let key = key.clone();
+                state.alias.insert(layer.to_string(), key);
+                return Ok(());
+            }
+        }
+        let x = to_matrix(input)?;
+        let key = state
+            .alias
+            .get(layer)
+            .cloned()
+            .unwrap_or_else(|| layer.to_string());
+        let n = x.ncols();
+        let entry = state
+            .inputs
+            .entry(key.clone())
+            .or_insert_with(|| Collected {
+                hessian: Hessian::new(n),
+                stats: ChannelStats::new(n),
+            });
+        let result = entry
+            .hessian
+            .update(x.view())
+            .and_then(|_| entry.stats.update(x.view()));
+        if let Err(e) = result {
+            state.error.get_or_insert_with(|| format!("{layer}: {e}"));
+            return Err(observer_error(layer, e.to_string()));
+        }
+        state.alias.insert(layer.to_string(), key.clone());
+        state.last = Some((input.id(), key));
+        Ok(())
+    }
+}
+
+fn observer_error(layer: &str, message: String) -> tensorpress_models::Error {
+    tensorpress_models::Error::Observer {
+        layer: layer.to_string(),
+        source: message.into(),
+    }
+}

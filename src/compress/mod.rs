@@ -1,0 +1,262 @@
+//! Weight compression of a Llama-family model, block by block.
+//!
+//! [`compress_llama`] walks the transformer blocks in order (sequential
+//! onloading, as GPTQ's reference code and llm-compressor do): it runs block
+//! `i` on the calibration activations to capture the Hessian of every targeted
+//! linear layer, quantizes those layers, and runs the *quantized* block to
+//! produce block `i + 1`'s calibration inputs, so later layers calibrate on the
+//! activations they will really see. Each layer's weight is replaced in the
+//! model by its dequantized value, so the returned model computes exactly what
+//! the quantized checkpoint will.
+
+mod calib;
+mod capture;
+mod filter;
+
+pub use calib::calibration_windows;
+pub use capture::{Collected, HessianCollector};
+pub use filter::LayerFilter;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use candle_core::Tensor;
+use ndarray::Array2;
+use tensorpress_models::linear::{to_matrix, DenseLinear};
+use tensorpress_models::llama::LlamaModel;
+use tensorpress_quant_core::{Calibration, QuantizedTensor, WeightQuantizer};
+
+use crate::{Error, Result};
+
+/// How to compress.
+#[derive(Clone)]
+pub struct CompressOptions {
+    /// The quantizer applied to every targeted layer.
+    pub quantizer: Arc<dyn WeightQuantizer>,
+    /// Whether the quantizer uses calibration data (Hessians, channel statistics).
+    pub calibrate: bool,
+    /// Which linear layers to quantize (default: every linear layer but `lm_head`).
+    pub targets: LayerFilter,
+}
+
+impl std::fmt::Debug for CompressOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompressOptions")
+            .field("calibrate", &self.calibrate)
+            .field("targets", &self.targets)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CompressOptions {
+    /// `quantizer` on every linear layer but `lm_head`; `calibrate` says
+    /// whether it needs calibration data.
+    pub fn new(quantizer: Arc<dyn WeightQuantizer>, calibrate: bool) -> Self {
+        CompressOptions {
+            quantizer,
+            calibrate,
+            targets: LayerFilter::default(),
+        }
+    }
+}
+
+/// What happened to one layer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerReport {
+    /// Layer name (Hugging Face module naming).
+    pub name: String,
+    /// `[out_features, in_features]`.
+    pub shape: [usize; 2],
+    /// Relative output error on the calibration inputs,
+    /// `tr(ΔW H ΔWᵀ) / tr(W H Wᵀ)` (when calibrated).
+    pub output_error: Option<f64>,
+    /// Relative weight error `‖ΔW‖² / ‖W‖²`.
+    pub weight_error: f64,
+    /// Storage bits per weight (codes, f16 scales and zero points).
+    pub bits_per_weight: f64,
+    /// Seconds spent quantizing it.
+    pub seconds: f64,
+}
+
+/// Where the time went.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Timings {
+    /// Forward passes over the calibration data (Hessian capture excluded).
+    pub forward: f64,
+    /// Accumulating Hessians and channel statistics.
+    pub hessian: f64,
+    /// Quantizing the layers (GPTQ's solve, RTN's rounding).
+    pub solve: f64,
+}
+
+/// The result of [`compress_llama`].
+#[derive(Debug, Clone)]
+pub struct CompressReport {
+    /// One entry per quantized layer, in model order.
+    pub layers: Vec<LayerReport>,
+    /// The quantized weights, by layer name.
+    pub quantized: BTreeMap<String, QuantizedTensor>,
+    /// Where the time went.
+    pub timings: Timings,
+}
+
+/// Progress of a compression run.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Progress {
+    /// Block `block` of `blocks` is being calibrated.
+    Calibrating {
+        /// The block.
+        block: usize,
+        /// Blocks in the model.
+        blocks: usize,
+    },
+    /// A layer was quantized.
+    Layer(LayerReport),
+}
+
+/// Quantizes the targeted linear layers of `model` in place (their ops become
+/// the dequantized weights) and returns the codes and a per-layer report.
+/// `calibration` holds token windows (ignored when the quantizer does not
+/// calibrate).
+pub fn compress_llama(
+    model: &mut LlamaModel,
+    calibration: &[Vec<u32>],
+    options: &CompressOptions,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<CompressReport> {
+    let blocks = model.params().num_layers;
+    let names: Vec<String> = model
+        .linears()
+        .iter()
+        .map(|l| l.name().to_string())
+        .collect();
+    let targets: Vec<String> = names
+        .iter()
+        .filter(|n| options.targets.matches(n))
+        .cloned()
+        .collect();
+    options.targets.check_matches(&names)?;
+    if options.calibrate && calibration.is_empty() {
+        return Err(Error::NoCalibration);
+    }
+    let mut report = CompressReport {
+        layers: Vec::new(),
+        quantized: BTreeMap::new(),
+        timings: Timings::default(),
+    };
+    let in_block = |b: usize, name: &str| name.starts_with(&format!("model.layers.{b}."));
+
+    if !options.calibrate {
+        for name in &targets {
+            quantize_layer(model, name, None, options, &mut report, progress)?;
+        }
+        return Ok(report);
+    }
+
+    let t = Instant::now();
+    let mut xs: Vec<Tensor> = calibration
+        .iter()
+        .map(|w| model.embed(w))
+        .collect::<tensorpress_models::Result<_>>()?;
+    report.timings.forward += t.elapsed().as_secs_f64();
+    for b in 0..blocks {
+        progress(Progress::Calibrating { block: b, blocks });
+        let block_targets: Vec<String> =
+            targets.iter().filter(|n| in_block(b, n)).cloned().collect();
+        if !block_targets.is_empty() {
+            let collector = Arc::new(HessianCollector::new(block_targets.clone()));
+            model.set_observer(Some(collector.clone()));
+            let t = Instant::now();
+            for x in &xs {
+                model.forward_block(b, x)?;
+            }
+            model.set_observer(None);
+            let pass = t.elapsed().as_secs_f64();
+            let capture = collector.seconds();
+            report.timings.hessian += capture;
+            report.timings.forward += pass - capture;
+            for name in &block_targets {
+                let collected = collector.get(name).ok_or_else(|| Error::NotObserved {
+                    layer: name.clone(),
+                })?;
+                quantize_layer(model, name, Some(collected), options, &mut report, progress)?;
+            }
+        }
+        let t = Instant::now();
+        xs = xs
+            .iter()
+            .map(|x| model.forward_block(b, x))
+            .collect::<tensorpress_models::Result<_>>()?;
+        report.timings.forward += t.elapsed().as_secs_f64();
+    }
+    // Layers outside the blocks (lm_head) see the final hidden states.
+    for name in targets.iter().filter(|n| !n.starts_with("model.layers.")) {
+        quantize_layer(model, name, None, options, &mut report, progress)?;
+    }
+    Ok(report)
+}
+
+fn quantize_layer(
+    model: &mut LlamaModel,
+    name: &str,
+    collected: Option<Collected>,
+    options: &CompressOptions,
+    report: &mut CompressReport,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<()> {
+    let linear = model.linear_mut(name).ok_or_else(|| Error::NotObserved {
+        layer: name.to_string(),
+    })?;
+    let weight = linear.op().dense_weight()?;
+    let device = weight.device().clone();
+    let w = to_matrix(&weight)?;
+    let cal = match collected {
+        Some(c) => Some(Calibration {
+            hessian: Some(c.hessian.finalize(0.0)?),
+            channel_stats: Some(c.stats),
+        }),
+        None => None,
+    };
+    let t = Instant::now();
+    let q = options
+        .quantizer
+        .quantize(w.view(), cal.as_ref())
+        .map_err(|source| Error::Layer {
+            layer: name.to_string(),
+            source,
+        })?;
+    let seconds = t.elapsed().as_secs_f64();
+    report.timings.solve += seconds;
+    let deq = q.dequantize();
+    let delta: Array2<f32> = &deq - &w;
+    let weight_error = delta.mapv(|v| f64::from(v * v)).sum()
+        / w.mapv(|v| f64::from(v * v)).sum().max(f64::MIN_POSITIVE);
+    let output_error = match &cal {
+        Some(Calibration {
+            hessian: Some(h), ..
+        }) => {
+            let num = tensorpress_sensitivity::hessian_weighted_error(delta.view(), h.h.view())?;
+            let den = tensorpress_sensitivity::hessian_weighted_error(w.view(), h.h.view())?;
+            Some(num / den.max(f64::MIN_POSITIVE))
+        }
+        _ => None,
+    };
+    let (rows, cols) = deq.dim();
+    let data = deq.into_raw_vec_and_offset().0;
+    let new_weight = Tensor::from_vec(data, (rows, cols), &device)?;
+    let bias = linear.op().bias().cloned();
+    linear.set_op(Arc::new(DenseLinear::new(new_weight, bias)?))?;
+    let layer = LayerReport {
+        name: name.to_string(),
+        shape: [rows, cols],
+        output_error,
+        weight_error,
+        bits_per_weight: q.bits_per_weight(16),
+        seconds,
+    };
+    progress(Progress::Layer(layer.clone()));
+    report.layers.push(layer);
+    report.quantized.insert(name.to_string(), q);
+    Ok(())
+}

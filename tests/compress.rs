@@ -1,0 +1,131 @@
+//! `compress_llama` on a small random Llama: every targeted layer is quantized
+//! and swapped for its dequantized weight, calibration drives GPTQ, runs are
+//! deterministic, and bad options are typed errors.
+
+use std::sync::Arc;
+
+use tensorpress::compress::{compress_llama, CompressOptions, LayerFilter, Progress};
+use tensorpress::models::linear::to_matrix;
+use tensorpress::models::llama::{LlamaModel, LlamaParams, Naming, RopeLayout};
+use tensorpress::models::weights::{LoadOptions, MemoryWeights};
+use tensorpress::quant::{Gptq, QuantSpec, Rtn};
+use tensorpress::tensor::SeededRng;
+use tensorpress::Error;
+
+fn params() -> LlamaParams {
+    LlamaParams {
+        vocab_size: 64,
+        hidden_size: 64,
+        intermediate_size: 128,
+        num_layers: 2,
+        num_heads: 4,
+        num_kv_heads: 2,
+        head_dim: 16,
+        rms_norm_eps: 1e-5,
+        rope_theta: 10_000.0,
+        max_position_embeddings: 128,
+        tie_word_embeddings: false,
+        rope_layout: RopeLayout::Halves,
+        bos_token_id: None,
+        eos_token_id: None,
+        add_bos: false,
+    }
+}
+
+fn model() -> LlamaModel {
+    let p = params();
+    let w = MemoryWeights::random_llama(&p, 11);
+    LlamaModel::load(&w, p, Naming::HuggingFace, LoadOptions::default()).unwrap()
+}
+
+fn windows() -> Vec<Vec<u32>> {
+    let mut rng = SeededRng::new(5);
+    (0..6)
+        .map(|_| (0..48).map(|_| (rng.next_u64() % 64) as u32).collect())
+        .collect()
+}
+
+#[test]
+fn rtn_quantizes_every_target_and_swaps_in_the_dequantized_weight() {
+    let mut m = model();
+    let spec = QuantSpec::int(4).group(32);
+    let options = CompressOptions::new(Arc::new(Rtn::new(spec)), false);
+    let mut layers_seen = 0;
+    let report = compress_llama(&mut m, &[], &options, &mut |p| {
+        if let Progress::Layer(_) = p {
+            layers_seen += 1;
+        }
+    })
+    .unwrap();
+    // 7 linears per block, lm_head excluded by default.
+    assert_eq!(report.layers.len(), 14);
+    assert_eq!(layers_seen, 14);
+    assert!(!report.quantized.contains_key("lm_head"));
+    for l in &report.layers {
+        assert!(l.output_error.is_none());
+        assert!(l.weight_error > 0.0 && l.weight_error < 0.05, "{l:?}");
+        let q = &report.quantized[&l.name];
+        let w = to_matrix(&m.linear_mut(&l.name).unwrap().op().dense_weight().unwrap()).unwrap();
+        assert_eq!(w, q.dequantize(), "{}", l.name);
+    }
+}
+
+#[test]
+fn gptq_beats_rtn_on_the_calibration_outputs_and_is_deterministic() {
+    let spec = QuantSpec::int(3).group(32);
+    let cal = windows();
+    let run = |gptq: bool| {
+        let mut m = model();
+        let options = if gptq {
+            CompressOptions::new(Arc::new(Gptq::new(spec)), true)
+        } else {
+            // Calibrated only to measure RTN's output error.
+            CompressOptions::new(Arc::new(Rtn::new(spec)), true)
+        };
+        compress_llama(&mut m, &cal, &options, &mut |_| {}).unwrap()
+    };
+    let rtn = run(false);
+    let gptq = run(true);
+    let mean = |r: &tensorpress::compress::CompressReport| {
+        r.layers
+            .iter()
+            .map(|l| l.output_error.unwrap())
+            .sum::<f64>()
+            / r.layers.len() as f64
+    };
+    assert!(
+        mean(&gptq) < 0.8 * mean(&rtn),
+        "gptq {} rtn {}",
+        mean(&gptq),
+        mean(&rtn)
+    );
+    let again = run(true);
+    for (name, q) in &gptq.quantized {
+        assert_eq!(q.codes(), again.quantized[name].codes(), "{name}");
+    }
+}
+
+#[test]
+fn bad_options_are_typed_errors() {
+    let mut m = model();
+    let rtn = Arc::new(Rtn::new(QuantSpec::int(4).group(32)));
+    let mut options = CompressOptions::new(rtn.clone(), false);
+    options.targets =
+        LayerFilter::new(["model.layers.*.mlp.gat_proj"], Vec::<String>::new()).unwrap();
+    assert!(matches!(
+        compress_llama(&mut m, &[], &options, &mut |_| {}),
+        Err(Error::PatternMatchesNothing { pattern }) if pattern.contains("gat_proj")
+    ));
+    let options = CompressOptions::new(rtn, true);
+    assert!(matches!(
+        compress_llama(&mut m, &[], &options, &mut |_| {}),
+        Err(Error::NoCalibration)
+    ));
+    // A quantizer error names the layer.
+    let options = CompressOptions::new(Arc::new(Rtn::new(QuantSpec::int(4).group(0))), false);
+    let err = compress_llama(&mut m, &[], &options, &mut |_| {}).unwrap_err();
+    assert!(
+        matches!(&err, Error::Layer { layer, .. } if layer == "model.layers.0.self_attn.q_proj"),
+        "{err}"
+    );
+}
