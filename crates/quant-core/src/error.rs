@@ -1,5 +1,6 @@
 //! Errors of the quantization layer.
 
+use crate::formats::Specials;
 use crate::ggml::GgmlType;
 
 /// Errors of `tensorpress-quant-core`.
@@ -104,6 +105,17 @@ pub enum Error {
         method: &'static str,
         /// What it needs.
         what: &'static str,
+    },
+    /// A float format that cannot exist (no exponent bit, outside 2–8 bits,
+    /// or specials that do not fit).
+    #[error("no {specials:?} float format has {exp_bits} exponent and {man_bits} mantissa bits")]
+    InvalidFloatFormat {
+        /// Exponent bits asked for.
+        exp_bits: u8,
+        /// Mantissa bits asked for.
+        man_bits: u8,
+        /// Special values asked for.
+        specials: Specials,
     },
     /// Linear algebra failed (e.g. a Hessian that stays singular after damping).
     #[error(transparent)]

@@ -29,6 +29,7 @@
 //! ```
 
 mod error;
+pub mod formats;
 pub mod ggml;
 pub mod gptq;
 pub mod int;
