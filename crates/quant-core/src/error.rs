@@ -193,6 +193,16 @@ pub enum Error {
         /// Its group index.
         index: u32,
     },
+    /// A search or quantizer option outside its range.
+    #[error("{option} = {value} is out of range: {expected}")]
+    InvalidOption {
+        /// The option.
+        option: &'static str,
+        /// Its value, printed.
+        value: String,
+        /// What is allowed.
+        expected: &'static str,
+    },
     /// Linear algebra failed (e.g. a Hessian that stays singular after damping).
     #[error(transparent)]
     Linalg(#[from] tensorpress_tensor::Error),

@@ -3,7 +3,8 @@
 //! - [`QuantSpec`] says what a quantized weight looks like (format, scale
 //!   sharing, symmetry); [`QuantizedTensor`] holds its codes, scales and zero points.
 //! - Quantizers implement [`WeightQuantizer`]: [`Rtn`] (round to nearest, with
-//!   an optional clipping search) and [`Gptq`] (Hessian-aware rounding).
+//!   an optional clipping search), [`Gptq`] (Hessian-aware rounding) and
+//!   [`FpSearch`] (LLM-FP4's search over float formats and clipping ranges).
 //! - Formats ([`Format`]): integers of 2–8 bits, and in [`formats`] the small
 //!   floats FP8 E4M3/E5M2, FP6 E2M3/E3M2 and FP4 E2M1 (bit-exact with
 //!   `ml_dtypes`), NF4, the OCP MX formats MXFP4/6/8 and NVFP4. RTN and GPTQ
@@ -68,7 +69,7 @@ pub mod rtn;
 mod spec;
 
 pub use error::{Error, Result};
-pub use formats::{FloatFormat, MxFormat};
+pub use formats::{FloatFormat, FpSearch, MxFormat};
 pub use gptq::Gptq;
 pub use qtensor::QuantizedTensor;
 pub use rtn::{ClipSearch, Rtn};

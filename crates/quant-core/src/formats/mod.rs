@@ -1,5 +1,6 @@
 //! Number formats beyond integers: small floats (FP8, FP6, FP4), NF4, the
-//! OCP microscaling formats (MXFP4/6/8) and NVFP4.
+//! OCP microscaling formats (MXFP4/6/8), NVFP4, and LLM-FP4's search over
+//! float formats.
 //!
 //! - [`FloatFormat`]: element codecs bit-exact with the `ml_dtypes` package
 //!   ([`FloatFormat::encode`], [`FloatFormat::decode`]), plus the saturating
@@ -10,6 +11,8 @@
 //! - [`nvfp4`]: NVFP4's two-level scales.
 //! - [`Grid`]: every format behind one interface ([`CodeGrid`]), which
 //!   [`Rtn`](crate::Rtn) and [`Gptq`](crate::Gptq) quantize with.
+//! - [`FpSearch`]: LLM-FP4's search over the exponent/mantissa split and the
+//!   clipping range.
 //!
 //! # Example: one weight, four formats
 //!
@@ -40,8 +43,10 @@ mod grid;
 pub mod mx;
 pub mod nf4;
 pub mod nvfp4;
+mod search;
 
 pub use float::{FloatFormat, Specials};
 pub use grid::{CodeGrid, Grid};
 pub use mx::{MxFormat, MxRounding, MX_BLOCK};
 pub use nvfp4::NVFP4_BLOCK;
+pub use search::{FpSearch, FpSearchReport, SearchObjective};
