@@ -1,13 +1,15 @@
 //! Property tests for every number format: quantize→dequantize error within
 //! half a step inside the range, code round trips, nearest rounding, and
-//! typed errors for bad specs and tensors.
+//! typed errors for bad specs and tensors, and LLM-FP4's search never losing to
+//! absmax E2M1.
 
 use ndarray::Array2;
 use proptest::prelude::*;
 use tensorpress_quant_core::formats::{CodeGrid, FloatFormat, Grid, MxFormat, Specials};
 use tensorpress_quant_core::int::GroupParams;
 use tensorpress_quant_core::{
-    Calibration, Error, Format, Gptq, Granularity, QuantSpec, QuantizedTensor, Rtn, WeightQuantizer,
+    Calibration, Error, Format, FpSearch, Gptq, Granularity, QuantSpec, QuantizedTensor, Rtn,
+    WeightQuantizer,
 };
 use tensorpress_tensor::{Hessian, SeededRng};
 
@@ -168,6 +170,28 @@ proptest! {
         prop_assert_eq!((v - y).abs(), best, "{} {:e} → {:e}", f, y, v);
         prop_assert!((v - y).abs() <= f.step_at(y) / 2.0);
         prop_assert_eq!(v.is_sign_negative(), y.is_sign_negative());
+    }
+
+    #[test]
+    fn fp_search_is_never_worse_than_absmax_e2m1(
+        seed in 0u64..10_000,
+        spread in 0.0f32..8.0,
+        granularity in 0u8..3,
+    ) {
+        let w = weight(4, 64, seed, spread);
+        let (search, absmax) = match granularity {
+            0 => (FpSearch::new(4).tensor(), QuantSpec::float(FloatFormat::E2M1).tensor()),
+            1 => (FpSearch::new(4).channel(), QuantSpec::float(FloatFormat::E2M1).channel()),
+            _ => (FpSearch::new(4).group(16), QuantSpec::float(FloatFormat::E2M1).group(16)),
+        };
+        let sq = |q: &QuantizedTensor| {
+            (&q.dequantize() - &w).mapv(|e| f64::from(e) * f64::from(e)).sum()
+        };
+        let plain = sq(&Rtn::new(absmax).quantize(w.view(), None).unwrap());
+        let (q, report) = search.quantize_with_report(w.view(), None).unwrap();
+        prop_assert_eq!(q.spec().granularity, absmax.granularity);
+        prop_assert!(sq(&q) <= plain * (1.0 + 1e-12), "{}: {} > {}", q.spec(), sq(&q), plain);
+        prop_assert!(report.candidates.iter().all(|&(_, e)| e >= report.error));
     }
 
     #[test]

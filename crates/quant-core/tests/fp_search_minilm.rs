@@ -48,7 +48,6 @@ fn search_beats_e2m1_absmax_on_minilm() {
     let st = SafeTensors::deserialize(&bytes).expect("parse model.safetensors");
     for name in [
         "encoder.layer.0.attention.self.query.weight",
-        "encoder.layer.2.intermediate.dense.weight",
         "encoder.layer.5.output.dense.weight",
     ] {
         let w = weight(&st, name);
