@@ -1,6 +1,8 @@
 //! Errors of the quantization layer.
 
+use crate::formats::Specials;
 use crate::ggml::GgmlType;
+use crate::spec::{Format, Granularity};
 
 /// Errors of `tensorpress-quant-core`.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -104,6 +106,102 @@ pub enum Error {
         method: &'static str,
         /// What it needs.
         what: &'static str,
+    },
+    /// A float format that cannot exist (no exponent bit, outside 2–8 bits,
+    /// or specials that do not fit).
+    #[error("no {specials:?} float format has {exp_bits} exponent and {man_bits} mantissa bits")]
+    InvalidFloatFormat {
+        /// Exponent bits asked for.
+        exp_bits: u8,
+        /// Mantissa bits asked for.
+        man_bits: u8,
+        /// Special values asked for.
+        specials: Specials,
+    },
+    /// A format name that does not parse.
+    #[error("unknown number format {name:?}")]
+    UnknownFormat {
+        /// The name given.
+        name: String,
+    },
+    /// The format prescribes its scale sharing (MX: groups of 32, NVFP4: 16).
+    #[error("{format} needs {required:?} scales, the spec asks for {actual:?}")]
+    FormatGranularity {
+        /// The format.
+        format: Format,
+        /// The granularity it needs.
+        required: Granularity,
+        /// The granularity asked for.
+        actual: Granularity,
+    },
+    /// An asymmetric spec for a format without zero points.
+    #[error("{format} has no zero point: use a symmetric spec")]
+    AsymmetricFormat {
+        /// The format.
+        format: Format,
+    },
+    /// A code that is not a finite value of the format (a NaN or ∞ code).
+    #[error("code {code:#x} is not a finite {format} value")]
+    NonFiniteCode {
+        /// The offending code.
+        code: u8,
+        /// The format.
+        format: Format,
+    },
+    /// A scale the format cannot store (MX: not a power of two in E8M0's
+    /// range; NVFP4: not an E4M3 value; others: negative or not finite).
+    #[error("scale[{row}, {group}] = {value:e} is not a valid {format} scale")]
+    InvalidScale {
+        /// The format.
+        format: Format,
+        /// Row.
+        row: usize,
+        /// Group.
+        group: usize,
+        /// The scale.
+        value: f32,
+    },
+    /// A nonzero zero point for a format that has none.
+    #[error("zero[{row}, {group}] = {value} but {format} has no zero point")]
+    ZeroPoint {
+        /// The format.
+        format: Format,
+        /// Row.
+        row: usize,
+        /// Group.
+        group: usize,
+        /// The zero point.
+        value: f32,
+    },
+    /// A tensor scale that is not positive and finite, or given to a format
+    /// without one (only NVFP4 has a tensor scale).
+    #[error("tensor scale {value:e} is not valid for {format}")]
+    GlobalScale {
+        /// The format.
+        format: Format,
+        /// The scale.
+        value: f32,
+    },
+    /// A group index for a format whose blocks must be contiguous (MX, NVFP4):
+    /// only the identity `g_idx[c] = c / group_size` is allowed.
+    #[error("{format} blocks must be contiguous: g_idx[{col}] = {index}")]
+    NonContiguousGroups {
+        /// The format.
+        format: Format,
+        /// The first column out of place.
+        col: usize,
+        /// Its group index.
+        index: u32,
+    },
+    /// A search or quantizer option outside its range.
+    #[error("{option} = {value} is out of range: {expected}")]
+    InvalidOption {
+        /// The option.
+        option: &'static str,
+        /// Its value, printed.
+        value: String,
+        /// What is allowed.
+        expected: &'static str,
     },
     /// Linear algebra failed (e.g. a Hessian that stays singular after damping).
     #[error(transparent)]

@@ -3,7 +3,12 @@
 //! - [`QuantSpec`] says what a quantized weight looks like (format, scale
 //!   sharing, symmetry); [`QuantizedTensor`] holds its codes, scales and zero points.
 //! - Quantizers implement [`WeightQuantizer`]: [`Rtn`] (round to nearest, with
-//!   an optional clipping search) and [`Gptq`] (Hessian-aware rounding).
+//!   an optional clipping search), [`Gptq`] (Hessian-aware rounding) and
+//!   [`FpSearch`] (LLM-FP4's search over float formats and clipping ranges).
+//! - Formats ([`Format`]): integers of 2–8 bits, and in [`formats`] the small
+//!   floats FP8 E4M3/E5M2, FP6 E2M3/E3M2 and FP4 E2M1 (bit-exact with
+//!   `ml_dtypes`), NF4, the OCP MX formats MXFP4/6/8 and NVFP4. RTN and GPTQ
+//!   quantize to every one of them.
 //!
 //! The [`ggml`] module holds GGML's block formats (the tensor types of GGUF
 //! files): their ids and sizes, and encoders and decoders that are bit-exact
@@ -27,8 +32,35 @@
 //! assert!(values.iter().zip(&decoded).all(|(a, b)| (a - b).abs() <= step / 2.0 + 1e-3));
 //! # Ok::<(), tensorpress_quant_core::Error>(())
 //! ```
+//!
+//! Weights to NF4, MXFP4 and NVFP4 (the spec fixes each format's block size):
+//!
+//! ```
+//! use ndarray::Array2;
+//! use tensorpress_quant_core::{Format, QuantSpec, Rtn, WeightQuantizer};
+//!
+//! let w = Array2::from_shape_fn((4, 64), |(i, j)| ((i * 64 + j) as f32 * 0.37).sin());
+//! let mx = Rtn::new(QuantSpec::mxfp4()).quantize(w.view(), None)?;
+//! // MX scales are powers of two, stored as E8M0 exponents: each block's
+//! // maximum (here about 1) lands in FP4's top binade [4, 8).
+//! let e8m0 = mx.scale_codes().expect("MX has scale codes");
+//! assert!(e8m0.iter().all(|&e| e == 127 - 3));
+//! assert_eq!(mx.bits_per_weight(16), 4.25);
+//!
+//! let nv = Rtn::new(QuantSpec::nvfp4()).quantize(w.view(), None)?;
+//! assert_eq!(nv.spec().format, Format::Nvfp4);
+//! assert!(nv.global_scale().is_some());
+//! let nf4 = Rtn::new(QuantSpec::nf4()).quantize(w.view(), None)?;
+//! for q in [&mx, &nv, &nf4] {
+//!     let err = (&q.dequantize() - &w).iter().fold(0.0f32, |m, e| m.max(e.abs()));
+//!     // MXFP4 clips at 6 · 2^-3 = 0.75 (the OCP scale rule), so up to 0.25 there.
+//!     assert!(err <= 0.25, "{}: {err}", q.spec());
+//! }
+//! # Ok::<(), tensorpress_quant_core::Error>(())
+//! ```
 
 mod error;
+pub mod formats;
 pub mod ggml;
 pub mod gptq;
 pub mod int;
@@ -37,6 +69,7 @@ pub mod rtn;
 mod spec;
 
 pub use error::{Error, Result};
+pub use formats::{FloatFormat, FpSearch, MxFormat};
 pub use gptq::Gptq;
 pub use qtensor::QuantizedTensor;
 pub use rtn::{ClipSearch, Rtn};

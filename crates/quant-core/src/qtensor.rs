@@ -3,7 +3,8 @@
 
 use ndarray::{Array2, ArrayView2};
 
-use crate::int::{GroupParams, IntGrid};
+use crate::formats::{mx, CodeGrid, FloatFormat, Grid};
+use crate::int::GroupParams;
 use crate::spec::{Format, QuantSpec};
 use crate::{Error, Result};
 
@@ -13,6 +14,13 @@ use crate::{Error, Result};
 /// points are `[rows, n_groups]`; column `c` belongs to group
 /// `g_idx[c]` when a group index is present (GPTQ's act-order) and to
 /// `c / group_size` otherwise.
+///
+/// What a code means depends on the format ([`Grid`] has the table): integer
+/// codes are offset by a zero point; float, NF4, MX and NVFP4 codes are
+/// scaled table values with zero points of 0. MX scales are the f32 powers of
+/// two of their E8M0 exponents and NVFP4 block scales the f32 values of their
+/// E4M3 codes ([`scale_codes`](Self::scale_codes) recovers both); NVFP4 also
+/// has a [`global_scale`](Self::global_scale).
 #[derive(Debug, Clone, PartialEq)]
 pub struct QuantizedTensor {
     spec: QuantSpec,
@@ -22,10 +30,20 @@ pub struct QuantizedTensor {
     scales: Array2<f32>,
     zeros: Array2<f32>,
     g_idx: Option<Vec<u32>>,
+    global_scale: Option<f32>,
 }
 
 impl QuantizedTensor {
-    /// Assembles a quantized tensor, checking every size and code.
+    /// Assembles a quantized tensor, checking every size, code and scale.
+    ///
+    /// Beyond the sizes and the code range of the format's bits, codes must be
+    /// finite values of float formats ([`Error::NonFiniteCode`]); scales must
+    /// be finite and non-negative for float and NF4 formats, powers of two in
+    /// E8M0's range for MX and E4M3 values for NVFP4
+    /// ([`Error::InvalidScale`]); zero points must be 0 for formats without
+    /// one ([`Error::ZeroPoint`]); and MX and NVFP4 blocks must be contiguous
+    /// ([`Error::NonContiguousGroups`]). An NVFP4 tensor starts with tensor
+    /// scale 1: set it with [`with_global_scale`](Self::with_global_scale).
     pub fn new(
         spec: QuantSpec,
         rows: usize,
@@ -72,6 +90,8 @@ impl QuantizedTensor {
                 bits: spec.bits(),
             });
         }
+        check_format(&spec, cols, &codes, &scales, &zeros, g_idx.as_deref())?;
+        let global_scale = (spec.format == Format::Nvfp4).then_some(1.0);
         Ok(QuantizedTensor {
             spec,
             rows,
@@ -80,7 +100,54 @@ impl QuantizedTensor {
             scales,
             zeros,
             g_idx,
+            global_scale,
         })
+    }
+
+    /// Sets the NVFP4 tensor scale (positive and finite; an error for other
+    /// formats, which have none).
+    pub fn with_global_scale(mut self, scale: f32) -> Result<Self> {
+        if self.spec.format != Format::Nvfp4 || !(scale > 0.0 && scale.is_finite()) {
+            return Err(Error::GlobalScale {
+                format: self.spec.format,
+                value: scale,
+            });
+        }
+        self.global_scale = Some(scale);
+        Ok(self)
+    }
+
+    /// Takes the tensor scale of `grid` (NVFP4's), if it has one.
+    pub(crate) fn on_grid(self, grid: &Grid) -> Result<Self> {
+        match grid.global_scale() {
+            Some(g) => self.with_global_scale(g),
+            None => Ok(self),
+        }
+    }
+
+    /// The NVFP4 tensor scale (`None` for the other formats).
+    pub fn global_scale(&self) -> Option<f32> {
+        self.global_scale
+    }
+
+    /// The grid the codes live on.
+    pub fn grid(&self) -> Grid {
+        Grid::new(&self.spec, self.global_scale)
+    }
+
+    /// The stored form of the scales where the format fixes it: E8M0
+    /// exponents for MX, E4M3 codes for NVFP4 block scales; `None` for the
+    /// formats with f32 scales.
+    pub fn scale_codes(&self) -> Option<Array2<u8>> {
+        match self.spec.format {
+            // `new` checked that every scale is representable.
+            Format::Mx(_) => Some(
+                self.scales
+                    .mapv(|s| mx::e8m0_from_scale(s).unwrap_or(mx::E8M0_NAN)),
+            ),
+            Format::Nvfp4 => Some(self.scales.mapv(|s| FloatFormat::E4M3.encode(s))),
+            _ => None,
+        }
     }
 
     /// The quantization this tensor follows.
@@ -144,8 +211,7 @@ impl QuantizedTensor {
 
     /// The weight the codes represent.
     pub fn dequantize(&self) -> Array2<f32> {
-        let Format::Int { bits } = self.spec.format;
-        let grid = IntGrid::new(bits, self.spec.symmetric);
+        let grid = self.grid();
         let groups: Vec<usize> = (0..self.cols).map(|c| self.group_of(c)).collect();
         Array2::from_shape_fn((self.rows, self.cols), |(r, c)| {
             grid.dequantize(self.codes[r * self.cols + c], self.params(r, groups[c]))
@@ -153,7 +219,9 @@ impl QuantizedTensor {
     }
 
     /// Storage in bits per weight: codes plus one `scale_bits` scale per group
-    /// (and a `bits`-bit zero point per group when asymmetric).
+    /// (and a `bits`-bit zero point per group when asymmetric). MX and NVFP4
+    /// fix their scale width at 8 bits and ignore `scale_bits`; NVFP4 adds its
+    /// 32-bit tensor scale.
     pub fn bits_per_weight(&self, scale_bits: u32) -> f64 {
         let groups = self.scales.len() as f64;
         let zero_bits = if self.spec.symmetric {
@@ -161,9 +229,68 @@ impl QuantizedTensor {
         } else {
             self.spec.bits() as f64
         };
+        let (scale_bits, tensor_bits) = match self.spec.format {
+            Format::Mx(_) => (8.0, 0.0),
+            Format::Nvfp4 => (8.0, 32.0),
+            _ => (scale_bits as f64, 0.0),
+        };
         let n = (self.rows * self.cols).max(1) as f64;
-        self.spec.bits() as f64 + groups * (scale_bits as f64 + zero_bits) / n
+        self.spec.bits() as f64 + (groups * (scale_bits + zero_bits) + tensor_bits) / n
     }
+}
+
+/// The checks of [`QuantizedTensor::new`] that depend on the format.
+fn check_format(
+    spec: &QuantSpec,
+    cols: usize,
+    codes: &[u8],
+    scales: &Array2<f32>,
+    zeros: &Array2<f32>,
+    g_idx: Option<&[u32]>,
+) -> Result<()> {
+    let format = spec.format;
+    let element = match format {
+        Format::Float(f) => Some(f),
+        Format::Mx(m) => Some(m.element()),
+        Format::Nvfp4 => Some(FloatFormat::E2M1),
+        Format::Int { .. } | Format::Nf4 => None,
+    };
+    if let Some(f) = element {
+        if let Some(&code) = codes.iter().find(|&&c| !f.is_finite_code(c)) {
+            return Err(Error::NonFiniteCode { code, format });
+        }
+    }
+    let scale_ok = |s: f32| match format {
+        Format::Int { .. } => true,
+        Format::Float(_) | Format::Nf4 => s.is_finite() && s >= 0.0,
+        Format::Mx(_) => mx::e8m0_from_scale(s).is_some(),
+        Format::Nvfp4 => s >= 0.0 && FloatFormat::E4M3.decode(FloatFormat::E4M3.encode(s)) == s,
+    };
+    if let Some(((row, group), &value)) = scales.indexed_iter().find(|(_, &s)| !scale_ok(s)) {
+        return Err(Error::InvalidScale {
+            format,
+            row,
+            group,
+            value,
+        });
+    }
+    if !format.has_zero_point() {
+        if let Some(((row, group), &value)) = zeros.indexed_iter().find(|(_, &z)| z != 0.0) {
+            return Err(Error::ZeroPoint {
+                format,
+                row,
+                group,
+                value,
+            });
+        }
+    }
+    if let (Some(g), Some(_)) = (g_idx, format.required_granularity()) {
+        let gs = spec.group_size(cols);
+        if let Some((col, &index)) = g.iter().enumerate().find(|&(c, &i)| i as usize != c / gs) {
+            return Err(Error::NonContiguousGroups { format, col, index });
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

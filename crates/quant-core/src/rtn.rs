@@ -10,9 +10,10 @@
 use ndarray::{Array2, ArrayView2, Axis};
 use rayon::prelude::*;
 
-use crate::int::{min_max, GroupParams, IntGrid};
+use crate::formats::{CodeGrid, Grid};
+use crate::int::{min_max, GroupParams};
 use crate::qtensor::QuantizedTensor;
-use crate::spec::{Format, Granularity, QuantSpec};
+use crate::spec::{Granularity, QuantSpec};
 use crate::{check_finite, Calibration, Result, WeightQuantizer};
 
 /// The grid search over clipping ranges.
@@ -38,8 +39,10 @@ impl Default for ClipSearch {
 
 impl ClipSearch {
     /// The parameters for `values` that minimise `Σ |x − x̂|^norm` over the
-    /// shrink factors.
-    pub fn search(&self, grid: &IntGrid, values: &[f32]) -> GroupParams {
+    /// shrink factors, on any grid ([`IntGrid`](crate::int::IntGrid) or a
+    /// format's [`Grid`]: for float formats the shrink scales the group's
+    /// maximum, for MX it can lower the shared exponent).
+    pub fn search<G: CodeGrid + ?Sized>(&self, grid: &G, values: &[f32]) -> GroupParams {
         let (lo, hi) = min_max(values);
         let steps = ((self.max_shrink * self.grid as f32) as usize).max(1);
         let mut best = grid.params_for_range(lo, hi);
@@ -94,16 +97,16 @@ impl Rtn {
         self
     }
 
-    fn grid(&self) -> IntGrid {
-        let Format::Int { bits } = self.spec.format;
-        IntGrid::new(bits, self.spec.symmetric)
+    /// Parameters for one group of values (NVFP4 with tensor scale 1: see
+    /// [`group_params_on`](Self::group_params_on)).
+    pub fn group_params(&self, values: &[f32]) -> GroupParams {
+        self.group_params_on(&Grid::new(&self.spec, None), values)
     }
 
-    /// Parameters for one group of values.
-    pub fn group_params(&self, values: &[f32]) -> GroupParams {
-        let grid = self.grid();
+    /// Parameters for one group of values on `grid`.
+    pub fn group_params_on(&self, grid: &Grid, values: &[f32]) -> GroupParams {
         match &self.clip {
-            Some(c) => c.search(&grid, values),
+            Some(c) => c.search(grid, values),
             None => grid.params(values),
         }
     }
@@ -118,13 +121,13 @@ impl WeightQuantizer for Rtn {
         let (rows, cols) = w.dim();
         self.spec.validate(cols)?;
         check_finite(w)?;
-        let grid = self.grid();
+        let grid = Grid::for_weight(&self.spec, w)?;
         let gs = self.spec.group_size(cols);
         let groups = self.spec.n_groups(cols)?;
         let tensor_params = match self.spec.granularity {
             Granularity::Tensor => {
                 let all: Vec<f32> = w.iter().copied().collect();
-                Some(self.group_params(&all))
+                Some(self.group_params_on(&grid, &all))
             }
             _ => None,
         };
@@ -140,7 +143,8 @@ impl WeightQuantizer for Rtn {
                 let row: Vec<f32> = w.row(r).to_vec();
                 for g in 0..groups {
                     let (a, b) = (g * gs, ((g + 1) * gs).min(cols));
-                    let p = tensor_params.unwrap_or_else(|| self.group_params(&row[a..b]));
+                    let p =
+                        tensor_params.unwrap_or_else(|| self.group_params_on(&grid, &row[a..b]));
                     s_row[g] = p.scale;
                     z_row[g] = p.zero;
                     for c in a..b {
@@ -148,7 +152,7 @@ impl WeightQuantizer for Rtn {
                     }
                 }
             });
-        QuantizedTensor::new(self.spec, rows, cols, codes, scales, zeros, None)
+        QuantizedTensor::new(self.spec, rows, cols, codes, scales, zeros, None)?.on_grid(&grid)
     }
 }
 

@@ -8,9 +8,10 @@ use tensorpress_tensor::linalg::{cholesky_inverse_upper_damped, matmul};
 use tensorpress_tensor::FinalizedHessian;
 
 use super::Gptq;
-use crate::int::{GroupParams, IntGrid};
+use crate::formats::{CodeGrid, Grid};
+use crate::int::GroupParams;
 use crate::qtensor::QuantizedTensor;
-use crate::spec::{Format, Granularity};
+use crate::spec::Granularity;
 use crate::{check_finite, Error, Result};
 
 /// What GPTQ did on one layer.
@@ -27,7 +28,7 @@ pub struct GptqReport {
 }
 
 /// Chooses scale and zero for one group of values.
-fn group_params(cfg: &Gptq, grid: &IntGrid, values: &[f32]) -> GroupParams {
+fn group_params(cfg: &Gptq, grid: &Grid, values: &[f32]) -> GroupParams {
     match &cfg.clip {
         Some(c) => c.search(grid, values),
         None => grid.params(values),
@@ -56,8 +57,7 @@ pub(super) fn run(
             cols,
         });
     }
-    let Format::Int { bits } = spec.format;
-    let grid = IntGrid::new(bits, spec.symmetric);
+    let grid = Grid::for_weight(&spec, w)?;
     let gs = spec.group_size(cols);
     let n_groups = spec.n_groups(cols)?;
     let is_group = matches!(spec.granularity, Granularity::Group(_));
@@ -230,7 +230,7 @@ pub(super) fn run(
         loss,
         dead: h.dead.len(),
     };
-    let q = QuantizedTensor::new(spec, rows, cols, codes, scales, zeros, g_idx)?;
+    let q = QuantizedTensor::new(spec, rows, cols, codes, scales, zeros, g_idx)?.on_grid(&grid)?;
     Ok((q, report))
 }
 
