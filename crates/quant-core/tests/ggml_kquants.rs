@@ -200,13 +200,50 @@ fn encoders_match_llama_quantize_on_smollm2_rows() {
     }
 }
 
+/// On the real rows, llama.cpp's importance-weighted encoders lower the
+/// importance-weighted squared error `Σ importance · (x − x̂)²` (what an imatrix
+/// is meant to protect) against the plain encoders, for every type.
+#[test]
+fn importance_lowers_weighted_error_on_smollm2_rows() {
+    let g = golden();
+    let real = &g["real"];
+    for row in real["rows"].as_array().expect("rows") {
+        let x = hex_f32(str_of(row, "values"));
+        let imp = hex_f32(str_of(&real["importance"], str_of(row, "importance")));
+        let weighted_error = |y: &[f32]| -> f64 {
+            x.iter()
+                .zip(y)
+                .zip(&imp)
+                .map(|((a, b), w)| f64::from(*w) * f64::from(a - b).powi(2))
+                .sum()
+        };
+        for ty in TYPES {
+            let mut errors = [0.0f64; 2];
+            for (e, importance) in errors.iter_mut().zip([None, Some(imp.as_slice())]) {
+                let mut enc = Vec::new();
+                ggml::quantize_rows(ty, &x, x.len(), importance, &mut enc).expect("quantize");
+                let mut y = vec![0.0f32; x.len()];
+                ggml::dequantize(ty, &enc, &mut y).expect("dequantize");
+                *e = weighted_error(&y);
+            }
+            let [plain, weighted] = errors;
+            assert!(
+                weighted < plain,
+                "{ty} on {} row {}: weighted error {weighted:e} with the imatrix, {plain:e} without",
+                str_of(row, "tensor"),
+                row["row"]
+            );
+        }
+    }
+}
+
 /// Reads a file of the `--full` set.
 fn read(dir: &std::path::Path, name: &str) -> Vec<u8> {
     std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("{}: {e}", dir.join(name).display()))
 }
 
 #[test]
-#[ignore = "needs the --full set of scripts/golden/gguf_kquants.py (about 1 GB, made with llama.cpp)"]
+#[ignore = "needs the --full set of scripts/golden/gguf_kquants.py (about 330 MB, made with llama.cpp)"]
 fn full_llama_cpp_crosscheck() {
     let dir = std::env::var_os("TENSORPRESS_KQUANTS_FULL").expect(
         "set TENSORPRESS_KQUANTS_FULL to the folder written by \
