@@ -278,6 +278,23 @@ fn check_rows<'a>(
 /// ([`GgmlType::can_quantize_weighted`]), [`Error::Shape`] when `importance`
 /// does not have `row_len` entries and [`Error::InvalidImportance`] when one is
 /// negative, NaN or infinite. `out` is left unchanged on error.
+///
+/// # Example
+/// ```
+/// use tensorpress_quant_core::ggml::{self, GgmlType};
+///
+/// // Two rows of 512 columns; the first 32 columns matter 100 times more.
+/// let values: Vec<f32> = (0..1024).map(|i| (i as f32 * 0.37).sin()).collect();
+/// let importance: Vec<f32> = (0..512).map(|c| if c < 32 { 100.0 } else { 1.0 }).collect();
+/// let mut bytes = Vec::new();
+/// ggml::quantize_rows(GgmlType::Q4K, &values, 512, Some(&importance), &mut bytes)?;
+/// assert_eq!(bytes.len(), 2 * GgmlType::Q4K.row_bytes(512)?); // 144 bytes per 256 values
+///
+/// let mut decoded = vec![0.0f32; values.len()];
+/// ggml::dequantize(GgmlType::Q4K, &bytes, &mut decoded)?;
+/// assert!(values.iter().zip(&decoded).all(|(x, y)| (x - y).abs() < 0.1));
+/// # Ok::<(), tensorpress_quant_core::Error>(())
+/// ```
 pub fn quantize_rows(
     ty: GgmlType,
     values: &[f32],
