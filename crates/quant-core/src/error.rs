@@ -44,6 +44,22 @@ pub enum Error {
         /// The format.
         ty: GgmlType,
     },
+    /// A buffer is not a whole number of rows.
+    #[error("{len} values is not a whole number of rows of {row_len}")]
+    RowLength {
+        /// Values given.
+        len: usize,
+        /// Values per row.
+        row_len: usize,
+    },
+    /// An importance (per-column weight) is negative, NaN or infinite.
+    #[error("importance[{col}] is {value}, expected a finite non-negative weight")]
+    InvalidImportance {
+        /// The column.
+        col: usize,
+        /// The value.
+        value: f32,
+    },
     /// A size computation overflowed `usize`.
     #[error("size computation overflowed")]
     Overflow,

@@ -157,6 +157,14 @@ impl GgmlType {
                 | GgmlType::Q5_0
                 | GgmlType::Q5_1
                 | GgmlType::Q8_0
+                | GgmlType::Q2K
+                | GgmlType::Q3K
+                | GgmlType::Q4K
+                | GgmlType::Q5K
+                | GgmlType::Q6K
+                | GgmlType::Q8K
+                | GgmlType::IQ4NL
+                | GgmlType::IQ4XS
         )
     }
 
@@ -172,6 +180,29 @@ impl GgmlType {
                 | GgmlType::Q5_0
                 | GgmlType::Q5_1
                 | GgmlType::Q8_0
+                | GgmlType::Q2K
+                | GgmlType::Q3K
+                | GgmlType::Q4K
+                | GgmlType::Q5K
+                | GgmlType::Q6K
+                | GgmlType::Q8K
+                | GgmlType::IQ4NL
+                | GgmlType::IQ4XS
+        )
+    }
+
+    /// Whether [`quantize_rows`](crate::ggml::quantize_rows) accepts an
+    /// importance vector for this type (the k-quants Q2_K…Q6_K, IQ4_NL, IQ4_XS).
+    pub const fn can_quantize_weighted(self) -> bool {
+        matches!(
+            self,
+            GgmlType::Q2K
+                | GgmlType::Q3K
+                | GgmlType::Q4K
+                | GgmlType::Q5K
+                | GgmlType::Q6K
+                | GgmlType::IQ4NL
+                | GgmlType::IQ4XS
         )
     }
 
