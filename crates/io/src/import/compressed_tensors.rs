@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use ndarray::Array2;
 use serde_json::Value;
-use tensorpress_quant_core::pack::compressed_tensors as ct;
+use tensorpress_quant_core::pack::compressed_tensors::{self as ct, CtPacking};
 use tensorpress_quant_core::{Granularity, QuantSpec, QuantizedTensor};
 use tensorpress_tensor::DType;
 
@@ -100,7 +100,11 @@ fn is_class_or_pattern(target: &str) -> bool {
 pub(super) fn index(
     model: &SafetensorsModel,
     quant: &Value,
-) -> Result<(BTreeMap<String, QuantSpec>, BTreeSet<String>)> {
+) -> Result<(CtPacking, BTreeMap<String, QuantSpec>, BTreeSet<String>)> {
+    let packing = quant
+        .get("version")
+        .and_then(Value::as_str)
+        .map_or(CtPacking::Dense, CtPacking::for_version);
     let format = quant.get("format").and_then(Value::as_str).unwrap_or("");
     if !matches!(format, "pack-quantized" | "mixed-precision") {
         return Err(config_error(
@@ -156,7 +160,7 @@ pub(super) fn index(
             storage.insert(format!("{module}.{suffix}"));
         }
     }
-    Ok((layers, storage))
+    Ok((packing, layers, storage))
 }
 
 /// Unpacks one module.
@@ -164,6 +168,7 @@ pub(super) fn decode(
     model: &SafetensorsModel,
     module: &str,
     spec: QuantSpec,
+    prefer: CtPacking,
 ) -> Result<QuantizedTensor> {
     let bits = spec.bits();
     let shape_name = format!("{module}.weight_shape");
@@ -185,12 +190,12 @@ pub(super) fn decode(
     if packed.nrows() != rows {
         return Err(QuantFormatError::TensorShape {
             tensor: packed_name,
-            expected: vec![rows, ct::CtPacking::Dense.words(cols, bits).unwrap_or(0)],
+            expected: vec![rows, CtPacking::Dense.words(cols, bits).unwrap_or(0)],
             actual: packed.shape().to_vec(),
         }
         .into());
     }
-    let packing = detect_packing(&packed_name, cols, packed.ncols(), bits, (1, rows))?;
+    let packing = detect_packing(&packed_name, cols, packed.ncols(), bits, prefer, (1, rows))?;
     let codes =
         ct::unpack_weight(packed.view(), bits, cols, packing).map_err(pack_error(module))?;
 
@@ -210,16 +215,10 @@ pub(super) fn decode(
     let zeros = if spec.symmetric {
         Array2::from_elem((rows, groups), mid)
     } else {
-        read_zero_points(model, &zp_name, spec, rows, groups)?
+        read_zero_points(model, &zp_name, spec, rows, groups, prefer)?
     };
 
-    let g_idx = read_g_idx(
-        model,
-        &format!("{module}.weight_g_idx"),
-        cols,
-        groups,
-        |k| k / spec.group_size(cols),
-    )?;
+    let g_idx = read_g_idx(model, &format!("{module}.weight_g_idx"), cols, groups, None)?;
     let codes = codes.into_raw_vec_and_offset().0;
     QuantizedTensor::new(spec, rows, cols, codes, scales, zeros, g_idx).map_err(quant_error(module))
 }
@@ -232,6 +231,7 @@ fn read_zero_points(
     spec: QuantSpec,
     rows: usize,
     groups: usize,
+    prefer: CtPacking,
 ) -> Result<Array2<f32>> {
     let bits = spec.bits();
     let mid = 1i64 << (bits - 1);
@@ -268,12 +268,12 @@ fn read_zero_points(
     if packed.ncols() != groups {
         return Err(QuantFormatError::TensorShape {
             tensor: name.to_owned(),
-            expected: vec![ct::CtPacking::Dense.words(rows, bits).unwrap_or(0), groups],
+            expected: vec![CtPacking::Dense.words(rows, bits).unwrap_or(0), groups],
             actual: packed.shape().to_vec(),
         }
         .into());
     }
-    let packing = detect_packing(name, rows, packed.nrows(), bits, (0, groups))?;
+    let packing = detect_packing(name, rows, packed.nrows(), bits, prefer, (0, groups))?;
     let zeros =
         ct::unpack_zero_points(packed.view(), bits, rows, packing).map_err(pack_error(name))?;
     Ok(zeros.mapv(f32::from))

@@ -107,7 +107,13 @@ pub(super) fn decode(
     let scales = read_float_matrix(model, &format!("{module}.scales"), [groups, n], false)?;
     let scales = scales.t().as_standard_layout().into_owned();
     let gs = spec.group_size(k);
-    let g_idx = read_g_idx(model, &format!("{module}.g_idx"), k, groups, |c| c / gs)?;
+    let g_idx = read_g_idx(
+        model,
+        &format!("{module}.g_idx"),
+        k,
+        groups,
+        Some(gs.max(1)),
+    )?;
     let codes = codes.into_raw_vec_and_offset().0;
     QuantizedTensor::new(spec, n, k, codes, scales, zeros, g_idx).map_err(quant_error(module))
 }

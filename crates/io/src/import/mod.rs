@@ -34,8 +34,9 @@ use crate::{Error, Result};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum QuantizedFormat {
-    /// compressed-tensors `pack-quantized` (the word filling is found per tensor).
-    CompressedTensors,
+    /// compressed-tensors `pack-quantized`, with the word filling its
+    /// `version` implies (each tensor's own shape decides where it can).
+    CompressedTensors(CtPacking),
     /// GPTQ, with its zero-point storage.
     Gptq(ZeroFormat),
 }
@@ -121,8 +122,8 @@ impl QuantizedCheckpoint {
             .to_owned();
         let (format, layers, storage) = match method.as_str() {
             "compressed-tensors" => {
-                let (layers, storage) = compressed_tensors::index(&model, &quant)?;
-                (QuantizedFormat::CompressedTensors, layers, storage)
+                let (packing, layers, storage) = compressed_tensors::index(&model, &quant)?;
+                (QuantizedFormat::CompressedTensors(packing), layers, storage)
             }
             "gptq" => {
                 let (zf, layers, storage) = gptq::index(&model, &quant)?;
@@ -183,8 +184,8 @@ impl QuantizedCheckpoint {
                 name: module.to_owned(),
             })?;
         match self.format {
-            QuantizedFormat::CompressedTensors => {
-                compressed_tensors::decode(&self.model, module, *spec)
+            QuantizedFormat::CompressedTensors(packing) => {
+                compressed_tensors::decode(&self.model, module, *spec, packing)
             }
             QuantizedFormat::Gptq(zf) => gptq::decode(&self.model, module, *spec, zf),
         }
@@ -208,16 +209,17 @@ impl QuantizedCheckpoint {
 }
 
 /// The compressed-tensors word filling that packs `n` codes into `words`
-/// words; otherwise a shape error for `tensor`, whose words lie along
-/// `packed_axis` and whose other dimension is `other_len` long.
+/// words (`prefer` when both do); otherwise a shape error for `tensor`, whose
+/// words lie along `packed_axis` and whose other dimension is `other_len` long.
 pub(crate) fn detect_packing(
     tensor: &str,
     n: usize,
     words: usize,
     bits: u8,
+    prefer: CtPacking,
     (packed_axis, other_len): (usize, usize),
 ) -> Result<CtPacking> {
-    CtPacking::detect(n, words, bits).ok_or_else(|| {
+    CtPacking::detect(n, words, bits, prefer).ok_or_else(|| {
         let dense = CtPacking::Dense.words(n, bits).unwrap_or(0);
         let mut expected = vec![other_len, dense];
         let mut actual = vec![other_len, words];
@@ -336,14 +338,14 @@ pub(crate) fn read_float_matrix(
 }
 
 /// Reads an optional `g_idx` of `cols` entries in `0..groups`; `None` when
-/// absent, when compressed-tensors' "unset" marker −1 appears, or when it is
-/// the plain `k / group_size` (`trivial`).
+/// absent, when compressed-tensors' "unset" marker −1 appears, or, given a
+/// group size, when it is the plain `k / group_size` (GPTQ always stores one).
 pub(crate) fn read_g_idx(
     model: &SafetensorsModel,
     name: &str,
     cols: usize,
     groups: usize,
-    trivial: impl Fn(usize) -> usize,
+    collapse_trivial: Option<usize>,
 ) -> Result<Option<Vec<u32>>> {
     if !model.contains(name) {
         return Ok(None);
@@ -373,12 +375,14 @@ pub(crate) fn read_g_idx(
         }
         .into());
     }
-    if values
-        .iter()
-        .enumerate()
-        .all(|(k, &g)| g as usize == trivial(k))
-    {
-        return Ok(None);
+    if let Some(gs) = collapse_trivial {
+        if values
+            .iter()
+            .enumerate()
+            .all(|(k, &g)| g as usize == k / gs)
+        {
+            return Ok(None);
+        }
     }
     Ok(Some(values.into_iter().map(|v| v as u32).collect()))
 }

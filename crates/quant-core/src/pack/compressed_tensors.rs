@@ -50,13 +50,29 @@ impl CtPacking {
         self.fill().words(n, bits)
     }
 
-    /// The packing that gives `n` codes exactly `words` words, preferring
-    /// [`Dense`](CtPacking::Dense) when both do (then either the layouts
-    /// coincide, or the file does not say and the current one is assumed).
-    pub fn detect(n: usize, words: usize, bits: u8) -> Option<CtPacking> {
-        [CtPacking::Dense, CtPacking::Aligned]
+    /// The packing that gives `n` codes exactly `words` words, `prefer` when
+    /// both do. Both do when the layouts coincide (1, 2, 4, 8 bits) and for
+    /// some short 3/5/6/7-bit rows (20 three-bit codes take 2 words either
+    /// way), where only the writer's compressed-tensors version tells them apart.
+    pub fn detect(n: usize, words: usize, bits: u8, prefer: CtPacking) -> Option<CtPacking> {
+        let other = match prefer {
+            CtPacking::Dense => CtPacking::Aligned,
+            CtPacking::Aligned => CtPacking::Dense,
+        };
+        [prefer, other]
             .into_iter()
             .find(|p| p.words(n, bits).ok() == Some(words))
+    }
+
+    /// The packing compressed-tensors `version` (`"0.12.2"`, `"0.20.0"`)
+    /// writes: [`Aligned`](CtPacking::Aligned) before 0.20,
+    /// [`Dense`](CtPacking::Dense) from 0.20 on and when the version does not parse.
+    pub fn for_version(version: &str) -> CtPacking {
+        let mut parts = version.split(['.', '-', '+']).map(|p| p.parse::<u64>());
+        match (parts.next(), parts.next()) {
+            (Some(Ok(0)), Some(Ok(minor))) if minor < 20 => CtPacking::Aligned,
+            _ => CtPacking::Dense,
+        }
     }
 }
 
@@ -172,9 +188,22 @@ mod tests {
         let aligned = pack_weight(codes.view(), 3, CtPacking::Aligned).unwrap();
         assert_eq!(dense, array![[-1i32, 1]]);
         assert_eq!(aligned, array![[0x3fff_ffff, 7]]);
-        assert_eq!(CtPacking::detect(32, 3, 3), Some(CtPacking::Dense));
-        assert_eq!(CtPacking::detect(32, 4, 3), Some(CtPacking::Aligned));
-        assert_eq!(CtPacking::detect(32, 5, 3), None);
+        let dense = CtPacking::Dense;
+        assert_eq!(CtPacking::detect(32, 3, 3, dense), Some(CtPacking::Dense));
+        assert_eq!(CtPacking::detect(32, 4, 3, dense), Some(CtPacking::Aligned));
+        assert_eq!(CtPacking::detect(32, 5, 3, dense), None);
+        // 20 three-bit codes take two words either way.
+        assert_eq!(CtPacking::detect(20, 2, 3, dense), Some(CtPacking::Dense));
+        let aligned = CtPacking::Aligned;
+        assert_eq!(
+            CtPacking::detect(20, 2, 3, aligned),
+            Some(CtPacking::Aligned)
+        );
+        assert_eq!(CtPacking::for_version("0.12.2"), CtPacking::Aligned);
+        assert_eq!(CtPacking::for_version("0.9.4"), CtPacking::Aligned);
+        assert_eq!(CtPacking::for_version("0.20.0"), CtPacking::Dense);
+        assert_eq!(CtPacking::for_version("1.0.0"), CtPacking::Dense);
+        assert_eq!(CtPacking::for_version("?"), CtPacking::Dense);
     }
 
     #[test]
