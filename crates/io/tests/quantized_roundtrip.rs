@@ -44,7 +44,7 @@ fn random_layer(
     let maxq = (1u64 << bits) - 1;
     let groups = spec.n_groups(cols).unwrap();
     let codes: Vec<u8> = (0..rows * cols).map(|_| s.below(maxq + 1) as u8).collect();
-    let mut scale = |s: &mut Stream| scale_dtype.round((s.below(1000) as f32 + 1.0) * 1e-4);
+    let scale = |s: &mut Stream| scale_dtype.round((s.below(1000) as f32 + 1.0) * 1e-4);
     let (scales, zeros) = if spec.granularity == Granularity::Tensor {
         let sc = scale(&mut s);
         let z = if spec.symmetric {
