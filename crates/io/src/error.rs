@@ -372,6 +372,12 @@ pub enum Error {
         value: f64,
     },
 
+    // ---- quantized checkpoints ---------------------------------------------------
+    /// A quantized layer that a checkpoint format cannot hold, or a quantized
+    /// checkpoint that does not follow its format.
+    #[error(transparent)]
+    QuantFormat(#[from] crate::export::QuantFormatError),
+
     // ---- other layers --------------------------------------------------------
     /// A tensor-layer error (view construction, dtype conversion).
     #[error(transparent)]

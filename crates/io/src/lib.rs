@@ -1,5 +1,7 @@
 //! Checkpoint formats of tensorpress: safetensors (single files and sharded
-//! Hugging Face folders), GGUF (llama.cpp) and Hugging Face `config.json`.
+//! Hugging Face folders), GGUF (llama.cpp) and Hugging Face `config.json`, and
+//! quantized checkpoints that runtimes load: compressed-tensors
+//! `pack-quantized` and GPTQ ([`export`] writes them, [`import`] reads them back).
 //!
 //! Readers memory-map their files, validate every header up front and hand out
 //! tensors lazily; they treat input as untrusted and answer malformed files with
@@ -54,7 +56,9 @@ mod error;
 mod fs;
 
 pub mod config;
+pub mod export;
 pub mod gguf;
+pub mod import;
 pub mod safetensors;
 pub mod testdata;
 

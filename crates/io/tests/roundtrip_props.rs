@@ -234,13 +234,13 @@ proptest! {
         blocks in 1usize..4,
         seed in any::<u64>(),
     ) {
-        let cols = 32 * blocks;
-        let mut s = seed | 1;
-        let x = ndarray::Array2::from_shape_fn((rows, cols), |_| {
-            s ^= s << 13; s ^= s >> 7; s ^= s << 17;
-            (s % 20001) as f32 / 1000.0 - 10.0
-        });
         for &ty in GgmlType::ALL.iter().filter(|t| t.can_quantize()) {
+            let cols = ty.block_size() * blocks;
+            let mut s = seed | 1;
+            let x = ndarray::Array2::from_shape_fn((rows, cols), |_| {
+                s ^= s << 13; s ^= s >> 7; s ^= s << 17;
+                (s % 20001) as f32 / 1000.0 - 10.0
+            });
             let mut w = GgufWriter::new();
             w.add_f32("x", ty, x.view().into_dyn()).unwrap();
             let f = GgufFile::parse(w.to_bytes().unwrap()).unwrap();

@@ -219,6 +219,9 @@ pub enum Error {
         /// What is allowed.
         expected: &'static str,
     },
+    /// Codes that a packing layout cannot store, or packed data of the wrong shape.
+    #[error(transparent)]
+    Pack(#[from] crate::pack::PackError),
     /// Linear algebra failed (e.g. a Hessian that stays singular after damping).
     #[error(transparent)]
     Linalg(#[from] tensorpress_tensor::Error),

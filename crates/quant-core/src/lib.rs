@@ -12,7 +12,9 @@
 //!
 //! The [`ggml`] module holds GGML's block formats (the tensor types of GGUF
 //! files): their ids and sizes, and encoders and decoders that are bit-exact
-//! with the reference implementation in the `gguf` Python package.
+//! with the reference implementation in the `gguf` Python package. The
+//! [`pack`] module packs integer codes into the `int32` layouts of
+//! compressed-tensors, GPTQ and AWQ checkpoints.
 //!
 //! # Quick start
 //!
@@ -64,6 +66,7 @@ pub mod formats;
 pub mod ggml;
 pub mod gptq;
 pub mod int;
+pub mod pack;
 mod qtensor;
 pub mod rtn;
 mod spec;
