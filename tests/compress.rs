@@ -4,10 +4,13 @@
 
 use std::sync::Arc;
 
-use tensorpress::compress::{compress_llama, CompressOptions, LayerFilter, Progress};
+use tensorpress::compress::{
+    compress_llama, CompressOptions, CompressedWeight, LayerFilter, Method, Progress,
+};
 use tensorpress::models::linear::to_matrix;
 use tensorpress::models::llama::{LlamaModel, LlamaParams, Naming, RopeLayout};
 use tensorpress::models::weights::{LoadOptions, MemoryWeights};
+use tensorpress::quant::ggml::{GgmlRtn, GgmlType};
 use tensorpress::quant::{Gptq, QuantSpec, Rtn};
 use tensorpress::tensor::SeededRng;
 use tensorpress::Error;
@@ -64,7 +67,7 @@ fn rtn_quantizes_every_target_and_swaps_in_the_dequantized_weight() {
     for l in &report.layers {
         assert!(l.output_error.is_none());
         assert!(l.weight_error > 0.0 && l.weight_error < 0.05, "{l:?}");
-        let q = &report.quantized[&l.name];
+        let q = report.quantized[&l.name].as_quantized().unwrap();
         let w = to_matrix(&m.linear_mut(&l.name).unwrap().op().dense_weight().unwrap()).unwrap();
         assert_eq!(w, q.dequantize(), "{}", l.name);
     }
@@ -101,7 +104,7 @@ fn gptq_beats_rtn_on_the_calibration_outputs_and_is_deterministic() {
     );
     let again = run(true);
     for (name, q) in &gptq.quantized {
-        assert_eq!(q.codes(), again.quantized[name].codes(), "{name}");
+        assert_eq!(q, &again.quantized[name], "{name}");
     }
 }
 
@@ -128,4 +131,40 @@ fn bad_options_are_typed_errors() {
         matches!(&err, Error::Layer { layer, .. } if layer == "model.layers.0.self_attn.q_proj"),
         "{err}"
     );
+}
+
+#[test]
+fn overrides_pick_per_layer_methods_including_ggml_blocks() {
+    let mut m = model();
+    let cal = windows();
+    let mlp = LayerFilter::new(["*.mlp.*"], Vec::<String>::new()).unwrap();
+    let options = CompressOptions::ggml(Arc::new(GgmlRtn::new(GgmlType::Q8_0))).override_layers(
+        mlp,
+        Method::Ggml(Arc::new(GgmlRtn::new(GgmlType::IQ4NL).with_importance())),
+    );
+    let report = compress_llama(&mut m, &cal, &options, &mut |_| {}).unwrap();
+    assert_eq!(report.layers.len(), 14);
+    for l in &report.layers {
+        let CompressedWeight::Ggml(g) = &report.quantized[&l.name] else {
+            panic!("{} is not GGML", l.name);
+        };
+        let want = if l.name.contains(".mlp.") {
+            GgmlType::IQ4NL
+        } else {
+            GgmlType::Q8_0
+        };
+        assert_eq!(g.ggml_type(), want, "{}", l.name);
+        // Calibrated (the IQ4_NL layers use importance), so every layer reports its output error.
+        assert!(l.output_error.is_some());
+        let w = to_matrix(&m.linear_mut(&l.name).unwrap().op().dense_weight().unwrap()).unwrap();
+        assert_eq!(w, g.dequantize().unwrap());
+    }
+    // An override that matches no targeted layer is a typed error.
+    let typo = LayerFilter::new(["*.mlp.up"], Vec::<String>::new()).unwrap();
+    let options = CompressOptions::ggml(Arc::new(GgmlRtn::new(GgmlType::Q8_0)))
+        .override_layers(typo, Method::Ggml(Arc::new(GgmlRtn::new(GgmlType::Q4_0))));
+    assert!(matches!(
+        compress_llama(&mut model(), &cal, &options, &mut |_| {}),
+        Err(Error::PatternMatchesNothing { .. })
+    ));
 }

@@ -25,39 +25,127 @@ use candle_core::Tensor;
 use ndarray::Array2;
 use tensorpress_models::linear::{to_matrix, DenseLinear};
 use tensorpress_models::llama::LlamaModel;
+use tensorpress_quant_core::ggml::{GgmlQuantizer, GgmlTensor};
 use tensorpress_quant_core::{Calibration, QuantizedTensor, WeightQuantizer};
 
 use crate::{Error, Result};
 
-/// How to compress.
+/// The quantization applied to a layer.
 #[derive(Clone)]
-pub struct CompressOptions {
-    /// The quantizer applied to every targeted layer.
-    pub quantizer: Arc<dyn WeightQuantizer>,
-    /// Whether the quantizer uses calibration data (Hessians, channel statistics).
-    pub calibrate: bool,
-    /// Which linear layers to quantize (default: every linear layer but `lm_head`).
-    pub targets: LayerFilter,
+pub enum Method {
+    /// A [`WeightQuantizer`] (integer, float, NF4, MX formats), for
+    /// compressed-tensors, GPTQ and dequantized exports.
+    Weight {
+        /// The quantizer.
+        quantizer: Arc<dyn WeightQuantizer>,
+        /// Whether it uses calibration data (Hessians, channel statistics).
+        calibrate: bool,
+    },
+    /// A [`GgmlQuantizer`] (GGML block types), for GGUF exports.
+    Ggml(Arc<dyn GgmlQuantizer>),
 }
 
-impl std::fmt::Debug for CompressOptions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CompressOptions")
-            .field("calibrate", &self.calibrate)
-            .field("targets", &self.targets)
-            .finish_non_exhaustive()
+impl Method {
+    /// Whether the method needs calibration data.
+    pub fn calibrates(&self) -> bool {
+        match self {
+            Method::Weight { calibrate, .. } => *calibrate,
+            Method::Ggml(q) => q.needs_calibration(),
+        }
     }
+}
+
+impl std::fmt::Debug for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Method::Weight { calibrate, .. } => f
+                .debug_struct("Weight")
+                .field("calibrate", calibrate)
+                .finish_non_exhaustive(),
+            Method::Ggml(q) => f.debug_tuple("Ggml").field(&q.ggml_type()).finish(),
+        }
+    }
+}
+
+/// A compressed layer weight.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CompressedWeight {
+    /// Codes, scales and zero points.
+    Quantized(QuantizedTensor),
+    /// GGML blocks.
+    Ggml(GgmlTensor),
+}
+
+impl CompressedWeight {
+    /// Storage bits per weight (scales stored as f16).
+    pub fn bits_per_weight(&self) -> f64 {
+        match self {
+            CompressedWeight::Quantized(q) => q.bits_per_weight(16),
+            CompressedWeight::Ggml(g) => g.bits_per_weight(),
+        }
+    }
+
+    /// The quantized tensor, when this is one.
+    pub fn as_quantized(&self) -> Option<&QuantizedTensor> {
+        match self {
+            CompressedWeight::Quantized(q) => Some(q),
+            CompressedWeight::Ggml(_) => None,
+        }
+    }
+}
+
+/// How to compress.
+#[derive(Debug, Clone)]
+pub struct CompressOptions {
+    /// The method applied to every targeted layer without an override.
+    pub method: Method,
+    /// Which linear layers to quantize (default: every linear layer but `lm_head`).
+    pub targets: LayerFilter,
+    /// Per-layer methods: the first filter that matches a targeted layer
+    /// decides its method.
+    pub overrides: Vec<(LayerFilter, Method)>,
 }
 
 impl CompressOptions {
     /// `quantizer` on every linear layer but `lm_head`; `calibrate` says
     /// whether it needs calibration data.
     pub fn new(quantizer: Arc<dyn WeightQuantizer>, calibrate: bool) -> Self {
-        CompressOptions {
+        CompressOptions::with_method(Method::Weight {
             quantizer,
             calibrate,
+        })
+    }
+
+    /// A GGML block quantizer on every linear layer but `lm_head`.
+    pub fn ggml(quantizer: Arc<dyn GgmlQuantizer>) -> Self {
+        CompressOptions::with_method(Method::Ggml(quantizer))
+    }
+
+    /// `method` on every linear layer but `lm_head`.
+    pub fn with_method(method: Method) -> Self {
+        CompressOptions {
+            method,
             targets: LayerFilter::default(),
+            overrides: Vec::new(),
         }
+    }
+
+    /// Uses `method` for the layers `filter` selects (earlier overrides win).
+    pub fn override_layers(mut self, filter: LayerFilter, method: Method) -> Self {
+        self.overrides.push((filter, method));
+        self
+    }
+
+    /// The method of layer `name`.
+    pub fn method_for(&self, name: &str) -> &Method {
+        self.overrides
+            .iter()
+            .find(|(f, _)| f.matches(name))
+            .map_or(&self.method, |(_, m)| m)
+    }
+
+    fn calibrates(&self, targets: &[String]) -> bool {
+        targets.iter().any(|n| self.method_for(n).calibrates())
     }
 }
 
@@ -95,8 +183,8 @@ pub struct Timings {
 pub struct CompressReport {
     /// One entry per quantized layer, in model order.
     pub layers: Vec<LayerReport>,
-    /// The quantized weights, by layer name.
-    pub quantized: BTreeMap<String, QuantizedTensor>,
+    /// The compressed weights, by layer name.
+    pub quantized: BTreeMap<String, CompressedWeight>,
     /// Where the time went.
     pub timings: Timings,
 }
@@ -137,7 +225,11 @@ pub fn compress_llama(
         .cloned()
         .collect();
     options.targets.check_matches(&names)?;
-    if options.calibrate && calibration.is_empty() {
+    for (filter, _) in &options.overrides {
+        filter.check_matches(&targets)?;
+    }
+    let calibrate = options.calibrates(&targets);
+    if calibrate && calibration.is_empty() {
         return Err(Error::NoCalibration);
     }
     let mut report = CompressReport {
@@ -147,7 +239,7 @@ pub fn compress_llama(
     };
     let in_block = |b: usize, name: &str| name.starts_with(&format!("model.layers.{b}."));
 
-    if !options.calibrate {
+    if !calibrate {
         for name in &targets {
             quantize_layer(model, name, None, options, &mut report, progress)?;
         }
@@ -218,17 +310,32 @@ fn quantize_layer(
         }),
         None => None,
     };
+    let method = options.method_for(name);
+    // Every calibrated layer reports its output error; only calibrating methods see the data.
+    let qcal = if method.calibrates() {
+        cal.as_ref()
+    } else {
+        None
+    };
     let t = Instant::now();
-    let q = options
-        .quantizer
-        .quantize(w.view(), cal.as_ref())
-        .map_err(|source| Error::Layer {
-            layer: name.to_string(),
-            source,
-        })?;
+    let layer_error = |source| Error::Layer {
+        layer: name.to_string(),
+        source,
+    };
+    let (compressed, deq) = match method {
+        Method::Weight { quantizer, .. } => {
+            let q = quantizer.quantize(w.view(), qcal).map_err(layer_error)?;
+            let deq = q.dequantize();
+            (CompressedWeight::Quantized(q), deq)
+        }
+        Method::Ggml(quantizer) => {
+            let q = quantizer.quantize(w.view(), qcal).map_err(layer_error)?;
+            let deq = q.dequantize().map_err(layer_error)?;
+            (CompressedWeight::Ggml(q), deq)
+        }
+    };
     let seconds = t.elapsed().as_secs_f64();
     report.timings.solve += seconds;
-    let deq = q.dequantize();
     let delta: Array2<f32> = &deq - &w;
     let weight_error = delta.mapv(|v| f64::from(v * v)).sum()
         / w.mapv(|v| f64::from(v * v)).sum().max(f64::MIN_POSITIVE);
@@ -252,11 +359,11 @@ fn quantize_layer(
         shape: [rows, cols],
         output_error,
         weight_error,
-        bits_per_weight: q.bits_per_weight(16),
+        bits_per_weight: compressed.bits_per_weight(),
         seconds,
     };
     progress(Progress::Layer(layer.clone()));
     report.layers.push(layer);
-    report.quantized.insert(name.to_string(), q);
+    report.quantized.insert(name.to_string(), compressed);
     Ok(())
 }

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use candle_core::{Device, Tensor, Var};
 use ndarray::ArrayD;
 use tensorpress_io::gguf::GgufFile;
+use tensorpress_io::import::QuantizedCheckpoint;
 use tensorpress_io::safetensors::SafetensorsModel;
 
 use crate::{Error, Result};
@@ -42,6 +43,28 @@ impl WeightSource for SafetensorsModel {
         }
         Ok(self.to_f32(name)?)
     }
+}
+
+/// A quantized checkpoint (compressed-tensors or GPTQ): quantized modules'
+/// `.weight` tensors are unpacked and dequantized, every other tensor is read
+/// as stored.
+impl WeightSource for QuantizedCheckpoint {
+    fn contains(&self, name: &str) -> bool {
+        quantized_module(self, name).is_some() || self.model().info(name).is_some()
+    }
+
+    fn load_f32(&self, name: &str) -> Result<ArrayD<f32>> {
+        if let Some(module) = quantized_module(self, name) {
+            return Ok(self.layer(module)?.dequantize().into_dyn());
+        }
+        WeightSource::load_f32(self.model(), name)
+    }
+}
+
+/// The quantized module whose weight `name` is, if any.
+fn quantized_module<'a>(ckpt: &QuantizedCheckpoint, name: &'a str) -> Option<&'a str> {
+    let module = name.strip_suffix(".weight")?;
+    ckpt.spec(module).is_some().then_some(module)
 }
 
 /// Weights held in memory, keyed by name (handy for tests and for weights

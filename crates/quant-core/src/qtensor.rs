@@ -125,6 +125,50 @@ impl QuantizedTensor {
         }
     }
 
+    /// The same tensor with its rows reordered: row `i` of the result is row
+    /// `order[i]` of `self` (codes, scales and zero points move together, so
+    /// the dequantized weight is permuted exactly). Used to move a query/key
+    /// projection between GGUF's and Hugging Face's row layouts.
+    ///
+    /// ```
+    /// use ndarray::array;
+    /// use tensorpress_quant_core::{QuantSpec, Rtn, WeightQuantizer};
+    ///
+    /// let w = array![[1.0f32, -2.0], [0.5, 0.25], [3.0, 1.0]];
+    /// let q = Rtn::new(QuantSpec::int(4)).quantize(w.view(), None)?;
+    /// let p = q.permute_rows(&[2, 0, 1])?;
+    /// assert_eq!(p.dequantize().row(0), q.dequantize().row(2));
+    /// # Ok::<(), tensorpress_quant_core::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Shape`] when `order` is not a permutation of `0..rows`.
+    pub fn permute_rows(&self, order: &[usize]) -> Result<Self> {
+        let mut seen = vec![false; self.rows];
+        let valid = order.len() == self.rows
+            && order
+                .iter()
+                .all(|&r| r < self.rows && !std::mem::replace(&mut seen[r], true));
+        if !valid {
+            return Err(Error::Shape {
+                what: "row permutation",
+                expected: vec![self.rows],
+                actual: vec![order.len()],
+            });
+        }
+        let mut codes = Vec::with_capacity(self.codes.len());
+        for &r in order {
+            codes.extend_from_slice(&self.codes[r * self.cols..(r + 1) * self.cols]);
+        }
+        let pick = |a: &Array2<f32>| a.select(ndarray::Axis(0), order);
+        Ok(QuantizedTensor {
+            codes,
+            scales: pick(&self.scales),
+            zeros: pick(&self.zeros),
+            ..self.clone()
+        })
+    }
+
     /// The NVFP4 tensor scale (`None` for the other formats).
     pub fn global_scale(&self) -> Option<f32> {
         self.global_scale

@@ -15,6 +15,7 @@ pub use permute::{permute_qk, QkPermutation};
 
 use tensorpress_io::config::LlamaConfig;
 use tensorpress_io::gguf::GgufFile;
+use tensorpress_io::import::QuantizedCheckpoint;
 use tensorpress_io::safetensors::SafetensorsModel;
 
 use crate::weights::LoadOptions;
@@ -29,13 +30,33 @@ impl LlamaModel {
 
     /// Loads a Hugging Face folder (`config.json` plus safetensors, sharded or not).
     /// BOS is added when `tokenizer_config.json` says `add_bos_token: true`.
+    /// A quantized folder (compressed-tensors or GPTQ: a `quantization_config`
+    /// in `config.json` or a `quantize_config.json`) is dequantized as it loads.
     pub fn from_hf_dir(dir: &Path, options: LoadOptions) -> Result<Self> {
         let config = LlamaConfig::from_file(dir.join("config.json"))?;
         let add_bos = read_add_bos(dir)?;
         let params = LlamaParams::from_hf_config(&config, add_bos)?;
+        if is_quantized(dir)? {
+            let weights = QuantizedCheckpoint::open(dir)?;
+            return LlamaModel::load(&weights, params, Naming::HuggingFace, options);
+        }
         let weights = SafetensorsModel::open(dir)?;
         LlamaModel::load(&weights, params, Naming::HuggingFace, options)
     }
+}
+
+/// Whether `dir` holds a quantized checkpoint.
+fn is_quantized(dir: &Path) -> Result<bool> {
+    if dir.join("quantize_config.json").is_file() {
+        return Ok(true);
+    }
+    let path = dir.join("config.json");
+    let text = std::fs::read_to_string(&path).map_err(|source| Error::File { path, source })?;
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Config {
+        field: "config.json",
+        reason: e.to_string(),
+    })?;
+    Ok(value.get("quantization_config").is_some())
 }
 
 /// `add_bos_token` from `tokenizer_config.json`, false when absent.

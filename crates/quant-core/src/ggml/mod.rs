@@ -37,11 +37,13 @@ mod iquants;
 pub(crate) mod kquants;
 mod legacy;
 mod plain;
+mod tensor;
 mod types;
 
 use rayon::prelude::*;
 
 pub use plain::f32_to_bf16_bits;
+pub use tensor::{importance_from, GgmlQuantizer, GgmlRtn, GgmlTensor};
 pub use types::{GgmlType, QK_K};
 
 use crate::{Error, Result};
