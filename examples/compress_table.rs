@@ -6,81 +6,25 @@
 //! cargo run --release --example compress_table -- [SCHEME ...]
 //! ```
 //!
-//! Schemes: `base`, or `METHOD-wBITS-gGROUP[-asym][-act]` with METHOD `rtn`,
-//! `rtnmse` (RTN with the clipping search) or `gptq`, GROUP a number or `ch`
-//! (per channel): `gptq-w4-g128`, `rtn-w3-g128`, `gptq-w4-ch-act`, …
+//! Schemes: `base`, or any scheme [`tensorpress::compress::parse_scheme`]
+//! reads: `gptq-w4-g128`, `rtn-w3-g128`, `gptq-w4-ch-act`, `rtn-nf4-g64`,
+//! `rtn-mxfp4`, `ggml-q4_0`, …
 //! Without arguments: base, then RTN and GPTQ at W4 g128, W3 g128 and W4 per channel.
 //! Environment: `CALIB_WINDOWS` (default 128), `EVAL_CHUNKS` (default: all),
 //! `LAYER_REPORT=FILE` (write each layer's relative output and weight error as
 //! TSV; RTN then captures Hessians too, to measure its output error).
 
-use std::sync::Arc;
 use std::time::Instant;
 
-use tensorpress::compress::{calibration_windows, compress_llama, CompressOptions, Progress};
+use tensorpress::compress::{
+    calibration_windows, compress_llama, parse_scheme, CompressOptions, Method, Progress, Scheme,
+};
 use tensorpress::io::gguf::GgufFile;
 use tensorpress::io::testdata;
 use tensorpress::models::eval::{perplexity, PerplexityConfig};
 use tensorpress::models::llama::LlamaModel;
 use tensorpress::models::tokenizer::TextTokenizer;
 use tensorpress::models::weights::LoadOptions;
-use tensorpress::quant::{ClipSearch, Gptq, QuantSpec, Rtn, WeightQuantizer};
-
-struct Scheme {
-    label: String,
-    quantizer: Option<(Arc<dyn WeightQuantizer>, bool)>,
-}
-
-fn parse(s: &str) -> Result<Scheme, String> {
-    if s == "base" {
-        return Ok(Scheme {
-            label: "base (f32)".into(),
-            quantizer: None,
-        });
-    }
-    let parts: Vec<&str> = s.split('-').collect();
-    if parts.len() < 3 {
-        return Err(format!("`{s}`: expected METHOD-wBITS-gGROUP[-asym][-act]"));
-    }
-    let bits: u8 = parts[1]
-        .strip_prefix('w')
-        .and_then(|b| b.parse().ok())
-        .ok_or(format!("`{}`: expected wBITS", parts[1]))?;
-    let mut spec = QuantSpec::int(bits);
-    spec = match parts[2] {
-        "ch" => spec.channel(),
-        g => spec.group(
-            g.strip_prefix('g')
-                .and_then(|g| g.parse().ok())
-                .ok_or(format!("`{g}`: expected gGROUP or ch"))?,
-        ),
-    };
-    let mut act = false;
-    for flag in &parts[3..] {
-        match *flag {
-            "asym" => spec = spec.asymmetric(),
-            "act" => act = true,
-            other => return Err(format!("unknown flag `{other}`")),
-        }
-    }
-    let quantizer: (Arc<dyn WeightQuantizer>, bool) = match parts[0] {
-        "rtn" => (Arc::new(Rtn::new(spec)), false),
-        "rtnmse" => (
-            Arc::new(Rtn::new(spec).with_clip_search(ClipSearch::default())),
-            false,
-        ),
-        "gptq" => (Arc::new(Gptq::new(spec).act_order(act)), true),
-        m => return Err(format!("unknown method `{m}` (rtn, rtnmse, gptq)")),
-    };
-    Ok(Scheme {
-        label: format!(
-            "{} {spec}{}",
-            parts[0].to_uppercase(),
-            if act { " act-order" } else { "" }
-        ),
-        quantizer: Some(quantizer),
-    })
-}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -99,7 +43,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     } else {
         args
     };
-    let schemes: Vec<Scheme> = names.iter().map(|n| parse(n)).collect::<Result<_, _>>()?;
+    // `None` is the uncompressed base model.
+    let mut schemes: Vec<Option<Scheme>> = Vec::new();
+    for name in &names {
+        schemes.push(if name == "base" {
+            None
+        } else {
+            Some(parse_scheme(name)?)
+        });
+    }
     let windows: usize = std::env::var("CALIB_WINDOWS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -130,13 +82,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut model = LlamaModel::from_gguf(&gguf, LoadOptions::default())?;
         let mut cost = String::from("–");
         let mut bpw = String::from("32");
-        if let Some((q, calibrate)) = &scheme.quantizer {
+        let label = scheme
+            .as_ref()
+            .map_or("base (f32)".to_string(), |s| s.label.clone());
+        if let Some(scheme) = scheme {
             let layer_report = std::env::var("LAYER_REPORT").ok();
-            let options = CompressOptions::new(q.clone(), *calibrate || layer_report.is_some());
+            let mut method = scheme.method.clone();
+            if layer_report.is_some() {
+                // Capture Hessians for every method, to report output errors.
+                if let Method::Weight { calibrate, .. } = &mut method {
+                    *calibrate = true;
+                }
+            }
+            let options = CompressOptions::with_method(method);
             let t = Instant::now();
             let report = compress_llama(&mut model, &calib, &options, &mut |p| {
                 if let Progress::Calibrating { block, blocks } = p {
-                    eprint!("\r  {}: block {}/{}   ", scheme.label, block + 1, blocks);
+                    eprint!("\r  {label}: block {}/{}   ", block + 1, blocks);
                 }
             })?;
             eprintln!();
@@ -161,7 +123,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     writeln!(
                         f,
                         "{}\t{}\t{:.6e}\t{:.6e}",
-                        scheme.label,
+                        label,
                         l.name,
                         l.output_error.unwrap_or(f64::NAN),
                         l.weight_error
@@ -173,12 +135,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let delta = base_ppl.map_or(String::from("–"), |b: f64| {
             format!("{:+.3}", r.perplexity - b)
         });
-        if scheme.quantizer.is_none() {
+        if scheme.is_none() {
             base_ppl = Some(r.perplexity);
         }
         println!(
             "| {} | {bpw} | {:.4} ± {:.4} | {delta} | {cost} |",
-            scheme.label, r.perplexity, r.uncertainty
+            label, r.perplexity, r.uncertainty
         );
     }
     Ok(())

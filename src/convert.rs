@@ -102,6 +102,29 @@ pub fn gguf_to_hf(
 
     let config = llama_config_json(gguf, &params, dtype)?;
     write_bytes_atomic(&out.join("config.json"), config.as_bytes())?;
+    write_gguf_tokenizer_files(&tokenizer, &params, out)?;
+    Ok(ConvertReport {
+        tensors: total,
+        tensor_bytes,
+        files: [
+            "model.safetensors",
+            "config.json",
+            "tokenizer.json",
+            "tokenizer_config.json",
+            "generation_config.json",
+        ]
+        .map(String::from)
+        .to_vec(),
+    })
+}
+
+/// Writes `tokenizer.json`, `tokenizer_config.json` and
+/// `generation_config.json` of a GGUF model into `out`.
+pub(crate) fn write_gguf_tokenizer_files(
+    tokenizer: &TextTokenizer,
+    params: &LlamaParams,
+    out: &Path,
+) -> Result<()> {
     write_bytes_atomic(&out.join("tokenizer.json"), tokenizer.to_json()?.as_bytes())?;
     let token = |id: Option<u32>| id.and_then(|i| tokenizer.inner().id_to_token(i));
     let tok_config = json!({
@@ -125,23 +148,11 @@ pub fn gguf_to_hf(
         &out.join("generation_config.json"),
         serde_json::to_string_pretty(&gen_config)?.as_bytes(),
     )?;
-    Ok(ConvertReport {
-        tensors: total,
-        tensor_bytes,
-        files: [
-            "model.safetensors",
-            "config.json",
-            "tokenizer.json",
-            "tokenizer_config.json",
-            "generation_config.json",
-        ]
-        .map(String::from)
-        .to_vec(),
-    })
+    Ok(())
 }
 
 /// The HF `config.json` text of a GGUF Llama model, checked by parsing it back.
-fn llama_config_json(gguf: &GgufFile, p: &LlamaParams, dtype: DType) -> Result<String> {
+pub(crate) fn llama_config_json(gguf: &GgufFile, p: &LlamaParams, dtype: DType) -> Result<String> {
     let mut value = json!({
         "architectures": ["LlamaForCausalLM"],
         "model_type": "llama",

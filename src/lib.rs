@@ -63,6 +63,22 @@ pub enum Error {
         /// The layer.
         layer: String,
     },
+    /// A scheme string does not parse.
+    #[error("scheme `{scheme}`: {reason}")]
+    Scheme {
+        /// The scheme.
+        scheme: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A compressed layer cannot be written in the chosen format.
+    #[error("layer `{layer}`: {reason}")]
+    Export {
+        /// The layer.
+        layer: String,
+        /// Why.
+        reason: String,
+    },
     /// A layer pattern selects no layer.
     #[error("pattern `{pattern}` matches no layer of the model")]
     PatternMatchesNothing {

@@ -12,6 +12,7 @@ use tensorpress::models::tokenizer::TextTokenizer;
 use tensorpress::models::weights::LoadOptions;
 use tensorpress::tensor::DType;
 
+mod compress_cmd;
 mod inspect_cmd;
 
 /// Compress, evaluate, inspect and convert neural-network checkpoints.
@@ -27,6 +28,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Quantize a Llama model's linear layers (RTN, GPTQ; integer, NF4, MX,
+    /// NVFP4 and FP8 formats) and write a compressed-tensors, GPTQ or
+    /// dequantized checkpoint.
+    Compress(compress_cmd::CompressArgs),
     /// Evaluate a model: perplexity of a language model on text files, or
     /// sentence-embedding similarities for a BERT encoder.
     Eval(EvalArgs),
@@ -107,6 +112,7 @@ fn main() -> ExitCode {
         }
     }
     let result = match cli.command {
+        Command::Compress(args) => compress_cmd::run(args),
         Command::Eval(args) => eval(args),
         Command::Inspect(args) => {
             inspect_cmd::run(&args.path, args.metadata, args.summary, args.json)
@@ -171,6 +177,20 @@ fn model_kind(path: &Path) -> Result<ModelKind, Box<dyn std::error::Error>> {
     }
 }
 
+/// The files concatenated byte for byte, one trailing newline dropped (as
+/// llama-perplexity reads its text).
+fn read_text(files: &[PathBuf]) -> Result<String, Box<dyn std::error::Error>> {
+    let mut bytes = Vec::new();
+    for f in files {
+        let b = std::fs::read(f).map_err(|e| format!("{}: {e}", f.display()))?;
+        bytes.extend_from_slice(&b);
+    }
+    if bytes.last() == Some(&b'\n') {
+        bytes.pop();
+    }
+    Ok(String::from_utf8(bytes).map_err(|e| format!("the text is not UTF-8: {e}"))?)
+}
+
 fn eval(args: EvalArgs) -> CliResult {
     match model_kind(&args.model)? {
         ModelKind::Bert => eval_embeddings(&args),
@@ -182,15 +202,7 @@ fn eval_perplexity(args: &EvalArgs) -> CliResult {
     if args.text.is_empty() {
         return Err("perplexity needs at least one --text FILE".into());
     }
-    let mut bytes = Vec::new();
-    for f in &args.text {
-        let b = std::fs::read(f).map_err(|e| format!("{}: {e}", f.display()))?;
-        bytes.extend_from_slice(&b);
-    }
-    if bytes.last() == Some(&b'\n') {
-        bytes.pop();
-    }
-    let text = String::from_utf8(bytes).map_err(|e| format!("the text is not UTF-8: {e}"))?;
+    let text = read_text(&args.text)?;
 
     let t0 = Instant::now();
     let model = tensorpress::convert::load_llama(&args.model, LoadOptions::default())?;

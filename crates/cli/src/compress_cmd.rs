@@ -1,0 +1,159 @@
+//! `tensorpress compress`: quantize a Llama model's linear layers and write a
+//! checkpoint that transformers/vLLM (compressed-tensors, GPTQ) load.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clap::Args;
+use tensorpress::compress::{
+    calibration_windows, compress_llama, parse_scheme, write_hf_checkpoint, CompressOptions,
+    ExportFormat, ExportOptions, LayerFilter, Progress,
+};
+use tensorpress::io::export::FloatDType;
+use tensorpress::models::tokenizer::TextTokenizer;
+use tensorpress::models::weights::LoadOptions;
+
+use crate::{bar, read_text, CliResult};
+
+#[derive(Debug, Args)]
+pub(crate) struct CompressArgs {
+    /// The model: a `.gguf` Llama file or a Hugging Face folder.
+    #[arg(long, short = 'm', value_name = "PATH")]
+    model: PathBuf,
+    /// The method, e.g. `gptq-w4-g64`, `gptq-w4-g128-act`, `rtn-w8-ch`,
+    /// `rtnmse-w4-g64-asym`, `rtn-nf4`, `rtn-mxfp4`, `rtn-nvfp4`, `rtn-fp8_e4m3-ch`.
+    #[arg(long, short = 's', value_name = "SCHEME")]
+    scheme: String,
+    /// Calibration text file(s), concatenated (needed by GPTQ).
+    #[arg(long, value_name = "FILE", num_args = 1..)]
+    calib: Vec<PathBuf>,
+    /// Calibration windows, spread evenly over the text.
+    #[arg(long, default_value_t = 128, value_name = "N")]
+    calib_windows: usize,
+    /// Tokens per calibration window.
+    #[arg(long, default_value_t = 512, value_name = "TOKENS")]
+    calib_len: usize,
+    /// Quantize only layers matching one of these glob patterns (`*` wildcard,
+    /// Hugging Face module names, e.g. `model.layers.*.mlp.*`).
+    #[arg(long, value_name = "PATTERN")]
+    include: Vec<String>,
+    /// Leave layers matching these patterns in full precision (default: `lm_head`).
+    #[arg(long, value_name = "PATTERN")]
+    exclude: Option<Vec<String>>,
+    /// Checkpoint layout: compressed-tensors, gptq or dequantized.
+    #[arg(long, default_value = "compressed-tensors", value_name = "FORMAT")]
+    format: ExportFormat,
+    /// Float type of scales and unquantized tensors: f16, bf16 or f32.
+    #[arg(long, default_value = "f16", value_parser = parse_float_dtype)]
+    dtype: FloatDType,
+    /// The output folder.
+    #[arg(long, short = 'o', value_name = "DIR")]
+    out: PathBuf,
+}
+
+fn parse_float_dtype(s: &str) -> Result<FloatDType, String> {
+    match s {
+        "f16" | "float16" => Ok(FloatDType::F16),
+        "bf16" | "bfloat16" => Ok(FloatDType::BF16),
+        "f32" | "float32" => Ok(FloatDType::F32),
+        other => Err(format!("unknown float type `{other}` (f16, bf16, f32)")),
+    }
+}
+
+pub(crate) fn run(args: CompressArgs) -> CliResult {
+    let scheme = parse_scheme(&args.scheme)?;
+    let mut options = CompressOptions::with_method(scheme.method.clone());
+    let exclude = args
+        .exclude
+        .clone()
+        .unwrap_or_else(|| vec!["lm_head".into()]);
+    options.targets = LayerFilter::new(args.include.clone(), exclude)?;
+    if options.method.calibrates() && args.calib.is_empty() {
+        return Err(format!(
+            "{} calibrates on text: give --calib FILE (e.g. a few hundred KB of text like the model's training data)",
+            scheme.label
+        )
+        .into());
+    }
+
+    let t0 = Instant::now();
+    let mut model = tensorpress::convert::load_llama(&args.model, LoadOptions::default())?;
+    let tokenizer = if args.model.is_dir() {
+        TextTokenizer::from_file(&args.model.join("tokenizer.json"))?
+    } else {
+        let gguf = tensorpress::io::gguf::GgufFile::open(&args.model)?;
+        TextTokenizer::from_gguf(&gguf)?
+    };
+    let load_s = t0.elapsed().as_secs_f64();
+    let calibration = if options.method.calibrates() {
+        let text = read_text(&args.calib)?;
+        let tokens = tokenizer.encode(&text)?;
+        calibration_windows(&tokens, args.calib_windows, args.calib_len)?
+    } else {
+        Vec::new()
+    };
+    eprintln!(
+        "{}: {} on {}{}",
+        args.model.display(),
+        scheme.label,
+        if args.include.is_empty() {
+            "every linear layer".to_string()
+        } else {
+            args.include.join(", ")
+        },
+        if calibration.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ", calibrating on {} × {} tokens",
+                calibration.len(),
+                args.calib_len
+            )
+        }
+    );
+    let blocks = model.params().num_layers;
+    let pb = bar(blocks, "calibrating");
+    let t1 = Instant::now();
+    let report = compress_llama(&mut model, &calibration, &options, &mut |p| match p {
+        Progress::Calibrating { block, .. } => pb.set_position(block as u64),
+        Progress::Layer(l) => pb.println(format!(
+            "{:<40} {:>5}×{:<5} out-err {:>9} w-err {:.2e} {:.3} bits {:.2} s",
+            l.name,
+            l.shape[0],
+            l.shape[1],
+            l.output_error
+                .map_or("–".to_string(), |e| format!("{e:.2e}")),
+            l.weight_error,
+            l.bits_per_weight,
+            l.seconds
+        )),
+    })?;
+    pb.finish_and_clear();
+    let compress_s = t1.elapsed().as_secs_f64();
+
+    let t2 = Instant::now();
+    let export = ExportOptions {
+        format: args.format,
+        dtype: args.dtype,
+    };
+    let written = write_hf_checkpoint(&args.model, &report, &export, &args.out)?;
+    let write_s = t2.elapsed().as_secs_f64();
+    let (qbits, qparams) = report.layers.iter().fold((0.0, 0.0), |(b, p), l| {
+        let n = (l.shape[0] * l.shape[1]) as f64;
+        (b + l.bits_per_weight * n, p + n)
+    });
+    let tm = &report.timings;
+    println!(
+        "{} layers quantized, {:.3} bits per weight in them; checkpoint {:.1} MiB, {:.2} bits per parameter overall",
+        report.layers.len(),
+        qbits / qparams.max(1.0),
+        written.tensor_bytes as f64 / (1 << 20) as f64,
+        written.bits_per_weight()
+    );
+    println!(
+        "time: load {load_s:.1} s, compress {compress_s:.1} s (forward {:.1}, hessian {:.1}, solve {:.1}), write {write_s:.1} s",
+        tm.forward, tm.hessian, tm.solve
+    );
+    println!("wrote {}", args.out.display());
+    Ok(())
+}

@@ -1,0 +1,362 @@
+//! Writing a compressed Llama model as a Hugging Face checkpoint:
+//! compressed-tensors (`pack-quantized`, what vLLM and transformers load),
+//! GPTQ v1 (`quantize_config.json`), or plain dequantized safetensors.
+//!
+//! The layers come from a [`CompressReport`]; every other tensor (embeddings,
+//! norms, layers left unquantized) is copied from the source checkpoint, a
+//! GGUF file or a Hugging Face folder. From a GGUF source, the query and key
+//! projections are moved back from GGUF's permuted row order to Hugging Face's
+//! (their codes, scales and zero points move with the rows, so nothing is
+//! requantized), and `config.json` and the tokenizer files are generated from
+//! the GGUF metadata. Each file is written under a temporary name and renamed.
+
+use std::path::{Path, PathBuf};
+
+use half::{bf16, f16};
+use ndarray::{Array2, ArrayD, ArrayView1, Ix2};
+use serde_json::{json, Value};
+use tensorpress_io::export::{CompressedTensorsWriter, DequantizedWriter, FloatDType, GptqWriter};
+use tensorpress_io::gguf::GgufFile;
+use tensorpress_io::safetensors::SafetensorsModel;
+use tensorpress_io::write_bytes_atomic;
+use tensorpress_models::llama::{gguf_tensor_to_hf, permute_qk, LlamaParams, QkPermutation};
+use tensorpress_models::tokenizer::TextTokenizer;
+use tensorpress_quant_core::QuantizedTensor;
+
+use super::{CompressReport, CompressedWeight};
+use crate::convert::{llama_config_json, write_gguf_tokenizer_files};
+use crate::{Error, Result};
+
+/// The checkpoint layouts [`write_hf_checkpoint`] writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportFormat {
+    /// compressed-tensors `pack-quantized` (int4 codes packed in int32 words,
+    /// `quantization_config` in `config.json`). Groups must tile the input
+    /// width (576 columns take g64 or g32, not g128).
+    CompressedTensors,
+    /// GPTQ v1 (`qweight`/`qzeros`/`scales`/`g_idx`, `quantize_config.json`);
+    /// a last partial group is allowed.
+    Gptq,
+    /// Every weight dequantized and stored as a float.
+    Dequantized,
+}
+
+impl std::str::FromStr for ExportFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "compressed-tensors" | "ct" => Ok(ExportFormat::CompressedTensors),
+            "gptq" => Ok(ExportFormat::Gptq),
+            "dequantized" | "dense" => Ok(ExportFormat::Dequantized),
+            other => Err(format!(
+                "unknown format `{other}`: compressed-tensors, gptq, dequantized (or gguf)"
+            )),
+        }
+    }
+}
+
+/// How to write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExportOptions {
+    /// The layout.
+    pub format: ExportFormat,
+    /// The float type of scales, unquantized tensors and dequantized weights
+    /// (`torch_dtype` in `config.json`).
+    pub dtype: FloatDType,
+}
+
+impl ExportOptions {
+    /// `format` with f16 floats (what GPTQ kernels expect for scales).
+    pub fn new(format: ExportFormat) -> Self {
+        ExportOptions {
+            format,
+            dtype: FloatDType::F16,
+        }
+    }
+}
+
+/// What [`write_hf_checkpoint`] wrote.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExportReport {
+    /// Files written.
+    pub files: Vec<PathBuf>,
+    /// Bytes of the safetensors files.
+    pub tensor_bytes: u64,
+    /// Parameters of the model (every tensor element of the source).
+    pub parameters: u64,
+}
+
+impl ExportReport {
+    /// Safetensors bytes × 8 per parameter.
+    pub fn bits_per_weight(&self) -> f64 {
+        self.tensor_bytes as f64 * 8.0 / self.parameters.max(1) as f64
+    }
+}
+
+/// The three writers behind one interface.
+enum Writer<'a> {
+    Ct(CompressedTensorsWriter<'a>),
+    Gptq(GptqWriter<'a>),
+    Dense(DequantizedWriter<'a>),
+}
+
+impl Writer<'_> {
+    fn add_quantized(&mut self, module: &str, q: &QuantizedTensor) -> Result<()> {
+        let bias: Option<ArrayView1<'_, f32>> = None;
+        match self {
+            Writer::Ct(w) => w.add_quantized(module, q, bias)?,
+            Writer::Gptq(w) => w.add_quantized(module, q, bias)?,
+            Writer::Dense(w) => w.add_quantized(module, q, bias)?,
+        }
+        Ok(())
+    }
+
+    fn add_float(&mut self, name: &str, value: &ArrayD<f32>, dtype: FloatDType) -> Result<()> {
+        macro_rules! add {
+            ($a:expr) => {
+                match self {
+                    Writer::Ct(w) => w.add_array(name, $a.view())?,
+                    Writer::Gptq(w) => w.add_array(name, $a.view())?,
+                    Writer::Dense(w) => w.add_array(name, $a.view())?,
+                }
+            };
+        }
+        match dtype {
+            FloatDType::F32 => add!(value),
+            FloatDType::F16 => add!(value.mapv(f16::from_f32)),
+            FloatDType::BF16 => add!(value.mapv(bf16::from_f32)),
+        }
+        Ok(())
+    }
+
+    fn write_dir(&self, dir: &Path, config: &Value) -> Result<Vec<PathBuf>> {
+        Ok(match self {
+            Writer::Ct(w) => w.write_dir(dir, config)?,
+            Writer::Gptq(w) => w.write_dir(dir, config)?,
+            Writer::Dense(w) => w.write_dir(dir, config)?,
+        })
+    }
+}
+
+/// The source checkpoint, read tensor by tensor in Hugging Face naming and layout.
+enum Source {
+    Gguf(Box<GgufFile>),
+    Hf(SafetensorsModel, PathBuf),
+}
+
+impl Source {
+    fn open(path: &Path) -> Result<Self> {
+        if path.is_dir() {
+            Ok(Source::Hf(
+                SafetensorsModel::open(path)?,
+                path.to_path_buf(),
+            ))
+        } else {
+            Ok(Source::Gguf(Box::new(GgufFile::open(path)?)))
+        }
+    }
+
+    /// `(hf_name, source_name)` of every tensor.
+    fn names(&self) -> Result<Vec<(String, String)>> {
+        match self {
+            Source::Gguf(g) => g
+                .tensors()
+                .iter()
+                .map(|info| {
+                    let hf =
+                        gguf_tensor_to_hf(info.name()).ok_or_else(|| Error::UnmappedTensor {
+                            name: info.name().to_string(),
+                            target: "Hugging Face Llama",
+                        })?;
+                    Ok((hf, info.name().to_string()))
+                })
+                .collect(),
+            Source::Hf(m, _) => Ok(m
+                .names()
+                .into_iter()
+                .map(|n| (n.to_string(), n.to_string()))
+                .collect()),
+        }
+    }
+
+    /// A tensor as f32, query/key rows in Hugging Face order.
+    fn load(&self, hf: &str, source: &str, params: &LlamaParams) -> Result<ArrayD<f32>> {
+        match self {
+            Source::Hf(m, _) => Ok(m.to_f32(source)?),
+            Source::Gguf(g) => {
+                let value = g.dequantize(source)?;
+                match qk_heads(hf, params) {
+                    None => Ok(value),
+                    Some(heads) => {
+                        let shape = value.shape().to_vec();
+                        let w =
+                            value
+                                .into_dimensionality::<Ix2>()
+                                .map_err(|_| Error::NotAMatrix {
+                                    name: hf.to_string(),
+                                    shape,
+                                })?;
+                        Ok(permute_qk(w.view(), heads, QkPermutation::GgufToHf)?.into_dyn())
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Heads of a query/key projection weight or module (`None` for other tensors).
+fn qk_heads(name: &str, p: &LlamaParams) -> Option<usize> {
+    let module = name.strip_suffix(".weight").unwrap_or(name);
+    if module.ends_with("self_attn.q_proj") {
+        Some(p.num_heads)
+    } else if module.ends_with("self_attn.k_proj") {
+        Some(p.num_kv_heads)
+    } else {
+        None
+    }
+}
+
+/// The row order that takes a GGUF-permuted query/key weight of `rows` rows
+/// to Hugging Face's: row `i` of the result is row `order[i]` of the input.
+fn gguf_to_hf_row_order(rows: usize, heads: usize) -> Result<Vec<usize>> {
+    let index = Array2::from_shape_fn((rows, 1), |(r, _)| r as f32);
+    let permuted = permute_qk(index.view(), heads, QkPermutation::GgufToHf)?;
+    Ok(permuted.iter().map(|&r| r as usize).collect())
+}
+
+/// Writes the model `source` (a `.gguf` file or a Hugging Face folder) with
+/// the layers of `report` quantized, as `options` says, into the folder `out`.
+///
+/// # Errors
+/// [`Error::SamePath`] when `out` is the source folder; a typed
+/// [`tensorpress_io::Error`] when a layer does not fit the format (e.g.
+/// compressed-tensors with groups that do not tile the row, or a GGML layer,
+/// which only a GGUF file can hold).
+pub fn write_hf_checkpoint(
+    source: &Path,
+    report: &CompressReport,
+    options: &ExportOptions,
+    out: &Path,
+) -> Result<ExportReport> {
+    if source == out {
+        return Err(Error::SamePath {
+            path: out.to_path_buf(),
+        });
+    }
+    let src = Source::open(source)?;
+    let (params, mut config) = match &src {
+        Source::Gguf(g) => {
+            let params = LlamaParams::from_gguf(g)?;
+            let text = llama_config_json(g, &params, options.dtype.dtype())?;
+            (params, serde_json::from_str::<Value>(&text)?)
+        }
+        Source::Hf(_, dir) => {
+            let path = dir.join("config.json");
+            let text = std::fs::read_to_string(&path).map_err(|source| Error::File {
+                path: path.clone(),
+                source,
+            })?;
+            let config: Value = serde_json::from_str(&text)?;
+            let llama = tensorpress_io::config::LlamaConfig::from_json_str(&text)?;
+            (LlamaParams::from_hf_config(&llama, false)?, config)
+        }
+    };
+    if let Some(obj) = config.as_object_mut() {
+        obj.insert("torch_dtype".into(), json!(options.dtype.torch_name()));
+        obj.remove("quantization_config");
+    }
+
+    let mut writer = match options.format {
+        ExportFormat::CompressedTensors => {
+            Writer::Ct(CompressedTensorsWriter::new().float_dtype(options.dtype))
+        }
+        ExportFormat::Gptq => Writer::Gptq(GptqWriter::new()),
+        ExportFormat::Dequantized => Writer::Dense(DequantizedWriter::new(options.dtype)),
+    };
+    let mut parameters = 0u64;
+    for (hf, source_name) in src.names()? {
+        let module = hf.strip_suffix(".weight");
+        let compressed = module.and_then(|m| report.quantized.get(m));
+        match (module, compressed) {
+            (Some(module), Some(CompressedWeight::Quantized(q))) => {
+                let [rows, cols] = q.shape();
+                parameters += (rows * cols) as u64;
+                let q = match (&src, qk_heads(module, &params)) {
+                    (Source::Gguf(_), Some(heads)) => {
+                        q.permute_rows(&gguf_to_hf_row_order(rows, heads)?)?
+                    }
+                    _ => q.clone(),
+                };
+                writer.add_quantized(module, &q)?;
+            }
+            (Some(module), Some(CompressedWeight::Ggml(g))) => {
+                return Err(Error::Export {
+                    layer: module.to_string(),
+                    reason: format!(
+                        "{} blocks are a GGML type: write a GGUF file instead",
+                        g.ggml_type().name()
+                    ),
+                })
+            }
+            _ => {
+                let value = src.load(&hf, &source_name, &params)?;
+                parameters += value.len() as u64;
+                writer.add_float(&hf, &value, options.dtype)?;
+            }
+        }
+    }
+    // A tied model's GGUF has no output tensor; neither has the HF folder.
+    std::fs::create_dir_all(out).map_err(|source| Error::File {
+        path: out.to_path_buf(),
+        source,
+    })?;
+    let mut files = writer.write_dir(out, &config)?;
+    let mut tensor_bytes = 0u64;
+    for f in &files {
+        if f.extension().is_some_and(|e| e == "safetensors") {
+            tensor_bytes += std::fs::metadata(f)
+                .map_err(|source| Error::File {
+                    path: f.clone(),
+                    source,
+                })?
+                .len();
+        }
+    }
+    match &src {
+        Source::Gguf(g) => {
+            let tokenizer = TextTokenizer::from_gguf(g)?;
+            write_gguf_tokenizer_files(&tokenizer, &params, out)?;
+            for name in [
+                "tokenizer.json",
+                "tokenizer_config.json",
+                "generation_config.json",
+            ] {
+                files.push(out.join(name));
+            }
+        }
+        Source::Hf(_, dir) => {
+            for name in [
+                "tokenizer.json",
+                "tokenizer_config.json",
+                "generation_config.json",
+                "special_tokens_map.json",
+            ] {
+                let from = dir.join(name);
+                if from.is_file() {
+                    let bytes = std::fs::read(&from).map_err(|source| Error::File {
+                        path: from.clone(),
+                        source,
+                    })?;
+                    write_bytes_atomic(&out.join(name), &bytes)?;
+                    files.push(out.join(name));
+                }
+            }
+        }
+    }
+    Ok(ExportReport {
+        files,
+        tensor_bytes,
+        parameters,
+    })
+}

@@ -1,0 +1,170 @@
+//! Scheme strings: a whole quantization method in one short name, as the CLI
+//! and the examples take it (`gptq-w4-g128`, `rtn-nf4`, `ggml-q4_0-imatrix`).
+
+use std::sync::Arc;
+
+use tensorpress_quant_core::ggml::{GgmlRtn, GgmlType};
+use tensorpress_quant_core::{ClipSearch, Format, Gptq, QuantSpec, Rtn, WeightQuantizer};
+
+use super::Method;
+use crate::{Error, Result};
+
+/// A parsed scheme: the method and a readable label.
+#[derive(Debug, Clone)]
+pub struct Scheme {
+    /// What the scheme does, for tables and logs (`GPTQ int4 sym g128 act-order`).
+    pub label: String,
+    /// The method.
+    pub method: Method,
+}
+
+/// Parses `METHOD-FORMAT[-OPTION...]`:
+///
+/// - METHOD: `rtn` (round to nearest), `rtnmse` (RTN with GPTQ's MSE clipping
+///   search per group), `gptq` (Frantar et al., 2022), or `ggml` (llama.cpp's
+///   block encoders, for GGUF files);
+/// - FORMAT: `wB` for B-bit integers (2–8), or any [`Format`] name (`nf4`,
+///   `mxfp4`, `nvfp4`, `fp8_e4m3`, `fp4`, …); after `ggml`, a GGML type name
+///   (`q4_0`, `q4_k`, `iq4_nl`, …);
+/// - OPTION: `gN` (groups of N input columns), `ch` (per output channel),
+///   `tensor`, `asym` (zero points), `act` (GPTQ act-order), `static` (GPTQ
+///   static groups), `imatrix` (`ggml`: importance-weighted encoding from the
+///   calibration activations, as `llama-quantize --imatrix`).
+///
+/// ```
+/// use tensorpress::compress::parse_scheme;
+///
+/// let s = parse_scheme("gptq-w4-g128-act")?;
+/// assert_eq!(s.label, "GPTQ int4 sym g128 act-order");
+/// assert!(s.method.calibrates());
+/// assert!(!parse_scheme("rtn-nf4")?.method.calibrates());
+/// assert!(parse_scheme("ggml-q4_k-imatrix")?.method.calibrates());
+/// assert!(parse_scheme("gptq-w9-g128").is_err());
+/// # Ok::<(), tensorpress::Error>(())
+/// ```
+pub fn parse_scheme(scheme: &str) -> Result<Scheme> {
+    let bad = |reason: String| Error::Scheme {
+        scheme: scheme.to_string(),
+        reason,
+    };
+    let parts: Vec<&str> = scheme.trim().split('-').collect();
+    if parts.len() < 2 {
+        return Err(bad(
+            "expected METHOD-FORMAT[-OPTION...], e.g. gptq-w4-g128".into()
+        ));
+    }
+    let (method, format, options) = (parts[0], parts[1], &parts[2..]);
+    if method == "ggml" {
+        let ty = GgmlType::from_name(format)
+            .filter(|t| t.can_quantize())
+            .ok_or_else(|| bad(format!("`{format}` is not a GGML type tensorpress encodes")))?;
+        let mut q = GgmlRtn::new(ty);
+        for &o in options {
+            match o {
+                "imatrix" if ty.can_quantize_weighted() => q = q.with_importance(),
+                "imatrix" => {
+                    return Err(bad(format!(
+                        "{} has no importance-weighted encoder",
+                        ty.name()
+                    )))
+                }
+                other => return Err(bad(format!("unknown option `{other}` for ggml"))),
+            }
+        }
+        let label = format!(
+            "llama.cpp {}{}",
+            ty.name(),
+            if q.importance { " imatrix" } else { "" }
+        );
+        return Ok(Scheme {
+            label,
+            method: Method::Ggml(Arc::new(q)),
+        });
+    }
+
+    let fmt: Format = match format.strip_prefix('w').and_then(|b| b.parse::<u8>().ok()) {
+        Some(bits) => Format::Int { bits },
+        None => format.parse().map_err(|e| bad(format!("{e}")))?,
+    };
+    let mut spec = QuantSpec::new(fmt);
+    let (mut act, mut stat) = (false, false);
+    for &o in options {
+        match o {
+            "ch" => spec = spec.channel(),
+            "tensor" => spec = spec.tensor(),
+            "asym" => spec = spec.asymmetric(),
+            "act" => act = true,
+            "static" => stat = true,
+            g if g.starts_with('g') => {
+                let size = g[1..]
+                    .parse()
+                    .map_err(|_| bad(format!("`{g}`: expected gN, e.g. g128")))?;
+                spec = spec.group(size);
+            }
+            other => return Err(bad(format!("unknown option `{other}`"))),
+        }
+    }
+    spec.format.validate().map_err(|e| bad(e.to_string()))?;
+    if (act || stat) && method != "gptq" {
+        return Err(bad("`act` and `static` are GPTQ options".into()));
+    }
+    let (quantizer, calibrate): (Arc<dyn WeightQuantizer>, bool) = match method {
+        "rtn" => (Arc::new(Rtn::new(spec)), false),
+        "rtnmse" => (
+            Arc::new(Rtn::new(spec).with_clip_search(ClipSearch::default())),
+            false,
+        ),
+        "gptq" => (
+            Arc::new(Gptq::new(spec).act_order(act).static_groups(stat)),
+            true,
+        ),
+        other => {
+            return Err(bad(format!(
+                "unknown method `{other}`: rtn, rtnmse, gptq or ggml"
+            )))
+        }
+    };
+    let mut label = format!("{} {spec}", method.to_uppercase());
+    if act {
+        label.push_str(" act-order");
+    }
+    if stat {
+        label.push_str(" static-groups");
+    }
+    Ok(Scheme {
+        label,
+        method: Method::Weight {
+            quantizer,
+            calibrate,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_and_errors() {
+        let label = |s: &str| parse_scheme(s).unwrap().label;
+        assert_eq!(label("rtn-w3-g128"), "RTN int3 sym g128");
+        assert_eq!(label("gptq-w4-ch-asym"), "GPTQ int4 asym per-channel");
+        assert_eq!(label("rtnmse-w2-g64-asym"), "RTNMSE int2 asym g64");
+        assert_eq!(label("ggml-q4_k-imatrix"), "llama.cpp Q4_K imatrix");
+        for bad in [
+            "gptq",
+            "foo-w4",
+            "rtn-w4-g",
+            "rtn-w4-act",
+            "rtn-w1",
+            "ggml-q8_0-imatrix",
+            "ggml-iq2_xxs",
+            "rtn-w4-blah",
+        ] {
+            assert!(
+                matches!(parse_scheme(bad), Err(Error::Scheme { .. })),
+                "{bad}"
+            );
+        }
+    }
+}
