@@ -126,6 +126,12 @@ pub enum Error {
         /// Its shape.
         shape: Vec<usize>,
     },
+    /// The output folder already holds files.
+    #[error("{path} exists and is not empty: remove it or choose another output folder")]
+    OutputExists {
+        /// The path.
+        path: std::path::PathBuf,
+    },
     /// Input and output paths are the same.
     #[error("the output {path} must differ from the input")]
     SamePath {

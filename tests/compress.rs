@@ -232,4 +232,25 @@ fn exports_of_smollm2_reload_as_the_compressed_model() {
     .unwrap_err();
     assert!(err.to_string().contains("q_proj"), "{err}");
     assert!(!dir.path().join("config.json").exists(), "nothing written");
+    // A folder that holds files is never overwritten.
+    std::fs::write(dir.path().join("keep.txt"), b"mine").unwrap();
+    let gptq = ExportOptions::new(ExportFormat::Gptq);
+    assert!(matches!(
+        write_hf_checkpoint(&path, &report, &gptq, dir.path()),
+        Err(Error::OutputExists { .. })
+    ));
+    assert_eq!(std::fs::read(dir.path().join("keep.txt")).unwrap(), b"mine");
+    // No staging folder is left behind by either failure.
+    let parent = dir.path().parent().unwrap();
+    let name = dir
+        .path()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert!(std::fs::read_dir(parent).unwrap().all(|e| !e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .starts_with(&format!(".{name}.partial"))));
 }

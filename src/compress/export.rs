@@ -225,11 +225,97 @@ fn gguf_to_hf_row_order(rows: usize, heads: usize) -> Result<Vec<usize>> {
     Ok(permuted.iter().map(|&r| r as usize).collect())
 }
 
+/// Writes the tensors, `config.json` and the tokenizer files into `dir`.
+fn write_all(
+    writer: &Writer<'_>,
+    config: &Value,
+    src: &Source,
+    params: &LlamaParams,
+    dir: &Path,
+) -> Result<Vec<PathBuf>> {
+    let mut files = writer.write_dir(dir, config)?;
+    match src {
+        Source::Gguf(g) => {
+            let tokenizer = TextTokenizer::from_gguf(g)?;
+            write_gguf_tokenizer_files(&tokenizer, params, dir)?;
+            for name in [
+                "tokenizer.json",
+                "tokenizer_config.json",
+                "generation_config.json",
+            ] {
+                files.push(dir.join(name));
+            }
+        }
+        Source::Hf(_, src_dir) => {
+            for name in [
+                "tokenizer.json",
+                "tokenizer_config.json",
+                "generation_config.json",
+                "special_tokens_map.json",
+            ] {
+                let from = src_dir.join(name);
+                if from.is_file() {
+                    let bytes = std::fs::read(&from).map_err(|source| Error::File {
+                        path: from.clone(),
+                        source,
+                    })?;
+                    write_bytes_atomic(&dir.join(name), &bytes)?;
+                    files.push(dir.join(name));
+                }
+            }
+        }
+    }
+    Ok(files)
+}
+
+/// A fresh staging folder next to `out`; fails when `out` is a file or a
+/// folder that is not empty (nothing is overwritten).
+fn staging_dir(out: &Path) -> Result<PathBuf> {
+    if out.is_file()
+        || (out.is_dir()
+            && std::fs::read_dir(out)
+                .map_err(|source| Error::File {
+                    path: out.to_path_buf(),
+                    source,
+                })?
+                .next()
+                .is_some())
+    {
+        return Err(Error::OutputExists {
+            path: out.to_path_buf(),
+        });
+    }
+    let name = out
+        .file_name()
+        .map_or("checkpoint".into(), |n| n.to_string_lossy().into_owned());
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent).map_err(|source| Error::File {
+        path: parent.clone(),
+        source,
+    })?;
+    let staging = parent.join(format!(".{name}.partial-{}", std::process::id()));
+    if staging.exists() {
+        let _ = std::fs::remove_dir_all(&staging);
+    }
+    std::fs::create_dir(&staging).map_err(|source| Error::File {
+        path: staging.clone(),
+        source,
+    })?;
+    Ok(staging)
+}
+
 /// Writes the model `source` (a `.gguf` file or a Hugging Face folder) with
 /// the layers of `report` quantized, as `options` says, into the folder `out`.
 ///
+/// The checkpoint is staged in a hidden sibling folder and renamed to `out`
+/// when complete; `out` must not exist or be an empty folder.
+///
 /// # Errors
-/// [`Error::SamePath`] when `out` is the source folder; a typed
+/// [`Error::OutputExists`] when `out` holds files; [`Error::SamePath`] when
+/// `out` is the source folder; a typed
 /// [`tensorpress_io::Error`] when a layer does not fit the format (e.g.
 /// compressed-tensors with groups that do not tile the row, or a GGML layer,
 /// which only a GGUF file can hold).
@@ -306,12 +392,33 @@ pub fn write_hf_checkpoint(
             }
         }
     }
-    // A tied model's GGUF has no output tensor; neither has the HF folder.
-    std::fs::create_dir_all(out).map_err(|source| Error::File {
+    // Everything goes to a sibling staging folder that is renamed into place
+    // at the end, so an interrupted run leaves no partial checkpoint at `out`.
+    let staging = staging_dir(out)?;
+    let result = write_all(&writer, &config, &src, &params, &staging);
+    let mut files = match result {
+        Ok(files) => files,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(e);
+        }
+    };
+    if out.exists() {
+        // Only an empty folder may be replaced (checked before writing).
+        std::fs::remove_dir(out).map_err(|source| Error::File {
+            path: out.to_path_buf(),
+            source,
+        })?;
+    }
+    std::fs::rename(&staging, out).map_err(|source| Error::File {
         path: out.to_path_buf(),
         source,
     })?;
-    let mut files = writer.write_dir(out, &config)?;
+    for f in &mut files {
+        if let Ok(rel) = f.strip_prefix(&staging) {
+            *f = out.join(rel);
+        }
+    }
     let mut tensor_bytes = 0u64;
     for f in &files {
         if f.extension().is_some_and(|e| e == "safetensors") {
@@ -321,37 +428,6 @@ pub fn write_hf_checkpoint(
                     source,
                 })?
                 .len();
-        }
-    }
-    match &src {
-        Source::Gguf(g) => {
-            let tokenizer = TextTokenizer::from_gguf(g)?;
-            write_gguf_tokenizer_files(&tokenizer, &params, out)?;
-            for name in [
-                "tokenizer.json",
-                "tokenizer_config.json",
-                "generation_config.json",
-            ] {
-                files.push(out.join(name));
-            }
-        }
-        Source::Hf(_, dir) => {
-            for name in [
-                "tokenizer.json",
-                "tokenizer_config.json",
-                "generation_config.json",
-                "special_tokens_map.json",
-            ] {
-                let from = dir.join(name);
-                if from.is_file() {
-                    let bytes = std::fs::read(&from).map_err(|source| Error::File {
-                        path: from.clone(),
-                        source,
-                    })?;
-                    write_bytes_atomic(&out.join(name), &bytes)?;
-                    files.push(out.join(name));
-                }
-            }
         }
     }
     Ok(ExportReport {

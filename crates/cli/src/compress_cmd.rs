@@ -76,6 +76,14 @@ pub(crate) fn run(args: CompressArgs) -> CliResult {
         .into());
     }
 
+    if args.out.is_file() || std::fs::read_dir(&args.out).is_ok_and(|mut d| d.next().is_some()) {
+        return Err(format!(
+            "{} exists and is not empty: remove it or choose another --out",
+            args.out.display()
+        )
+        .into());
+    }
+
     let t0 = Instant::now();
     let mut model = tensorpress::convert::load_llama(&args.model, LoadOptions::default())?;
     let tokenizer = if args.model.is_dir() {
