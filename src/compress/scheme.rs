@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use tensorpress_quant_core::ggml::{GgmlRtn, GgmlType};
-use tensorpress_quant_core::{ClipSearch, Format, Gptq, QuantSpec, Rtn, WeightQuantizer};
+use tensorpress_quant_core::{ClipSearch, Format, Gptq, Hqq, QuantSpec, Rtn, WeightQuantizer};
 
 use super::Method;
 use crate::{Error, Result};
@@ -21,15 +21,17 @@ pub struct Scheme {
 /// Parses `METHOD-FORMAT[-OPTION...]`:
 ///
 /// - METHOD: `rtn` (round to nearest), `rtnmse` (RTN with GPTQ's MSE clipping
-///   search per group), `gptq` (Frantar et al., 2022), or `ggml` (llama.cpp's
-///   block encoders, for GGUF files);
+///   search per group), `gptq` (Frantar et al., 2022), `hqq` (Badri & Shaji,
+///   2023; always asymmetric), or `ggml` (llama.cpp's block encoders, for GGUF
+///   files);
 /// - FORMAT: `wB` for B-bit integers (2–8), or any [`Format`] name (`nf4`,
 ///   `mxfp4`, `nvfp4`, `fp8_e4m3`, `fp4`, …); after `ggml`, a GGML type name
 ///   (`q4_0`, `q4_k`, `iq4_nl`, …);
 /// - OPTION: `gN` (groups of N input columns), `ch` (per output channel),
 ///   `tensor`, `asym` (zero points), `act` (GPTQ act-order), `static` (GPTQ
 ///   static groups), `imatrix` (`ggml`: importance-weighted encoding from the
-///   calibration activations, as `llama-quantize --imatrix`).
+///   calibration activations, as `llama-quantize --imatrix`), `intzero`
+///   (`hqq`: integer zero points, for compressed-tensors and GPTQ exports).
 ///
 /// ```
 /// use tensorpress::compress::parse_scheme;
@@ -87,7 +89,10 @@ pub fn parse_scheme(scheme: &str) -> Result<Scheme> {
         None => format.parse().map_err(|e| bad(format!("{e}")))?,
     };
     let mut spec = QuantSpec::new(fmt);
-    let (mut act, mut stat) = (false, false);
+    let (mut act, mut stat, mut intzero) = (false, false, false);
+    if method == "hqq" {
+        spec = spec.asymmetric();
+    }
     for &o in options {
         match o {
             "ch" => spec = spec.channel(),
@@ -95,6 +100,7 @@ pub fn parse_scheme(scheme: &str) -> Result<Scheme> {
             "asym" => spec = spec.asymmetric(),
             "act" => act = true,
             "static" => stat = true,
+            "intzero" => intzero = true,
             g if g.starts_with('g') => {
                 let size = g[1..]
                     .parse()
@@ -108,6 +114,9 @@ pub fn parse_scheme(scheme: &str) -> Result<Scheme> {
     if (act || stat) && method != "gptq" {
         return Err(bad("`act` and `static` are GPTQ options".into()));
     }
+    if intzero && method != "hqq" {
+        return Err(bad("`intzero` is an HQQ option".into()));
+    }
     let (quantizer, calibrate): (Arc<dyn WeightQuantizer>, bool) = match method {
         "rtn" => (Arc::new(Rtn::new(spec)), false),
         "rtnmse" => (
@@ -118,9 +127,10 @@ pub fn parse_scheme(scheme: &str) -> Result<Scheme> {
             Arc::new(Gptq::new(spec).act_order(act).static_groups(stat)),
             true,
         ),
+        "hqq" => (Arc::new(Hqq::new(spec).round_zero(intzero)), false),
         other => {
             return Err(bad(format!(
-                "unknown method `{other}`: rtn, rtnmse, gptq or ggml"
+                "unknown method `{other}`: rtn, rtnmse, gptq, hqq or ggml"
             )))
         }
     };
@@ -130,6 +140,9 @@ pub fn parse_scheme(scheme: &str) -> Result<Scheme> {
     }
     if stat {
         label.push_str(" static-groups");
+    }
+    if intzero {
+        label.push_str(" integer zeros");
     }
     Ok(Scheme {
         label,
@@ -151,6 +164,7 @@ mod tests {
         assert_eq!(label("gptq-w4-ch-asym"), "GPTQ int4 asym per-channel");
         assert_eq!(label("rtnmse-w2-g64-asym"), "RTNMSE int2 asym g64");
         assert_eq!(label("ggml-q4_k-imatrix"), "llama.cpp Q4_K imatrix");
+        assert_eq!(label("hqq-w4-g64"), "HQQ int4 asym g64");
         for bad in [
             "gptq",
             "foo-w4",

@@ -3,7 +3,8 @@
 //! - [`QuantSpec`] says what a quantized weight looks like (format, scale
 //!   sharing, symmetry); [`QuantizedTensor`] holds its codes, scales and zero points.
 //! - Quantizers implement [`WeightQuantizer`]: [`Rtn`] (round to nearest, with
-//!   an optional clipping search), [`Gptq`] (Hessian-aware rounding) and
+//!   an optional clipping search), [`Gptq`] (Hessian-aware rounding), [`Hqq`]
+//!   (half-quadratic zero-point optimisation, no calibration data) and
 //!   [`FpSearch`] (LLM-FP4's search over float formats and clipping ranges).
 //! - Formats ([`Format`]): integers of 2–8 bits, and in [`formats`] the small
 //!   floats FP8 E4M3/E5M2, FP6 E2M3/E3M2 and FP4 E2M1 (bit-exact with
@@ -65,6 +66,7 @@ mod error;
 pub mod formats;
 pub mod ggml;
 pub mod gptq;
+pub mod hqq;
 pub mod int;
 pub mod pack;
 mod qtensor;
@@ -74,6 +76,7 @@ mod spec;
 pub use error::{Error, Result};
 pub use formats::{FloatFormat, FpSearch, MxFormat};
 pub use gptq::Gptq;
+pub use hqq::{Hqq, HqqParams};
 pub use qtensor::QuantizedTensor;
 pub use rtn::{ClipSearch, Rtn};
 pub use spec::{Format, Granularity, QuantSpec};
