@@ -63,6 +63,14 @@ pub enum Error {
         /// The layer.
         layer: String,
     },
+    /// A recipe is malformed.
+    #[error("recipe: `{key}`: {reason}")]
+    Recipe {
+        /// The key (dotted path) at fault.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A scheme string does not parse.
     #[error("scheme `{scheme}`: {reason}")]
     Scheme {

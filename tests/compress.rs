@@ -254,3 +254,20 @@ fn exports_of_smollm2_reload_as_the_compressed_model() {
         .to_string_lossy()
         .starts_with(&format!(".{name}.partial"))));
 }
+
+#[test]
+fn the_shipped_recipe_parses_and_selects_layers() {
+    let r = tensorpress::compress::Recipe::from_file(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/recipes/gptq-w4-g64.toml"
+    )))
+    .unwrap();
+    assert_eq!((r.windows, r.tokens), (128, 512));
+    let mut m = model();
+    let report = compress_llama(&mut m, &windows(), &r.options, &mut |_| {}).unwrap();
+    for l in &report.layers {
+        let q = report.quantized[&l.name].as_quantized().unwrap();
+        let bits = if l.name.ends_with("down_proj") { 8 } else { 4 };
+        assert_eq!(q.spec().bits(), bits, "{}", l.name);
+    }
+}

@@ -13,12 +13,14 @@ mod calib;
 mod capture;
 mod export;
 mod filter;
+mod recipe;
 mod scheme;
 
 pub use calib::calibration_windows;
 pub use capture::{Collected, HessianCollector};
 pub use export::{write_hf_checkpoint, ExportFormat, ExportOptions, ExportReport};
 pub use filter::LayerFilter;
+pub use recipe::Recipe;
 pub use scheme::{parse_scheme, Scheme};
 
 use std::collections::BTreeMap;

@@ -7,7 +7,7 @@ use std::time::Instant;
 use clap::Args;
 use tensorpress::compress::{
     calibration_windows, compress_llama, parse_scheme, write_hf_checkpoint, CompressOptions,
-    ExportFormat, ExportOptions, LayerFilter, Progress,
+    ExportFormat, ExportOptions, LayerFilter, Progress, Recipe,
 };
 use tensorpress::io::export::FloatDType;
 use tensorpress::models::tokenizer::TextTokenizer;
@@ -22,17 +22,26 @@ pub(crate) struct CompressArgs {
     model: PathBuf,
     /// The method, e.g. `gptq-w4-g64`, `gptq-w4-g128-act`, `rtn-w8-ch`,
     /// `rtnmse-w4-g64-asym`, `rtn-nf4`, `rtn-mxfp4`, `rtn-nvfp4`, `rtn-fp8_e4m3-ch`.
-    #[arg(long, short = 's', value_name = "SCHEME")]
-    scheme: String,
+    #[arg(
+        long,
+        short = 's',
+        value_name = "SCHEME",
+        required_unless_present = "recipe"
+    )]
+    scheme: Option<String>,
+    /// A TOML recipe (default scheme, layer patterns, per-layer overrides,
+    /// calibration size) instead of --scheme/--include/--exclude.
+    #[arg(long, short = 'r', value_name = "FILE", conflicts_with_all = ["scheme", "include", "exclude"])]
+    recipe: Option<PathBuf>,
     /// Calibration text file(s), concatenated (needed by GPTQ).
     #[arg(long, value_name = "FILE", num_args = 1..)]
     calib: Vec<PathBuf>,
-    /// Calibration windows, spread evenly over the text.
-    #[arg(long, default_value_t = 128, value_name = "N")]
-    calib_windows: usize,
-    /// Tokens per calibration window.
-    #[arg(long, default_value_t = 512, value_name = "TOKENS")]
-    calib_len: usize,
+    /// Calibration windows, spread evenly over the text (default 128, or the recipe's).
+    #[arg(long, value_name = "N")]
+    calib_windows: Option<usize>,
+    /// Tokens per calibration window (default 512, or the recipe's).
+    #[arg(long, value_name = "TOKENS")]
+    calib_len: Option<usize>,
     /// Quantize only layers matching one of these glob patterns (`*` wildcard,
     /// Hugging Face module names, e.g. `model.layers.*.mlp.*`).
     #[arg(long, value_name = "PATTERN")]
@@ -61,17 +70,30 @@ fn parse_float_dtype(s: &str) -> Result<FloatDType, String> {
 }
 
 pub(crate) fn run(args: CompressArgs) -> CliResult {
-    let scheme = parse_scheme(&args.scheme)?;
-    let mut options = CompressOptions::with_method(scheme.method.clone());
-    let exclude = args
-        .exclude
-        .clone()
-        .unwrap_or_else(|| vec!["lm_head".into()]);
-    options.targets = LayerFilter::new(args.include.clone(), exclude)?;
-    if options.method.calibrates() && args.calib.is_empty() {
+    let (options, label, windows, len) = match (&args.recipe, &args.scheme) {
+        (Some(path), _) => {
+            let r = Recipe::from_file(path)?;
+            (r.options, r.label, r.windows, r.tokens)
+        }
+        (None, Some(s)) => {
+            let scheme = parse_scheme(s)?;
+            let mut options = CompressOptions::with_method(scheme.method);
+            let exclude = args
+                .exclude
+                .clone()
+                .unwrap_or_else(|| vec!["lm_head".into()]);
+            options.targets = LayerFilter::new(args.include.clone(), exclude)?;
+            (options, scheme.label, 128, 512)
+        }
+        (None, None) => return Err("give --scheme SCHEME or --recipe FILE".into()),
+    };
+    let windows = args.calib_windows.unwrap_or(windows);
+    let len = args.calib_len.unwrap_or(len);
+    let calibrates =
+        options.method.calibrates() || options.overrides.iter().any(|(_, m)| m.calibrates());
+    if calibrates && args.calib.is_empty() {
         return Err(format!(
-            "{} calibrates on text: give --calib FILE (e.g. a few hundred KB of text like the model's training data)",
-            scheme.label
+            "{label} calibrates on text: give --calib FILE (e.g. a few hundred KB of text like the model's training data)"
         )
         .into());
     }
@@ -93,30 +115,25 @@ pub(crate) fn run(args: CompressArgs) -> CliResult {
         TextTokenizer::from_gguf(&gguf)?
     };
     let load_s = t0.elapsed().as_secs_f64();
-    let calibration = if options.method.calibrates() {
+    let calibration = if calibrates {
         let text = read_text(&args.calib)?;
         let tokens = tokenizer.encode(&text)?;
-        calibration_windows(&tokens, args.calib_windows, args.calib_len)?
+        calibration_windows(&tokens, windows, len)?
     } else {
         Vec::new()
     };
     eprintln!(
-        "{}: {} on {}{}",
+        "{}: {label} on {}{}",
         args.model.display(),
-        scheme.label,
         if args.include.is_empty() {
-            "every linear layer".to_string()
+            "the targeted linear layers".to_string()
         } else {
             args.include.join(", ")
         },
         if calibration.is_empty() {
             String::new()
         } else {
-            format!(
-                ", calibrating on {} × {} tokens",
-                calibration.len(),
-                args.calib_len
-            )
+            format!(", calibrating on {} × {} tokens", calibration.len(), len)
         }
     );
     let blocks = model.params().num_layers;
