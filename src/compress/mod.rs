@@ -12,10 +12,12 @@
 mod calib;
 mod capture;
 mod filter;
+mod gguf;
 
 pub use calib::calibration_windows;
 pub use capture::{Collected, HessianCollector};
 pub use filter::LayerFilter;
+pub use gguf::{llama_file_type, write_gguf, GgufExportOptions, GgufExportSummary};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
