@@ -13,6 +13,7 @@ mod calib;
 mod capture;
 mod export;
 mod filter;
+mod gguf;
 mod recipe;
 mod scheme;
 
@@ -20,6 +21,7 @@ pub use calib::calibration_windows;
 pub use capture::{Collected, HessianCollector};
 pub use export::{write_hf_checkpoint, ExportFormat, ExportOptions, ExportReport};
 pub use filter::LayerFilter;
+pub use gguf::{llama_file_type, write_gguf, GgufExportOptions, GgufExportSummary};
 pub use recipe::Recipe;
 pub use scheme::{parse_scheme, Scheme};
 

@@ -33,9 +33,10 @@
 //! The kernels are scalar; [`dequantize_par`], [`quantize_par`] and
 //! [`quantize_rows_par`] split large buffers over rayon's thread pool.
 
-mod iquants;
+pub(crate) mod grid;
+pub(crate) mod iquants;
 pub(crate) mod kquants;
-mod legacy;
+pub(crate) mod legacy;
 mod plain;
 mod tensor;
 mod types;
@@ -51,10 +52,10 @@ use crate::{Error, Result};
 /// A block decoder over whole blocks.
 type DecodeFn = fn(&[u8], &mut [f32]);
 /// A block encoder over whole blocks.
-type EncodeFn = fn(&[f32], &mut [u8]);
+pub(crate) type EncodeFn = fn(&[f32], &mut [u8]);
 /// An importance-weighted block encoder over whole blocks: values, their
 /// importance (same length), output.
-type WeightedEncodeFn = fn(&[f32], &[f32], &mut [u8]);
+pub(crate) type WeightedEncodeFn = fn(&[f32], &[f32], &mut [u8]);
 
 fn decoder(ty: GgmlType) -> Result<DecodeFn> {
     Ok(match ty {
@@ -88,7 +89,7 @@ fn decoder(ty: GgmlType) -> Result<DecodeFn> {
     })
 }
 
-fn encoder(ty: GgmlType) -> Result<EncodeFn> {
+pub(crate) fn encoder(ty: GgmlType) -> Result<EncodeFn> {
     Ok(match ty {
         GgmlType::F32 => plain::quantize_f32,
         GgmlType::F16 => plain::quantize_f16,
@@ -110,7 +111,7 @@ fn encoder(ty: GgmlType) -> Result<EncodeFn> {
     })
 }
 
-fn weighted_encoder(ty: GgmlType) -> Result<WeightedEncodeFn> {
+pub(crate) fn weighted_encoder(ty: GgmlType) -> Result<WeightedEncodeFn> {
     Ok(match ty {
         GgmlType::Q2K => kquants::q2k::quantize_weighted,
         GgmlType::Q3K => kquants::q3k::quantize_weighted,

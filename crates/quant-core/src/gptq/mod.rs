@@ -19,9 +19,15 @@
 //!   is chosen when the sweep reaches its first column, from the weights as
 //!   updated so far;
 //! - dead inputs (a zero Hessian diagonal) get zero weights.
+//!
+//! [`GgmlGptq`] runs the same sweep onto GGML block types (GGUF's Q4_0 …
+//! Q6_K, IQ4_NL, IQ4_XS), choosing each block's scales with the type's own
+//! search when the sweep reaches it.
 
+mod ggml;
 mod solve;
 
+pub use ggml::{BlockScales, GgmlGptq};
 pub use solve::GptqReport;
 
 use ndarray::ArrayView2;
