@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use tensorpress_quant_core::ggml::{GgmlRtn, GgmlType};
+use tensorpress_quant_core::gptq::GgmlGptq;
 use tensorpress_quant_core::{ClipSearch, Format, Gptq, Hqq, QuantSpec, Rtn, WeightQuantizer};
 
 use super::Method;
@@ -26,7 +27,8 @@ pub struct Scheme {
 ///   files);
 /// - FORMAT: `wB` for B-bit integers (2–8), or any [`Format`] name (`nf4`,
 ///   `mxfp4`, `nvfp4`, `fp8_e4m3`, `fp4`, …); after `ggml`, a GGML type name
-///   (`q4_0`, `q4_k`, `iq4_nl`, …);
+///   (`q4_0`, `q4_k`, `iq4_nl`, …); after `gptq`, a GGML type name means GPTQ
+///   onto that type's block grid ([`GgmlGptq`], for GGUF files);
 /// - OPTION: `gN` (groups of N input columns), `ch` (per output channel),
 ///   `tensor`, `asym` (zero points), `act` (GPTQ act-order), `static` (GPTQ
 ///   static groups), `imatrix` (`ggml`: importance-weighted encoding from the
@@ -84,6 +86,20 @@ pub fn parse_scheme(scheme: &str) -> Result<Scheme> {
         });
     }
 
+    if method == "gptq" && format.parse::<Format>().is_err() {
+        if let Some(ty) = GgmlType::from_name(format).filter(|t| t.can_quantize()) {
+            if let Some(o) = options.first() {
+                return Err(bad(format!(
+                    "unknown option `{o}` for GPTQ into {}",
+                    ty.name()
+                )));
+            }
+            return Ok(Scheme {
+                label: format!("GPTQ {}", ty.name()),
+                method: Method::Ggml(Arc::new(GgmlGptq::new(ty))),
+            });
+        }
+    }
     let fmt: Format = match format.strip_prefix('w').and_then(|b| b.parse::<u8>().ok()) {
         Some(bits) => Format::Int { bits },
         None => format.parse().map_err(|e| bad(format!("{e}")))?,
@@ -165,6 +181,8 @@ mod tests {
         assert_eq!(label("rtnmse-w2-g64-asym"), "RTNMSE int2 asym g64");
         assert_eq!(label("ggml-q4_k-imatrix"), "llama.cpp Q4_K imatrix");
         assert_eq!(label("hqq-w4-g64"), "HQQ int4 asym g64");
+        assert_eq!(label("gptq-q4_0"), "GPTQ Q4_0");
+        assert!(parse_scheme("gptq-iq4_nl").unwrap().method.calibrates());
         for bad in [
             "gptq",
             "foo-w4",

@@ -9,9 +9,12 @@ use tensorpress::compress::{
     calibration_windows, compress_llama, parse_scheme, write_hf_checkpoint, CompressOptions,
     ExportFormat, ExportOptions, LayerFilter, Progress, Recipe,
 };
+use tensorpress::compress::{write_gguf, GgufExportOptions};
 use tensorpress::io::export::FloatDType;
+use tensorpress::io::gguf::GgufFile;
 use tensorpress::models::tokenizer::TextTokenizer;
 use tensorpress::models::weights::LoadOptions;
+use tensorpress::quant::ggml::GgmlType;
 
 use crate::{bar, read_text, CliResult};
 
@@ -49,13 +52,19 @@ pub(crate) struct CompressArgs {
     /// Leave layers matching these patterns in full precision (default: `lm_head`).
     #[arg(long, value_name = "PATTERN")]
     exclude: Option<Vec<String>>,
-    /// Checkpoint layout: compressed-tensors, gptq or dequantized.
+    /// Output: compressed-tensors, gptq or dequantized (a folder), or gguf
+    /// (a file; needs a GGUF model and GGML schemes such as `gptq-q4_0`,
+    /// `ggml-q4_k-imatrix`).
     #[arg(long, default_value = "compressed-tensors", value_name = "FORMAT")]
-    format: ExportFormat,
+    format: String,
+    /// GGUF output: re-encode the token embedding as this GGML type
+    /// (llama-quantize's --token-embedding-type); default: copy it.
+    #[arg(long, value_name = "TYPE")]
+    token_embedding_type: Option<String>,
     /// Float type of scales and unquantized tensors: f16, bf16 or f32.
     #[arg(long, default_value = "f16", value_parser = parse_float_dtype)]
     dtype: FloatDType,
-    /// The output folder.
+    /// The output folder (a `.gguf` file for --format gguf).
     #[arg(long, short = 'o', value_name = "DIR")]
     out: PathBuf,
 }
@@ -70,6 +79,28 @@ fn parse_float_dtype(s: &str) -> Result<FloatDType, String> {
 }
 
 pub(crate) fn run(args: CompressArgs) -> CliResult {
+    let gguf_out = args.format == "gguf";
+    let format: Option<ExportFormat> = if gguf_out {
+        None
+    } else {
+        Some(args.format.parse()?)
+    };
+    let embd_type = match &args.token_embedding_type {
+        None => None,
+        Some(t) => Some(
+            GgmlType::from_name(t)
+                .filter(|t| t.can_quantize())
+                .ok_or_else(|| {
+                    format!("--token-embedding-type: `{t}` is not a GGML type tensorpress encodes")
+                })?,
+        ),
+    };
+    if gguf_out && args.model.is_dir() {
+        return Err(
+            "--format gguf needs a .gguf model (its metadata and tokenizer are carried over)"
+                .into(),
+        );
+    }
     let (options, label, windows, len) = match (&args.recipe, &args.scheme) {
         (Some(path), _) => {
             let r = Recipe::from_file(path)?;
@@ -111,7 +142,7 @@ pub(crate) fn run(args: CompressArgs) -> CliResult {
     let tokenizer = if args.model.is_dir() {
         TextTokenizer::from_file(&args.model.join("tokenizer.json"))?
     } else {
-        let gguf = tensorpress::io::gguf::GgufFile::open(&args.model)?;
+        let gguf = GgufFile::open(&args.model)?;
         TextTokenizer::from_gguf(&gguf)?
     };
     let load_s = t0.elapsed().as_secs_f64();
@@ -157,11 +188,23 @@ pub(crate) fn run(args: CompressArgs) -> CliResult {
     let compress_s = t1.elapsed().as_secs_f64();
 
     let t2 = Instant::now();
-    let export = ExportOptions {
-        format: args.format,
-        dtype: args.dtype,
+    let (bytes, bits_per_param) = match format {
+        Some(format) => {
+            let export = ExportOptions {
+                format,
+                dtype: args.dtype,
+            };
+            let w = write_hf_checkpoint(&args.model, &report, &export, &args.out)?;
+            (w.tensor_bytes, w.bits_per_weight())
+        }
+        None => {
+            let source = GgufFile::open(&args.model)?;
+            let mut opts = GgufExportOptions::default();
+            opts.token_embedding_type = embd_type;
+            let w = write_gguf(&source, &report, &opts, &args.out)?;
+            (w.file_bytes, w.bits_per_weight())
+        }
     };
-    let written = write_hf_checkpoint(&args.model, &report, &export, &args.out)?;
     let write_s = t2.elapsed().as_secs_f64();
     let (qbits, qparams) = report.layers.iter().fold((0.0, 0.0), |(b, p), l| {
         let n = (l.shape[0] * l.shape[1]) as f64;
@@ -172,8 +215,8 @@ pub(crate) fn run(args: CompressArgs) -> CliResult {
         "{} layers quantized, {:.3} bits per weight in them; checkpoint {:.1} MiB, {:.2} bits per parameter overall",
         report.layers.len(),
         qbits / qparams.max(1.0),
-        written.tensor_bytes as f64 / (1 << 20) as f64,
-        written.bits_per_weight()
+        bytes as f64 / (1 << 20) as f64,
+        bits_per_param
     );
     println!(
         "time: load {load_s:.1} s, compress {compress_s:.1} s (forward {:.1}, hessian {:.1}, solve {:.1}), write {write_s:.1} s",
