@@ -199,8 +199,10 @@ pub(crate) fn run(args: CompressArgs) -> CliResult {
         }
         None => {
             let source = GgufFile::open(&args.model)?;
-            let mut opts = GgufExportOptions::default();
-            opts.token_embedding_type = embd_type;
+            let opts = GgufExportOptions {
+                token_embedding_type: embd_type,
+                ..Default::default()
+            };
             let w = write_gguf(&source, &report, &opts, &args.out)?;
             (w.file_bytes, w.bits_per_weight())
         }
