@@ -118,8 +118,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     ppl_config.max_chunks = env("EVAL_CHUNKS");
 
     println!(
-        "SmolLM2-135M-Instruct from {}; calibration {windows} × 512 tokens of SOTU 1990–2009; \
-         perplexity of the written file on SOTU 2017–2021, n_ctx 512\n",
+        "SmolLM2-135M-Instruct from {}; calibration (recipes that calibrate) {windows} × 512 \
+         tokens of SOTU 1990–2009; perplexity of the written file on SOTU 2017–2021, n_ctx 512\n",
         source_path.display()
     );
     println!("| recipe | file | bits/weight | perplexity (ours) | compress s |");
