@@ -51,7 +51,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "SmolLM2-135M-Instruct (GGUF Q4_1 weights as f32), perplexity on SOTU 2017-2021, n_ctx 512; \
          GPTQ calibrated on {windows} × 512 tokens of SOTU 1990-2009"
     );
-    println!("| model | perplexity | Δ vs base | bits/weight (linear layers) | GPTQ checkpoint | compress s | eval s |");
+    println!("| model | perplexity | Δ vs base | bits/weight (linear layers) | checkpoint (GPTQ v1 format) | compress s | eval s |");
     println!("|---|---|---|---|---|---|---|");
     let mut base = None;
     for scheme in [None, Some("rtn-w4-g128"), Some("gptq-w4-g128")] {
