@@ -16,11 +16,11 @@
 //! `tensorpress eval` runs; compressed-tensors and GPTQ checkpoints store
 //! integer zero points, so set [`Hqq::round_zero`] to export to them.
 
-use ndarray::{Array2, ArrayView2, Axis};
-use rayon::prelude::*;
+use ndarray::ArrayView2;
 
 use crate::int::min_max;
 use crate::qtensor::QuantizedTensor;
+use crate::rtn::quantize_groups;
 use crate::spec::{Format, Granularity, QuantSpec};
 use crate::{check_finite, Calibration, Error, Result, WeightQuantizer};
 
@@ -192,23 +192,9 @@ impl WeightQuantizer for Hqq {
         let maxq = ((1u32 << bits) - 1) as f32;
         let gs = self.spec.group_size(cols);
         let groups = self.spec.n_groups(cols)?;
-        let mut codes = vec![0u8; rows * cols];
-        let mut scales = Array2::<f32>::zeros((rows, groups));
-        let mut zeros = Array2::<f32>::zeros((rows, groups));
-        codes
-            .par_chunks_mut(cols.max(1))
-            .zip(scales.axis_iter_mut(Axis(0)).into_par_iter())
-            .zip(zeros.axis_iter_mut(Axis(0)).into_par_iter())
-            .enumerate()
-            .for_each(|(r, ((code_row, mut s_row), mut z_row))| {
-                let row: Vec<f32> = w.row(r).to_vec();
-                for g in 0..groups {
-                    let (a, b) = (g * gs, ((g + 1) * gs).min(cols));
-                    let (s, z) = self.group(&row[a..b], maxq, &mut code_row[a..b]);
-                    s_row[g] = s;
-                    z_row[g] = z;
-                }
-            });
+        let (codes, scales, zeros) = quantize_groups(w, gs, groups, |values, codes| {
+            self.group(values, maxq, codes)
+        });
         QuantizedTensor::new(self.spec, rows, cols, codes, scales, zeros, None)
     }
 }
@@ -217,6 +203,7 @@ impl WeightQuantizer for Hqq {
 mod tests {
     use super::*;
     use crate::Rtn;
+    use ndarray::Array2;
     use tensorpress_tensor::SeededRng;
 
     fn heavy_tailed(rows: usize, cols: usize, seed: u64) -> Array2<f32> {

@@ -131,29 +131,48 @@ impl WeightQuantizer for Rtn {
             }
             _ => None,
         };
-        let mut codes = vec![0u8; rows * cols];
-        let mut scales = Array2::<f32>::zeros((rows, groups));
-        let mut zeros = Array2::<f32>::zeros((rows, groups));
-        codes
-            .par_chunks_mut(cols.max(1))
-            .zip(scales.axis_iter_mut(Axis(0)).into_par_iter())
-            .zip(zeros.axis_iter_mut(Axis(0)).into_par_iter())
-            .enumerate()
-            .for_each(|(r, ((code_row, mut s_row), mut z_row))| {
-                let row: Vec<f32> = w.row(r).to_vec();
-                for g in 0..groups {
-                    let (a, b) = (g * gs, ((g + 1) * gs).min(cols));
-                    let p =
-                        tensor_params.unwrap_or_else(|| self.group_params_on(&grid, &row[a..b]));
-                    s_row[g] = p.scale;
-                    z_row[g] = p.zero;
-                    for c in a..b {
-                        code_row[c] = grid.quantize(row[c], p);
-                    }
-                }
-            });
+        let (codes, scales, zeros) = quantize_groups(w, gs, groups, |values, codes| {
+            let p = tensor_params.unwrap_or_else(|| self.group_params_on(&grid, values));
+            for (c, &x) in codes.iter_mut().zip(values) {
+                *c = grid.quantize(x, p);
+            }
+            (p.scale, p.zero)
+        });
         QuantizedTensor::new(self.spec, rows, cols, codes, scales, zeros, None)?.on_grid(&grid)
     }
+}
+
+/// Runs `group(values, codes) -> (scale, zero)` on every group of `gs`
+/// columns of every row of `w` (rows in parallel), collecting the codes
+/// (`[rows · cols]`) and the `[rows, groups]` scales and zero points.
+pub(crate) fn quantize_groups<F>(
+    w: ArrayView2<'_, f32>,
+    gs: usize,
+    groups: usize,
+    group: F,
+) -> (Vec<u8>, Array2<f32>, Array2<f32>)
+where
+    F: Fn(&[f32], &mut [u8]) -> (f32, f32) + Sync,
+{
+    let (rows, cols) = w.dim();
+    let mut codes = vec![0u8; rows * cols];
+    let mut scales = Array2::<f32>::zeros((rows, groups));
+    let mut zeros = Array2::<f32>::zeros((rows, groups));
+    codes
+        .par_chunks_mut(cols.max(1))
+        .zip(scales.axis_iter_mut(Axis(0)).into_par_iter())
+        .zip(zeros.axis_iter_mut(Axis(0)).into_par_iter())
+        .enumerate()
+        .for_each(|(r, ((code_row, mut s_row), mut z_row))| {
+            let row: Vec<f32> = w.row(r).to_vec();
+            for g in 0..groups {
+                let (a, b) = (g * gs, ((g + 1) * gs).min(cols));
+                let (s, z) = group(&row[a..b], &mut code_row[a..b]);
+                s_row[g] = s;
+                z_row[g] = z;
+            }
+        });
+    (codes, scales, zeros)
 }
 
 #[cfg(test)]
