@@ -205,6 +205,29 @@ impl Source {
     }
 }
 
+/// A tensor of the model's layout in Hugging Face layout: query/key rows of a
+/// GGUF-loaded model go back to Hugging Face order.
+fn model_to_hf_layout(
+    src: &Source,
+    hf: &str,
+    value: &ArrayD<f32>,
+    params: &LlamaParams,
+) -> Result<ArrayD<f32>> {
+    match (src, qk_heads(hf, params)) {
+        (Source::Gguf(_), Some(heads)) => {
+            let w = value
+                .view()
+                .into_dimensionality::<Ix2>()
+                .map_err(|_| Error::NotAMatrix {
+                    name: hf.to_string(),
+                    shape: value.shape().to_vec(),
+                })?;
+            Ok(permute_qk(w, heads, QkPermutation::GgufToHf)?.into_dyn())
+        }
+        _ => Ok(value.clone()),
+    }
+}
+
 /// Heads of a query/key projection weight or module (`None` for other tensors).
 fn qk_heads(name: &str, p: &LlamaParams) -> Option<usize> {
     let module = name.strip_suffix(".weight").unwrap_or(name);
@@ -361,6 +384,7 @@ pub fn write_hf_checkpoint(
         ExportFormat::Dequantized => Writer::Dense(DequantizedWriter::new(options.dtype)),
     };
     let mut parameters = 0u64;
+    let mut written = std::collections::BTreeSet::new();
     for (hf, source_name) in src.names()? {
         let module = hf.strip_suffix(".weight");
         let compressed = module.and_then(|m| report.quantized.get(m));
@@ -386,10 +410,31 @@ pub fn write_hf_checkpoint(
                 })
             }
             _ => {
-                let value = src.load(&hf, &source_name, &params)?;
+                let value = match report.replaced.get(&hf) {
+                    Some(v) => model_to_hf_layout(&src, &hf, v, &params)?,
+                    None => src.load(&hf, &source_name, &params)?,
+                };
                 parameters += value.len() as u64;
                 writer.add_float(&hf, &value, options.dtype)?;
+                written.insert(hf);
             }
+        }
+    }
+    // Tensors the source lacks: an output head that compression untied.
+    for (hf, value) in &report.replaced {
+        if written.contains(hf) {
+            continue;
+        }
+        if hf != "lm_head.weight" {
+            return Err(Error::UnmappedTensor {
+                name: hf.clone(),
+                target: "the source checkpoint",
+            });
+        }
+        parameters += value.len() as u64;
+        writer.add_float(hf, value, options.dtype)?;
+        if let Some(obj) = config.as_object_mut() {
+            obj.insert("tie_word_embeddings".into(), json!(false));
         }
     }
     // Everything goes to a sibling staging folder that is renamed into place

@@ -11,6 +11,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use ndarray::ArrayD;
+
 use tensorpress_io::gguf::{GgufFile, GgufValue, GgufWriter};
 use tensorpress_models::llama::hf_module_to_gguf;
 use tensorpress_quant_core::ggml::{quantize_rows_par, GgmlTensor, GgmlType};
@@ -168,6 +170,19 @@ pub fn write_gguf(
         })
         .unwrap_or(0);
 
+    // Float tensors compression changed, by GGUF name.
+    let mut replaced: BTreeMap<String, (String, &ArrayD<f32>)> = report
+        .replaced
+        .iter()
+        .map(|(hf, v)| {
+            let module = hf.strip_suffix(".weight").unwrap_or(hf);
+            (
+                format!("{}.weight", hf_module_to_gguf(module)),
+                (hf.clone(), v),
+            )
+        })
+        .collect();
+
     let mut writer = GgufWriter::new();
     for (k, v) in source.metadata().iter() {
         if k != FILE_TYPE {
@@ -206,6 +221,17 @@ pub fn write_gguf(
             summary.compressed += 1;
             continue;
         }
+        if let Some((hf, value)) = replaced.remove(name) {
+            let ty = match name {
+                TOKEN_EMBD => options.token_embedding_type,
+                OUTPUT => options.output_type,
+                _ => None,
+            }
+            .unwrap_or(info.ggml_type());
+            add_float(&mut writer, name, &hf, value, ty, &shape)?;
+            summary.reencoded += 1;
+            continue;
+        }
         let retype = match name {
             TOKEN_EMBD => options.token_embedding_type,
             OUTPUT => options.output_type,
@@ -227,6 +253,24 @@ pub fn write_gguf(
             }
         }
     }
+    // An output head that compression untied from the embedding: stored as
+    // `output_type`, else as the embedding is stored.
+    if let Some((hf, value)) = replaced.remove(OUTPUT) {
+        let ty = options
+            .output_type
+            .or_else(|| source.tensor(TOKEN_EMBD).map(|t| t.ggml_type()))
+            .unwrap_or(GgmlType::F32);
+        let shape = value.shape().to_vec();
+        summary.parameters += value.len() as u64;
+        add_float(&mut writer, OUTPUT, &hf, value, ty, &shape)?;
+        summary.reencoded += 1;
+    }
+    if let Some((_, (hf, _))) = replaced.into_iter().next() {
+        return Err(Error::UnmappedTensor {
+            name: hf,
+            target: "source GGUF",
+        });
+    }
     writer.write(path)?;
     summary.file_bytes = std::fs::metadata(path)
         .map_err(|source| Error::File {
@@ -235,4 +279,31 @@ pub fn write_gguf(
         })?
         .len();
     Ok(summary)
+}
+
+/// Encodes a float tensor as `ty` (f32 and f16 stored as such) and adds it.
+fn add_float(
+    writer: &mut GgufWriter,
+    name: &str,
+    hf: &str,
+    value: &ArrayD<f32>,
+    ty: GgmlType,
+    shape: &[usize],
+) -> Result<()> {
+    let numel: usize = shape.iter().product();
+    if numel != value.len() {
+        return Err(Error::Export {
+            layer: hf.to_string(),
+            reason: format!(
+                "replacement has {} elements, the GGUF tensor {numel}",
+                value.len()
+            ),
+        });
+    }
+    let values: Vec<f32> = value.iter().copied().collect();
+    let row = shape.last().copied().unwrap_or(1).max(1);
+    let mut bytes = Vec::new();
+    quantize_rows_par(ty, &values, row, None, &mut bytes)?;
+    writer.add_tensor(name, ty, shape, bytes)?;
+    Ok(())
 }

@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::Tensor;
-use ndarray::Array2;
+use ndarray::{Array2, ArrayD};
 use tensorpress_models::linear::{to_matrix, DenseLinear};
 use tensorpress_models::llama::LlamaModel;
 use tensorpress_quant_core::ggml::{GgmlQuantizer, GgmlTensor};
@@ -193,8 +193,47 @@ pub struct CompressReport {
     pub layers: Vec<LayerReport>,
     /// The compressed weights, by layer name.
     pub quantized: BTreeMap<String, CompressedWeight>,
+    /// Float tensors that compression changed but did not quantize
+    /// (norm weights that absorbed smoothing scales, rotated embeddings and
+    /// unquantized layers, an untied output head), by Hugging Face tensor name
+    /// (`model.layers.0.input_layernorm.weight`, `lm_head.weight`), in the
+    /// model's own layout (a GGUF-loaded model keeps GGUF's query/key row
+    /// order, as the quantized weights do). Exporters write these instead of
+    /// the source's tensors.
+    pub replaced: BTreeMap<String, ArrayD<f32>>,
     /// Where the time went.
     pub timings: Timings,
+}
+
+impl CompressReport {
+    /// An empty report.
+    pub fn new() -> Self {
+        CompressReport {
+            layers: Vec::new(),
+            quantized: BTreeMap::new(),
+            replaced: BTreeMap::new(),
+            timings: Timings::default(),
+        }
+    }
+
+    /// Records `value` as the new content of tensor `name` (Hugging Face
+    /// naming, `.weight` included).
+    pub fn replace(&mut self, name: impl Into<String>, value: &Tensor) -> Result<()> {
+        let shape = value.dims().to_vec();
+        let data = value.flatten_all()?.to_vec1::<f32>()?;
+        let array = ArrayD::from_shape_vec(shape, data).map_err(|e| Error::Export {
+            layer: "replaced tensor".into(),
+            reason: e.to_string(),
+        })?;
+        self.replaced.insert(name.into(), array);
+        Ok(())
+    }
+}
+
+impl Default for CompressReport {
+    fn default() -> Self {
+        CompressReport::new()
+    }
 }
 
 /// Progress of a compression run.
@@ -240,11 +279,7 @@ pub fn compress_llama(
     if calibrate && calibration.is_empty() {
         return Err(Error::NoCalibration);
     }
-    let mut report = CompressReport {
-        layers: Vec::new(),
-        quantized: BTreeMap::new(),
-        timings: Timings::default(),
-    };
+    let mut report = CompressReport::new();
     let in_block = |b: usize, name: &str| name.starts_with(&format!("model.layers.{b}."));
 
     if !calibrate {

@@ -9,7 +9,7 @@ mod permute;
 use std::path::Path;
 
 pub use config::{LlamaParams, RopeLayout};
-pub use model::{LlamaBlock, LlamaModel};
+pub use model::{BlockNorm, LlamaBlock, LlamaModel};
 pub use names::{gguf_tensor_to_hf, hf_module_to_gguf, Naming};
 pub use permute::{permute_qk, QkPermutation};
 

@@ -39,6 +39,16 @@ impl LlamaBlock {
         ]
     }
 
+    /// The RMSNorm weight before attention (`input_layernorm`).
+    pub fn attn_norm(&self) -> &Tensor {
+        &self.attn_norm
+    }
+
+    /// The RMSNorm weight before the MLP (`post_attention_layernorm`).
+    pub fn ffn_norm(&self) -> &Tensor {
+        &self.ffn_norm
+    }
+
     fn linears_mut(&mut self) -> [&mut Linear; 7] {
         [
             &mut self.q_proj,
@@ -49,6 +59,25 @@ impl LlamaBlock {
             &mut self.up_proj,
             &mut self.down_proj,
         ]
+    }
+}
+
+/// One of the two RMSNorms of a block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockNorm {
+    /// `input_layernorm`, before attention.
+    Attention,
+    /// `post_attention_layernorm`, before the MLP.
+    Ffn,
+}
+
+impl BlockNorm {
+    /// The Hugging Face module name of this norm in block `block`.
+    pub fn module_name(self, block: usize) -> String {
+        match self {
+            BlockNorm::Attention => format!("model.layers.{block}.input_layernorm"),
+            BlockNorm::Ffn => format!("model.layers.{block}.post_attention_layernorm"),
+        }
     }
 }
 
@@ -200,6 +229,53 @@ impl LlamaModel {
     /// The final RMSNorm weight.
     pub fn norm_weight(&self) -> &Tensor {
         &self.norm
+    }
+
+    /// Replaces the weight of one RMSNorm of block `block` (smoothing and
+    /// rotation fold scales into it).
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a block index out of range, [`Error::WeightShape`]
+    /// when `weight` is not `[hidden]`.
+    pub fn set_block_norm(&mut self, block: usize, norm: BlockNorm, weight: Tensor) -> Result<()> {
+        let hidden = self.params.hidden_size;
+        check_shape(&norm.module_name(block), &weight, &[hidden])?;
+        let blocks = self.blocks.len();
+        let b = self.blocks.get_mut(block).ok_or_else(|| Error::Config {
+            field: "block",
+            reason: format!("index {block} ≥ {blocks} blocks"),
+        })?;
+        match norm {
+            BlockNorm::Attention => b.attn_norm = weight,
+            BlockNorm::Ffn => b.ffn_norm = weight,
+        }
+        Ok(())
+    }
+
+    /// Replaces the final RMSNorm weight (`model.norm`, `[hidden]`).
+    ///
+    /// # Errors
+    /// [`Error::WeightShape`] when the shape differs.
+    pub fn set_norm_weight(&mut self, weight: Tensor) -> Result<()> {
+        check_shape("model.norm", &weight, &[self.params.hidden_size])?;
+        self.norm = weight;
+        Ok(())
+    }
+
+    /// Replaces the token embedding (`[vocab, hidden]`). The output head keeps
+    /// its own weight: after this call a tied model is no longer tied.
+    ///
+    /// # Errors
+    /// [`Error::WeightShape`] when the shape differs.
+    pub fn set_embed_weight(&mut self, weight: Tensor) -> Result<()> {
+        let p = &self.params;
+        check_shape(
+            "model.embed_tokens",
+            &weight,
+            &[p.vocab_size, p.hidden_size],
+        )?;
+        self.embed_tokens = weight;
+        Ok(())
     }
 
     /// Every linear layer, blocks first in order, then `lm_head`.
@@ -361,4 +437,15 @@ impl LlamaModel {
         let down = block.down_proj.forward(&act, obs)?;
         Ok((x + down)?)
     }
+}
+
+fn check_shape(name: &str, t: &Tensor, expected: &[usize]) -> Result<()> {
+    if t.dims() != expected {
+        return Err(Error::WeightShape {
+            name: name.to_string(),
+            expected: expected.to_vec(),
+            actual: t.dims().to_vec(),
+        });
+    }
+    Ok(())
 }
