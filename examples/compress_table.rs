@@ -17,7 +17,7 @@
 use std::time::Instant;
 
 use tensorpress::compress::{
-    calibration_windows, compress_llama, parse_scheme, CompressOptions, Method, Progress, Scheme,
+    calibration_windows, compress_llama, parse_scheme, Method, Progress, Scheme,
 };
 use tensorpress::io::gguf::GgufFile;
 use tensorpress::io::testdata;
@@ -94,7 +94,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     *calibrate = true;
                 }
             }
-            let options = CompressOptions::with_method(method);
+            let mut options = scheme.options();
+            options.method = method;
             let t = Instant::now();
             let report = compress_llama(&mut model, &calib, &options, &mut |p| {
                 if let Progress::Calibrating { block, blocks } = p {

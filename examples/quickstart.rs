@@ -16,8 +16,8 @@
 use std::time::Instant;
 
 use tensorpress::compress::{
-    calibration_windows, compress_llama, parse_scheme, write_hf_checkpoint, CompressOptions,
-    ExportFormat, ExportOptions,
+    calibration_windows, compress_llama, parse_scheme, write_hf_checkpoint, ExportFormat,
+    ExportOptions,
 };
 use tensorpress::io::gguf::GgufFile;
 use tensorpress::io::testdata;
@@ -65,7 +65,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         if let Some(name) = scheme {
             let scheme = parse_scheme(name)?;
             label = scheme.label.clone();
-            let options = CompressOptions::with_method(scheme.method);
+            let options = scheme.options();
             let t = Instant::now();
             let report = compress_llama(&mut model, &calibration, &options, &mut |_| {})?;
             compress_s = format!("{:.0}", t.elapsed().as_secs_f64());

@@ -271,3 +271,78 @@ fn the_shipped_recipe_parses_and_selects_layers() {
         assert_eq!(q.spec().bits(), bits, "{}", l.name);
     }
 }
+
+#[test]
+fn awq_lowers_the_output_error_of_rtn_and_folds_scales_into_the_norms() {
+    use tensorpress::compress::Smoothing;
+    use tensorpress::quant::Awq;
+    let spec = QuantSpec::int(3).group(32);
+    let block0_error = |report: &tensorpress::compress::CompressReport| -> f64 {
+        report
+            .layers
+            .iter()
+            .filter(|l| l.name.starts_with("model.layers.0."))
+            .map(|l| l.output_error.unwrap())
+            .sum()
+    };
+    // RTN, calibrated only to measure its output error.
+    let mut m = model();
+    let rtn = compress_llama(
+        &mut m,
+        &windows(),
+        &CompressOptions::new(Arc::new(Rtn::new(spec)), true),
+        &mut |_| {},
+    )
+    .unwrap();
+    let mut m = model();
+    let mut options = CompressOptions::new(Arc::new(Awq::new(spec)), true);
+    options.smoothing = Some(Smoothing::Awq(Awq::new(spec)));
+    let awq = compress_llama(&mut m, &windows(), &options, &mut |_| {}).unwrap();
+    assert!(
+        block0_error(&awq) < block0_error(&rtn),
+        "AWQ {} vs RTN {}",
+        block0_error(&awq),
+        block0_error(&rtn)
+    );
+    // q/k/v, gate/up and down per block (grouped-query attention: no v → o).
+    assert_eq!(awq.smoothing.len(), 3 * 2);
+    for s in &awq.smoothing {
+        let (loss, identity) = s.loss.unwrap();
+        assert!(loss <= identity, "{s:?}");
+    }
+    // The norms changed and are reported for the exporters; the smoothed
+    // up_proj rows are quantized, so only the norms are replaced.
+    let names: Vec<&String> = awq.replaced.keys().collect();
+    assert_eq!(names.len(), 4, "{names:?}");
+    assert!(awq
+        .replaced
+        .contains_key("model.layers.1.post_attention_layernorm.weight"));
+    let gamma = m.blocks()[0].attn_norm().to_vec1::<f32>().unwrap();
+    let reported = &awq.replaced["model.layers.0.input_layernorm.weight"];
+    assert_eq!(reported.iter().copied().collect::<Vec<_>>(), gamma);
+}
+
+#[test]
+fn smoothquant_keeps_the_model_close_and_quantizes_activations() {
+    use tensorpress::compress::{ActivationQuant, Smoothing};
+    let mut p = params();
+    p.num_kv_heads = p.num_heads;
+    let w = MemoryWeights::random_llama(&p, 11);
+    let load = || LlamaModel::load(&w, p.clone(), Naming::HuggingFace, LoadOptions::default());
+    let base = load().unwrap();
+    let tokens = &windows()[0];
+    let base_logits = to_matrix(&base.logits(tokens, 0).unwrap()).unwrap();
+    let mut m = load().unwrap();
+    let mut options = CompressOptions::new(Arc::new(Rtn::new(QuantSpec::int(8).channel())), false);
+    options.smoothing = Some(Smoothing::SmoothQuant { alpha: 0.5 });
+    options.activations = Some(ActivationQuant { bits: 8 });
+    let report = compress_llama(&mut m, &windows(), &options, &mut |_| {}).unwrap();
+    // Multi-head attention: v → o is smoothed too.
+    assert_eq!(report.smoothing.len(), 4 * 2);
+    assert_eq!(report.activations, Some(ActivationQuant { bits: 8 }));
+    let logits = to_matrix(&m.logits(tokens, 0).unwrap()).unwrap();
+    let err = (&logits - &base_logits).mapv(|v| v * v).sum().sqrt()
+        / base_logits.mapv(|v| v * v).sum().sqrt();
+    assert!(err < 0.05, "relative logit error {err}");
+    assert!(err > 0.0, "activations and weights were quantized");
+}

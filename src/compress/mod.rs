@@ -16,6 +16,7 @@ mod filter;
 mod gguf;
 mod recipe;
 mod scheme;
+mod smooth;
 
 pub use calib::calibration_windows;
 pub use capture::{Collected, HessianCollector};
@@ -24,6 +25,7 @@ pub use filter::LayerFilter;
 pub use gguf::{llama_file_type, write_gguf, GgufExportOptions, GgufExportSummary};
 pub use recipe::Recipe;
 pub use scheme::{parse_scheme, Scheme};
+pub use smooth::{ActivationQuant, SmoothReport, Smoothing};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -31,7 +33,7 @@ use std::time::Instant;
 
 use candle_core::Tensor;
 use ndarray::{Array2, ArrayD};
-use tensorpress_models::linear::{to_matrix, DenseLinear};
+use tensorpress_models::linear::{to_matrix, DenseLinear, InputQuantLinear, LinearOp};
 use tensorpress_models::llama::LlamaModel;
 use tensorpress_quant_core::ggml::{GgmlQuantizer, GgmlTensor};
 use tensorpress_quant_core::{Calibration, QuantizedTensor, WeightQuantizer};
@@ -112,6 +114,11 @@ pub struct CompressOptions {
     /// Per-layer methods: the first filter that matches a targeted layer
     /// decides its method.
     pub overrides: Vec<(LayerFilter, Method)>,
+    /// Input-channel scaling folded into the model before quantizing
+    /// (AWQ, SmoothQuant); needs calibration data.
+    pub smoothing: Option<Smoothing>,
+    /// Quantize the inputs of the compressed layers at run time (W8A8).
+    pub activations: Option<ActivationQuant>,
 }
 
 impl CompressOptions {
@@ -135,6 +142,8 @@ impl CompressOptions {
             method,
             targets: LayerFilter::default(),
             overrides: Vec::new(),
+            smoothing: None,
+            activations: None,
         }
     }
 
@@ -153,7 +162,7 @@ impl CompressOptions {
     }
 
     fn calibrates(&self, targets: &[String]) -> bool {
-        targets.iter().any(|n| self.method_for(n).calibrates())
+        self.smoothing.is_some() || targets.iter().any(|n| self.method_for(n).calibrates())
     }
 }
 
@@ -201,6 +210,10 @@ pub struct CompressReport {
     /// order, as the quantized weights do). Exporters write these instead of
     /// the source's tensors.
     pub replaced: BTreeMap<String, ArrayD<f32>>,
+    /// What smoothing (AWQ, SmoothQuant) did, one entry per group of layers.
+    pub smoothing: Vec<SmoothReport>,
+    /// The run-time quantization of the compressed layers' inputs, if any.
+    pub activations: Option<ActivationQuant>,
     /// Where the time went.
     pub timings: Timings,
 }
@@ -212,6 +225,8 @@ impl CompressReport {
             layers: Vec::new(),
             quantized: BTreeMap::new(),
             replaced: BTreeMap::new(),
+            smoothing: Vec::new(),
+            activations: None,
             timings: Timings::default(),
         }
     }
@@ -280,6 +295,7 @@ pub fn compress_llama(
         return Err(Error::NoCalibration);
     }
     let mut report = CompressReport::new();
+    report.activations = options.activations;
     let in_block = |b: usize, name: &str| name.starts_with(&format!("model.layers.{b}."));
 
     if !calibrate {
@@ -311,10 +327,20 @@ pub fn compress_llama(
             let capture = collector.seconds();
             report.timings.hessian += capture;
             report.timings.forward += pass - capture;
+            let mut rescaled = BTreeMap::new();
+            if let Some(smoothing) = &options.smoothing {
+                let t = Instant::now();
+                rescaled =
+                    smooth::smooth_block(model, b, smoothing, &targets, &collector, &mut report)?;
+                report.timings.solve += t.elapsed().as_secs_f64();
+            }
             for name in &block_targets {
-                let collected = collector.get(name).ok_or_else(|| Error::NotObserved {
-                    layer: name.clone(),
-                })?;
+                let collected = match rescaled.remove(name) {
+                    Some(c) => c,
+                    None => collector.get(name).ok_or_else(|| Error::NotObserved {
+                        layer: name.clone(),
+                    })?,
+                };
                 quantize_layer(model, name, Some(collected), options, &mut report, progress)?;
             }
         }
@@ -329,6 +355,13 @@ pub fn compress_llama(
     for name in targets.iter().filter(|n| !n.starts_with("model.layers.")) {
         quantize_layer(model, name, None, options, &mut report, progress)?;
     }
+    // A smoothed layer that was then quantized is written from its codes.
+    let quantized = &report.quantized;
+    report.replaced.retain(|name, _| {
+        !name
+            .strip_suffix(".weight")
+            .is_some_and(|m| quantized.contains_key(m))
+    });
     Ok(report)
 }
 
@@ -396,7 +429,11 @@ fn quantize_layer(
     let data = deq.into_raw_vec_and_offset().0;
     let new_weight = Tensor::from_vec(data, (rows, cols), &device)?;
     let bias = linear.op().bias().cloned();
-    linear.set_op(Arc::new(DenseLinear::new(new_weight, bias)?))?;
+    let dense: Arc<dyn LinearOp> = Arc::new(DenseLinear::new(new_weight, bias)?);
+    match options.activations {
+        Some(a) => linear.set_op(Arc::new(InputQuantLinear::new(dense, a.bits)?))?,
+        None => linear.set_op(dense)?,
+    }
     let layer = LayerReport {
         name: name.to_string(),
         shape: [rows, cols],

@@ -127,7 +127,7 @@ impl Recipe {
         let include = string_list(&table, "include", "include")?.unwrap_or_default();
         let exclude =
             string_list(&table, "exclude", "exclude")?.unwrap_or_else(|| vec!["lm_head".into()]);
-        let mut options = CompressOptions::with_method(scheme.method);
+        let mut options = scheme.options();
         options.targets = LayerFilter::new(include, exclude)?;
         let mut label = scheme.label;
 
@@ -157,6 +157,13 @@ impl Recipe {
                     .and_then(Value::as_str)
                     .ok_or_else(|| err(&format!("{path}.scheme"), "missing"))?;
                 let s = parse_scheme(s)?;
+                if s.smoothing.is_some() || s.activations.is_some() {
+                    return Err(err(
+                        &format!("{path}.scheme"),
+                        "smoothing (awq, smoothquant) and activation quantization (w8a8) \
+                         apply to the whole model: use them as the top-level scheme",
+                    ));
+                }
                 label.push_str(&format!("; {} → {}", layers.join(", "), s.label));
                 options = options
                     .override_layers(LayerFilter::new(layers, Vec::<String>::new())?, s.method);

@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use tensorpress_quant_core::ggml::{GgmlRtn, GgmlType};
 use tensorpress_quant_core::gptq::GgmlGptq;
-use tensorpress_quant_core::{ClipSearch, Format, Gptq, Hqq, QuantSpec, Rtn, WeightQuantizer};
+use tensorpress_quant_core::{Awq, ClipSearch, Format, Gptq, Hqq, QuantSpec, Rtn, WeightQuantizer};
 
-use super::Method;
+use super::{ActivationQuant, CompressOptions, Method, Smoothing};
 use crate::{Error, Result};
 
 /// A parsed scheme: the method and a readable label.
@@ -17,23 +17,51 @@ pub struct Scheme {
     pub label: String,
     /// The method.
     pub method: Method,
+    /// Smoothing folded into the model first (AWQ, SmoothQuant).
+    pub smoothing: Option<Smoothing>,
+    /// Run-time quantization of the layers' inputs (`w8a8`).
+    pub activations: Option<ActivationQuant>,
+}
+
+impl Scheme {
+    fn weight_only(label: String, method: Method) -> Self {
+        Scheme {
+            label,
+            method,
+            smoothing: None,
+            activations: None,
+        }
+    }
+
+    /// Compression options that apply this scheme to every linear layer but
+    /// `lm_head`.
+    pub fn options(&self) -> CompressOptions {
+        let mut options = CompressOptions::with_method(self.method.clone());
+        options.smoothing = self.smoothing.clone();
+        options.activations = self.activations;
+        options
+    }
 }
 
 /// Parses `METHOD-FORMAT[-OPTION...]`:
 ///
 /// - METHOD: `rtn` (round to nearest), `rtnmse` (RTN with GPTQ's MSE clipping
 ///   search per group), `gptq` (Frantar et al., 2022), `hqq` (Badri & Shaji,
-///   2023; always asymmetric), or `ggml` (llama.cpp's block encoders, for GGUF
-///   files);
+///   2023; always asymmetric), `awq` (Lin et al., 2024: scales searched and
+///   folded into the norms, then a clipping search), `smoothquant` (Xiao et
+///   al., 2023; with `w8a8` only), or `ggml` (llama.cpp's block encoders, for
+///   GGUF files);
 /// - FORMAT: `wB` for B-bit integers (2–8), or any [`Format`] name (`nf4`,
 ///   `mxfp4`, `nvfp4`, `fp8_e4m3`, `fp4`, …); after `ggml`, a GGML type name
-///   (`q4_0`, `q4_k`, `iq4_nl`, …); after `gptq`, a GGML type name means GPTQ
+///   (`q4_0`, `q4_k`, `iq4_nl`, …); `w8a8` for int8 weights per channel and
+///   int8 activations per token at run time; after `gptq`, a GGML type name means GPTQ
 ///   onto that type's block grid ([`GgmlGptq`], for GGUF files);
 /// - OPTION: `gN` (groups of N input columns), `ch` (per output channel),
 ///   `tensor`, `asym` (zero points), `act` (GPTQ act-order), `static` (GPTQ
 ///   static groups), `imatrix` (`ggml`: importance-weighted encoding from the
 ///   calibration activations, as `llama-quantize --imatrix`), `intzero`
-///   (`hqq`: integer zero points, for compressed-tensors and GPTQ exports).
+///   (`hqq`: integer zero points, for compressed-tensors and GPTQ exports),
+///   `alphaX` (`smoothquant`: migration strength, default 0.5).
 ///
 /// ```
 /// use tensorpress::compress::parse_scheme;
@@ -44,6 +72,9 @@ pub struct Scheme {
 /// assert!(!parse_scheme("rtn-nf4")?.method.calibrates());
 /// assert!(parse_scheme("ggml-q4_k-imatrix")?.method.calibrates());
 /// assert!(parse_scheme("gptq-w9-g128").is_err());
+/// let sq = parse_scheme("smoothquant-w8a8-alpha0.8")?;
+/// assert_eq!(sq.options().activations.map(|a| a.bits), Some(8));
+/// assert!(parse_scheme("awq-w4-g128")?.options().smoothing.is_some());
 /// # Ok::<(), tensorpress::Error>(())
 /// ```
 pub fn parse_scheme(scheme: &str) -> Result<Scheme> {
@@ -80,10 +111,7 @@ pub fn parse_scheme(scheme: &str) -> Result<Scheme> {
             ty.name(),
             if q.importance { " imatrix" } else { "" }
         );
-        return Ok(Scheme {
-            label,
-            method: Method::Ggml(Arc::new(q)),
-        });
+        return Ok(Scheme::weight_only(label, Method::Ggml(Arc::new(q))));
     }
 
     if method == "gptq" && format.parse::<Format>().is_err() {
@@ -94,18 +122,25 @@ pub fn parse_scheme(scheme: &str) -> Result<Scheme> {
                     ty.name()
                 )));
             }
-            return Ok(Scheme {
-                label: format!("GPTQ {}", ty.name()),
-                method: Method::Ggml(Arc::new(GgmlGptq::new(ty))),
-            });
+            return Ok(Scheme::weight_only(
+                format!("GPTQ {}", ty.name()),
+                Method::Ggml(Arc::new(GgmlGptq::new(ty))),
+            ));
         }
     }
+    // `w8a8`: int8 weights per output channel, int8 activations per token.
+    let w8a8 = format == "w8a8";
     let fmt: Format = match format.strip_prefix('w').and_then(|b| b.parse::<u8>().ok()) {
         Some(bits) => Format::Int { bits },
+        None if w8a8 => Format::Int { bits: 8 },
         None => format.parse().map_err(|e| bad(format!("{e}")))?,
     };
     let mut spec = QuantSpec::new(fmt);
+    if w8a8 {
+        spec = spec.channel();
+    }
     let (mut act, mut stat, mut intzero) = (false, false, false);
+    let mut alpha: Option<f32> = None;
     if method == "hqq" {
         spec = spec.asymmetric();
     }
@@ -117,6 +152,14 @@ pub fn parse_scheme(scheme: &str) -> Result<Scheme> {
             "act" => act = true,
             "static" => stat = true,
             "intzero" => intzero = true,
+            a if a.starts_with("alpha") => {
+                let v: f32 = a[5..]
+                    .parse()
+                    .ok()
+                    .filter(|v: &f32| (0.0..=1.0).contains(v))
+                    .ok_or_else(|| bad(format!("`{a}`: expected alphaX with X in [0, 1]")))?;
+                alpha = Some(v);
+            }
             g if g.starts_with('g') => {
                 let size = g[1..]
                     .parse()
@@ -133,6 +176,14 @@ pub fn parse_scheme(scheme: &str) -> Result<Scheme> {
     if intzero && method != "hqq" {
         return Err(bad("`intzero` is an HQQ option".into()));
     }
+    if alpha.is_some() && method != "smoothquant" {
+        return Err(bad("`alphaX` is a SmoothQuant option".into()));
+    }
+    if method == "smoothquant" && !w8a8 {
+        return Err(bad(
+            "SmoothQuant is for W8A8: write smoothquant-w8a8[-alphaX]".into(),
+        ));
+    }
     let (quantizer, calibrate): (Arc<dyn WeightQuantizer>, bool) = match method {
         "rtn" => (Arc::new(Rtn::new(spec)), false),
         "rtnmse" => (
@@ -144,12 +195,22 @@ pub fn parse_scheme(scheme: &str) -> Result<Scheme> {
             true,
         ),
         "hqq" => (Arc::new(Hqq::new(spec).round_zero(intzero)), false),
+        "awq" => (Arc::new(Awq::new(spec)), true),
+        "smoothquant" => (Arc::new(Rtn::new(spec)), true),
         other => {
             return Err(bad(format!(
-                "unknown method `{other}`: rtn, rtnmse, gptq, hqq or ggml"
+                "unknown method `{other}`: rtn, rtnmse, gptq, awq, hqq, smoothquant or ggml"
             )))
         }
     };
+    let smoothing = match method {
+        "awq" => Some(Smoothing::Awq(Awq::new(spec))),
+        "smoothquant" => Some(Smoothing::SmoothQuant {
+            alpha: alpha.unwrap_or(0.5),
+        }),
+        _ => None,
+    };
+    let activations = w8a8.then_some(ActivationQuant { bits: 8 });
     let mut label = format!("{} {spec}", method.to_uppercase());
     if act {
         label.push_str(" act-order");
@@ -160,12 +221,20 @@ pub fn parse_scheme(scheme: &str) -> Result<Scheme> {
     if intzero {
         label.push_str(" integer zeros");
     }
+    if w8a8 {
+        label.push_str(" + int8 activations per token");
+    }
+    if let Some(Smoothing::SmoothQuant { alpha }) = &smoothing {
+        label.push_str(&format!(" (α = {alpha})"));
+    }
     Ok(Scheme {
         label,
         method: Method::Weight {
             quantizer,
             calibrate,
         },
+        smoothing,
+        activations,
     })
 }
 

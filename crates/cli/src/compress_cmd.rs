@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use clap::Args;
 use tensorpress::compress::{
-    calibration_windows, compress_llama, parse_scheme, write_hf_checkpoint, CompressOptions,
-    ExportFormat, ExportOptions, LayerFilter, Progress, Recipe,
+    calibration_windows, compress_llama, parse_scheme, write_hf_checkpoint, ExportFormat,
+    ExportOptions, LayerFilter, Progress, Recipe,
 };
 use tensorpress::compress::{write_gguf, GgufExportOptions};
 use tensorpress::io::export::FloatDType;
@@ -108,7 +108,7 @@ pub(crate) fn run(args: CompressArgs) -> CliResult {
         }
         (None, Some(s)) => {
             let scheme = parse_scheme(s)?;
-            let mut options = CompressOptions::with_method(scheme.method);
+            let mut options = scheme.options();
             let exclude = args
                 .exclude
                 .clone()
@@ -120,8 +120,9 @@ pub(crate) fn run(args: CompressArgs) -> CliResult {
     };
     let windows = args.calib_windows.unwrap_or(windows);
     let len = args.calib_len.unwrap_or(len);
-    let calibrates =
-        options.method.calibrates() || options.overrides.iter().any(|(_, m)| m.calibrates());
+    let calibrates = options.smoothing.is_some()
+        || options.method.calibrates()
+        || options.overrides.iter().any(|(_, m)| m.calibrates());
     if calibrates && args.calib.is_empty() {
         return Err(format!(
             "{label} calibrates on text: give --calib FILE (e.g. a few hundred KB of text like the model's training data)"

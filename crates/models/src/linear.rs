@@ -86,6 +86,77 @@ impl LinearOp for DenseLinear {
     }
 }
 
+/// Dynamic per-token symmetric quantization of a layer's input, as W8A8
+/// runtimes do it (SmoothQuant's per-token setting; vLLM's and
+/// compressed-tensors' `input_activations` with `strategy: token`,
+/// `dynamic: true`): each token's vector `x` is scaled by
+/// `max|x| / (2^(bits−1) − 1)`, rounded, clamped and scaled back before the
+/// inner op multiplies it, so the model computes what the integer kernels do.
+#[derive(Debug, Clone)]
+pub struct InputQuantLinear {
+    inner: Arc<dyn LinearOp>,
+    bits: u8,
+}
+
+impl InputQuantLinear {
+    /// Quantizes the input of `inner` to `bits`-bit integers (2–8) per token.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for bits outside 2–8.
+    pub fn new(inner: Arc<dyn LinearOp>, bits: u8) -> Result<Self> {
+        if !(2..=8).contains(&bits) {
+            return Err(Error::Config {
+                field: "activation bits",
+                reason: format!("{bits} is outside 2–8"),
+            });
+        }
+        Ok(InputQuantLinear { inner, bits })
+    }
+
+    /// The bits of the input codes.
+    pub fn bits(&self) -> u8 {
+        self.bits
+    }
+
+    /// The op that multiplies the quantized input.
+    pub fn inner(&self) -> &Arc<dyn LinearOp> {
+        &self.inner
+    }
+}
+
+/// `x` rounded per token (last dimension) onto a symmetric `bits`-bit grid.
+pub fn quantize_per_token(x: &Tensor, bits: u8) -> Result<Tensor> {
+    let qmax = f64::from((1u32 << (bits - 1)) - 1);
+    let amax = x.abs()?.max_keepdim(D::Minus1)?;
+    // An all-zero token keeps scale 1 (its codes are zero anyway).
+    let zero = amax.eq(0.0)?.to_dtype(x.dtype())?;
+    let scale = ((amax / qmax)? + zero)?;
+    let codes = x.broadcast_div(&scale)?.round()?.clamp(-qmax, qmax)?;
+    Ok(codes.broadcast_mul(&scale)?)
+}
+
+impl LinearOp for InputQuantLinear {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.inner.forward(&quantize_per_token(x, self.bits)?)
+    }
+
+    fn in_features(&self) -> usize {
+        self.inner.in_features()
+    }
+
+    fn out_features(&self) -> usize {
+        self.inner.out_features()
+    }
+
+    fn dense_weight(&self) -> Result<Tensor> {
+        self.inner.dense_weight()
+    }
+
+    fn bias(&self) -> Option<&Tensor> {
+        self.inner.bias()
+    }
+}
+
 /// `x Wᵀ` for `x: [..., in]` and `w: [out, in]`, flattening the leading dims
 /// so the product is one large GEMM.
 pub fn matmul_t(x: &Tensor, w: &Tensor) -> Result<Tensor> {
@@ -185,5 +256,52 @@ impl Linear {
             }
         }
         self.op.forward(x)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn per_token_quantization_matches_a_scalar_reference() {
+        let rows = [
+            vec![0.5f32, -1.27, 0.013, 0.9],
+            vec![0.0, 0.0, 0.0, 0.0],
+            vec![100.0, -3.0, 2.5, -99.0],
+        ];
+        let flat: Vec<f32> = rows.iter().flatten().copied().collect();
+        let x = Tensor::from_vec(flat, (1, 3, 4), &Device::Cpu).unwrap();
+        let q = quantize_per_token(&x, 8).unwrap();
+        let got = q.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        for (r, row) in rows.iter().enumerate() {
+            let amax = row.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            let scale = if amax == 0.0 { 1.0 } else { amax / 127.0 };
+            for (c, &v) in row.iter().enumerate() {
+                let want = (v / scale).round().clamp(-127.0, 127.0) * scale;
+                assert!((got[r * 4 + c] - want).abs() <= 1e-6 * want.abs().max(1.0));
+            }
+        }
+        // The largest magnitude of each token is exact.
+        assert_eq!(got[8], 100.0);
+    }
+
+    #[test]
+    fn input_quantized_layer_multiplies_the_rounded_input() {
+        let w = Tensor::from_vec(vec![1.0f32, 2.0, -1.0, 0.5], (1, 4), &Device::Cpu).unwrap();
+        let dense: Arc<dyn LinearOp> = Arc::new(DenseLinear::new(w, None).unwrap());
+        let op = InputQuantLinear::new(dense.clone(), 2).unwrap();
+        let x = Tensor::from_vec(vec![1.0f32, 0.4, -0.2, 0.9], (1, 4), &Device::Cpu).unwrap();
+        // 2 bits: codes in {-1, 0, 1}, scale 1 → x̂ = [1, 0, 0, 1].
+        let y = op
+            .forward(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(y, vec![1.5]);
+        assert!(InputQuantLinear::new(dense, 9).is_err());
     }
 }

@@ -62,6 +62,7 @@
 //! # Ok::<(), tensorpress_quant_core::Error>(())
 //! ```
 
+pub mod awq;
 mod error;
 pub mod formats;
 pub mod ggml;
@@ -73,6 +74,7 @@ mod qtensor;
 pub mod rtn;
 mod spec;
 
+pub use awq::{Awq, AwqClip, ScaleSearch};
 pub use error::{Error, Result};
 pub use formats::{FloatFormat, FpSearch, MxFormat};
 pub use gptq::Gptq;

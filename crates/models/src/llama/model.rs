@@ -49,6 +49,14 @@ impl LlamaBlock {
         &self.ffn_norm
     }
 
+    /// The weight of one of the block's norms.
+    pub fn norm(&self, which: BlockNorm) -> &Tensor {
+        match which {
+            BlockNorm::Attention => &self.attn_norm,
+            BlockNorm::Ffn => &self.ffn_norm,
+        }
+    }
+
     fn linears_mut(&mut self) -> [&mut Linear; 7] {
         [
             &mut self.q_proj,
