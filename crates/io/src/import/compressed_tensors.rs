@@ -185,7 +185,7 @@ fn layout(
     found.ok_or_else(|| {
         let stored = if packed { "weight_packed" } else { "weight" };
         config_error(
-            format!("{module}"),
+            module.to_owned(),
             format!(
                 "{} weights cannot be stored as {stored}",
                 scheme.spec.format
