@@ -1,4 +1,5 @@
-//! [`CompressedTensorsWriter`]: compressed-tensors `pack-quantized` folders.
+//! [`CompressedTensorsWriter`]: compressed-tensors folders, in the
+//! compression format compressed-tensors itself picks for each layer.
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -7,12 +8,14 @@ use std::path::{Path, PathBuf};
 use ndarray::{ArrayView1, ArrayViewD};
 use serde_json::{json, Map, Value};
 use tensorpress_quant_core::pack::compressed_tensors::{self as ct, CtPacking};
-use tensorpress_quant_core::{Granularity, QuantizedTensor};
+use tensorpress_quant_core::{Format, Granularity, QuantSpec, QuantizedTensor};
 use tensorpress_tensor::{DType, TensorView};
 
+use super::ct_layouts::{stage_fp8, stage_mx, stage_naive_int, stage_nvfp4};
+use super::ct_scheme::{weights_json, ActivationDynamic, ActivationScheme, CtFormat};
 use super::{
-    add_staged, check_bias, i32_tensor, int_bits, integer_zeros, pack_error, write_config,
-    FloatDType, QuantFormatError, Staged,
+    add_staged, check_bias, i32_tensor, integer_zeros, pack_error, write_config, FloatDType,
+    QuantFormatError, Staged,
 };
 use crate::safetensors::{SafetensorsWriter, StoreElement};
 use crate::Result;
@@ -38,38 +41,26 @@ pub enum Targets {
 /// The weight quantization of a config group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct SchemeKey {
-    bits: u8,
-    symmetric: bool,
-    granularity: Granularity,
+    format: CtFormat,
+    spec: QuantSpec,
     act_order: bool,
 }
 
-impl SchemeKey {
-    fn weights_json(&self, observer: &str) -> Value {
-        let (strategy, group_size) = match self.granularity {
-            Granularity::Tensor => ("tensor", Value::Null),
-            Granularity::Channel => ("channel", Value::Null),
-            Granularity::Group(g) => ("group", json!(g)),
-        };
-        json!({
-            "num_bits": self.bits,
-            "type": "int",
-            "symmetric": self.symmetric,
-            "strategy": strategy,
-            "group_size": group_size,
-            "block_structure": null,
-            "dynamic": false,
-            "actorder": if self.act_order { json!("group") } else { Value::Null },
-            "observer": observer,
-            "observer_kwargs": {},
-        })
-    }
-}
-
-/// Writes compressed-tensors `pack-quantized` checkpoints, the format vLLM
-/// and transformers (through the `compressed-tensors` package) load.
+/// Writes compressed-tensors checkpoints, the format vLLM and transformers
+/// (through the `compressed-tensors` package) load.
 ///
-/// Per quantized module `M`:
+/// Each layer is stored in the compression format compressed-tensors 0.20
+/// infers for its spec ([`CtFormat::for_spec`]): integer layers as
+/// `pack-quantized` (or `int-quantized` when the writer declares
+/// [`input_activations`](Self::input_activations)), FP8 E4M3 as
+/// `naive-quantized` (`float-quantized` with activations), NVFP4 as
+/// `nvfp4-pack-quantized`, MXFP4/MXFP6 (E2M3)/MXFP8 (E4M3) as
+/// `mxfp4-pack-quantized`/`mxfp6-pack-quantized`/`mxfp8-quantized`. Layers of
+/// one format and quantization share a config group, whose `format` names its
+/// layout; the top-level `format` is that of the only group's, or
+/// `mixed-precision` when groups differ (as compressed-tensors writes it).
+///
+/// Per quantized module `M`, `pack-quantized`:
 ///
 /// | tensor | dtype | shape |
 /// |---|---|---|
@@ -79,20 +70,42 @@ impl SchemeKey {
 /// | | int8 | `[1]`, asymmetric per-tensor (signed: `zero − 2^(b−1)`) |
 /// | `M.weight_shape` | int64 | `[2]` = `[N, K]` |
 /// | `M.weight_g_idx` | int32 | `[K]`, act-order layers only |
-/// | `M.bias` | as the scales | `[N]`, when given |
 ///
-/// and `config.json` gains `quantization_config` with `quant_method:
-/// "compressed-tensors"`, `format: "pack-quantized"`, `quantization_status:
-/// "compressed"`, and one config group per distinct weight quantization
-/// (`num_bits`, `type: "int"`, `symmetric`, `strategy`, `group_size`,
-/// `actorder`, `observer`, `dynamic: false`).
+/// the other formats:
+///
+/// | format | weight | `M.weight_scale` | more |
+/// |---|---|---|---|
+/// | `int-quantized` | `M.weight` int8 `[N, K]`, `code − 2^(b−1)` | float, shaped as above | `M.weight_zero_point` int8 shaped as the scales (`zero − 2^(b−1)`), asymmetric only |
+/// | `float-`/`naive-quantized` | `M.weight` F8_E4M3 `[N, K]` | float, shaped as above | |
+/// | `nvfp4-pack-quantized` | `M.weight_packed` uint8 `[N, K/2]` | F8_E4M3 `[N, K/16]` | `M.weight_global_scale` f32 `[1]` = 1 / tensor scale |
+/// | `mxfp4-pack-quantized` | `M.weight_packed` uint8 `[N, K/2]` | uint8 E8M0 `[N, K/32]` | |
+/// | `mxfp6-pack-quantized` | `M.weight_packed` uint8 `[N, 3K/4]` | uint8 E8M0 `[N, K/32]` | |
+/// | `mxfp8-quantized` | `M.weight` F8_E4M3 `[N, K]` | uint8 E8M0 `[N, K/32]` | |
+///
+/// plus `M.bias` in the float dtype when given. FP4 pairs hold column `2j` in
+/// the low nibble; FP6 quadruples fill a little-endian 24-bit word from bit 0.
+/// compressed-tensors stores NVFP4's global scale as the reciprocal of
+/// tensorpress' tensor scale (`6 · 448 / amax`); the value written is the f32
+/// whose reciprocal is exactly the tensor scale where one exists (about five
+/// tensors in six), so reading the folder back gives the same tensor.
+///
+/// `config.json` gains `quantization_config` with `quant_method:
+/// "compressed-tensors"`, `format`, `quantization_status: "compressed"`, and
+/// one config group per distinct format and weight quantization (`num_bits`,
+/// `type`, `symmetric`, `strategy`, `group_size`, `actorder`, `observer`,
+/// `dynamic: false`, and `scale_dtype` for NVFP4 and MX), with
+/// `input_activations` when declared.
 ///
 /// compressed-tensors needs groups that tile the input columns
 /// ([`QuantFormatError::PartialGroup`] otherwise) and integer zero points.
 /// Act-order layers (a `g_idx`) are written with `actorder: "group"` and
-/// `weight_g_idx`, which vLLM and compressed-tensors before 0.20 load;
-/// compressed-tensors 0.20 removed that ordering and refuses such configs, so
-/// prefer GPTQ's static groups (or the GPTQ format) for act-order models.
+/// `weight_g_idx` (`pack-quantized` only; the other formats have no group
+/// index: [`QuantFormatError::UnsupportedLayout`]), which vLLM and
+/// compressed-tensors before 0.20 load; compressed-tensors 0.20 removed that
+/// ordering and refuses such configs, so prefer GPTQ's static groups (or the
+/// GPTQ format) for act-order models. Number formats without a
+/// compressed-tensors layout (NF4, FP8 E5M2, FP6/FP4 with f32 scales, MXFP6
+/// E3M2, MXFP8 E5M2) are [`QuantFormatError::UnsupportedFormat`].
 #[derive(Default)]
 pub struct CompressedTensorsWriter<'a> {
     tensors: SafetensorsWriter<'a>,
@@ -100,6 +113,7 @@ pub struct CompressedTensorsWriter<'a> {
     packing: CtPacking,
     targets: Targets,
     observer: Option<String>,
+    activations: Option<ActivationScheme>,
     schemes: Vec<(SchemeKey, Vec<String>)>,
     modules: HashSet<String>,
 }
@@ -139,6 +153,25 @@ impl<'a> CompressedTensorsWriter<'a> {
         self
     }
 
+    /// Declares the input-activation quantization every config group
+    /// carries (`input_activations`), which runtimes apply at inference:
+    /// [`ActivationScheme::int8_per_token`] for W8A8-int8,
+    /// [`ActivationScheme::fp8_per_token`] for FP8-dynamic. Only dynamic
+    /// schemes can be declared (static ones need calibrated `input_scale`
+    /// tensors: [`QuantFormatError::StaticActivations`] when writing the
+    /// config). Integer layers are then stored `int-quantized` and FP8 ones
+    /// `float-quantized`, as compressed-tensors does. Set before adding layers.
+    pub fn input_activations(mut self, scheme: ActivationScheme) -> Self {
+        self.activations = Some(scheme);
+        self
+    }
+
+    /// The compression format a layer of `spec` gets from this writer, or
+    /// `None` when compressed-tensors cannot store it.
+    pub fn format_for(&self, spec: &QuantSpec) -> Option<CtFormat> {
+        CtFormat::for_spec(spec, self.activations.is_some())
+    }
+
     /// Splits the safetensors output into shards of at most `bytes` bytes.
     pub fn max_shard_size(&mut self, bytes: u64) -> &mut Self {
         self.tensors.max_shard_size(bytes);
@@ -163,8 +196,14 @@ impl<'a> CompressedTensorsWriter<'a> {
             }
             .into());
         }
-        let bits = int_bits(module, q, FORMAT)?;
         let spec = *q.spec();
+        let format = self
+            .format_for(&spec)
+            .ok_or_else(|| QuantFormatError::UnsupportedFormat {
+                tensor: module.to_owned(),
+                format: FORMAT,
+                found: spec.format.to_string(),
+            })?;
         let [rows, cols] = q.shape();
         if let Granularity::Group(g) = spec.granularity {
             if !cols.is_multiple_of(g) {
@@ -177,11 +216,25 @@ impl<'a> CompressedTensorsWriter<'a> {
             }
         }
         check_bias(module, q, bias)?;
-        let zeros = integer_zeros(module, q, bits)?;
+        let act_order = q.g_idx().is_some() && format == CtFormat::PackQuantized;
+        if format != CtFormat::PackQuantized && has_reordered_groups(q) {
+            return Err(QuantFormatError::UnsupportedLayout {
+                tensor: module.to_owned(),
+                format: format.name(),
+                reason: "an act-order group index (g_idx) has no place in it".into(),
+            }
+            .into());
+        }
+        let zeros = match spec.format {
+            Format::Int { bits } => Some(integer_zeros(module, q, bits)?),
+            _ => None,
+        };
         if spec.granularity == Granularity::Tensor {
-            let (s0, z0) = (q.scales()[[0, 0]], zeros[[0, 0]]);
+            let s0 = q.scales()[[0, 0]];
             let same = q.scales().iter().all(|&s| s.to_bits() == s0.to_bits())
-                && zeros.iter().all(|&z| z == z0);
+                && zeros
+                    .as_ref()
+                    .is_none_or(|z| z.iter().all(|&x| x == z[[0, 0]]));
             if !same {
                 return Err(QuantFormatError::NotPerTensor {
                     tensor: module.to_owned(),
@@ -189,6 +242,50 @@ impl<'a> CompressedTensorsWriter<'a> {
                 .into());
             }
         }
+
+        let dt = self.float_dtype;
+        let mut staged = match (spec.format, &zeros) {
+            (Format::Int { bits }, Some(zeros)) if format == CtFormat::PackQuantized => {
+                self.stage_packed(module, q, bits, zeros)?
+            }
+            (Format::Int { bits }, Some(zeros)) => stage_naive_int(module, q, bits, zeros, dt),
+            (Format::Nvfp4, _) => stage_nvfp4(module, q),
+            (Format::Mx(_), _) => stage_mx(module, q),
+            _ => stage_fp8(module, q, dt),
+        };
+        if let Some(b) = bias {
+            staged.push((
+                format!("{module}.bias"),
+                dt.dtype(),
+                vec![rows],
+                dt.encode(b.iter().copied()),
+            ));
+        }
+        add_staged(&mut self.tensors, staged)?;
+
+        let key = SchemeKey {
+            format,
+            spec,
+            act_order,
+        };
+        match self.schemes.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, names)) => names.push(module.to_owned()),
+            None => self.schemes.push((key, vec![module.to_owned()])),
+        }
+        self.modules.insert(module.to_owned());
+        Ok(())
+    }
+
+    /// The `pack-quantized` tensors of an integer layer (int32 words).
+    fn stage_packed(
+        &self,
+        module: &str,
+        q: &QuantizedTensor,
+        bits: u8,
+        zeros: &ndarray::Array2<u8>,
+    ) -> Result<Vec<Staged>> {
+        let spec = *q.spec();
+        let [rows, cols] = q.shape();
         if let Some(g_idx) = q.g_idx() {
             let groups = q.scales().ncols();
             let mut seen = vec![false; groups];
@@ -203,7 +300,6 @@ impl<'a> CompressedTensorsWriter<'a> {
                 .into());
             }
         }
-
         let packed =
             ct::pack_weight(q.codes_2d(), bits, self.packing).map_err(pack_error(module))?;
         let mut staged: Vec<Staged> = Vec::new();
@@ -256,28 +352,7 @@ impl<'a> CompressedTensorsWriter<'a> {
                 bytes,
             ));
         }
-        if let Some(b) = bias {
-            staged.push((
-                format!("{module}.bias"),
-                dt.dtype(),
-                vec![rows],
-                dt.encode(b.iter().copied()),
-            ));
-        }
-        add_staged(&mut self.tensors, staged)?;
-
-        let key = SchemeKey {
-            bits,
-            symmetric: spec.symmetric,
-            granularity: spec.granularity,
-            act_order: q.g_idx().is_some(),
-        };
-        match self.schemes.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, names)) => names.push(module.to_owned()),
-            None => self.schemes.push((key, vec![module.to_owned()])),
-        }
-        self.modules.insert(module.to_owned());
-        Ok(())
+        Ok(staged)
     }
 
     /// Adds a tensor stored as it is (embeddings, norms, unquantized layers),
@@ -309,19 +384,29 @@ impl<'a> CompressedTensorsWriter<'a> {
     /// The `quantization_config` block this writer puts in `config.json`.
     pub fn quantization_config(&self) -> Result<Value> {
         let observer = self.observer.as_deref().unwrap_or("minmax");
+        if let Some(a) = self.activations {
+            if a.dynamic == ActivationDynamic::Static {
+                return Err(QuantFormatError::StaticActivations.into());
+            }
+        }
+        let activations = self
+            .activations
+            .as_ref()
+            .map_or(Value::Null, ActivationScheme::to_json);
+        let group = |key: &SchemeKey, targets: Value| {
+            json!({
+                "targets": targets,
+                "weights": weights_json(key.format, &key.spec, key.act_order, observer),
+                "input_activations": activations,
+                "output_activations": null,
+                "format": key.format.name(),
+            })
+        };
         let mut groups = Map::new();
         let ignore: Vec<String> = match &self.targets {
             Targets::Names => {
                 for (i, (key, names)) in self.schemes.iter().enumerate() {
-                    groups.insert(
-                        format!("group_{i}"),
-                        json!({
-                            "targets": names,
-                            "weights": key.weights_json(observer),
-                            "input_activations": null,
-                            "output_activations": null,
-                        }),
-                    );
+                    groups.insert(format!("group_{i}"), group(key, json!(names)));
                 }
                 Vec::new()
             }
@@ -333,22 +418,22 @@ impl<'a> CompressedTensorsWriter<'a> {
                     .into());
                 }
                 if let Some((key, _)) = self.schemes.first() {
-                    groups.insert(
-                        "group_0".into(),
-                        json!({
-                            "targets": ["Linear"],
-                            "weights": key.weights_json(observer),
-                            "input_activations": null,
-                            "output_activations": null,
-                        }),
-                    );
+                    groups.insert("group_0".into(), group(key, json!(["Linear"])));
                 }
                 ignore.clone()
             }
         };
+        let mut formats: Vec<CtFormat> = self.schemes.iter().map(|(k, _)| k.format).collect();
+        formats.sort();
+        formats.dedup();
+        let format = match formats.as_slice() {
+            [] => CtFormat::PackQuantized.name(),
+            [one] => one.name(),
+            _ => "mixed-precision",
+        };
         Ok(json!({
             "config_groups": groups,
-            "format": "pack-quantized",
+            "format": format,
             "global_compression_ratio": null,
             "ignore": ignore,
             "kv_cache_scheme": null,
@@ -376,4 +461,11 @@ impl<'a> CompressedTensorsWriter<'a> {
         written.push(write_config(dir, model_config, Some(quant))?);
         Ok(written)
     }
+}
+
+/// Whether `q` has a group index that is not the plain `col / group_size`.
+fn has_reordered_groups(q: &QuantizedTensor) -> bool {
+    let gs = q.group_size();
+    q.g_idx()
+        .is_some_and(|g| g.iter().enumerate().any(|(c, &i)| i as usize != c / gs))
 }

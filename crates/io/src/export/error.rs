@@ -14,6 +14,24 @@ pub enum QuantFormatError {
         /// The layer's number format, as text.
         found: String,
     },
+    /// A layer whose number format the checkpoint format stores, but not
+    /// this layer's arrangement of it (an act-order group index outside
+    /// compressed-tensors' `pack-quantized`, for example).
+    #[error("{tensor}: {format} cannot store this layer: {reason}")]
+    UnsupportedLayout {
+        /// The module.
+        tensor: String,
+        /// The checkpoint format.
+        format: &'static str,
+        /// What the format lacks.
+        reason: String,
+    },
+    /// Static activation quantization declared for a writer, which would
+    /// need calibrated `input_scale` tensors it does not write.
+    #[error(
+        "only dynamic input activations can be declared (static ones need calibrated input scales)"
+    )]
+    StaticActivations,
     /// compressed-tensors' group strategy needs groups that tile the columns.
     #[error("{tensor}: {cols} input columns are not a multiple of the group size {group}")]
     PartialGroup {

@@ -42,11 +42,16 @@
 //! ```
 
 mod compressed_tensors;
+pub(crate) mod ct_layouts;
+mod ct_scheme;
 mod dequantized;
 mod error;
 mod gptq;
 
 pub use compressed_tensors::{CompressedTensorsWriter, Targets};
+pub use ct_scheme::{
+    ActivationDynamic, ActivationScheme, ActivationStrategy, ActivationType, CtFormat,
+};
 pub use dequantized::DequantizedWriter;
 pub use error::QuantFormatError;
 pub use gptq::{GptqOptions, GptqWriter};

@@ -1,61 +1,78 @@
-//! Reading compressed-tensors `pack-quantized` checkpoints.
+//! Reading compressed-tensors checkpoints: the config groups, which modules
+//! they cover, and `pack-quantized` weights (the other layouts are in
+//! [`ct_float`](super::ct_float)).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use ndarray::Array2;
 use serde_json::Value;
+use tensorpress_quant_core::formats::{FloatFormat, MxFormat};
 use tensorpress_quant_core::pack::compressed_tensors::{self as ct, CtPacking};
-use tensorpress_quant_core::{Granularity, QuantSpec, QuantizedTensor};
+use tensorpress_quant_core::{Format, Granularity, QuantSpec, QuantizedTensor};
 use tensorpress_tensor::DType;
 
 use super::{
     config_error, detect_packing, field, quant_error, read_float_matrix, read_g_idx,
     read_i32_matrix, read_ints, QuantFormatError,
 };
-use crate::export::pack_error;
+use crate::export::{pack_error, ActivationScheme, CtFormat};
 use crate::safetensors::SafetensorsModel;
 use crate::Result;
 
-/// Suffixes of the tensors that make up a packed weight.
-const STORAGE: [&str; 5] = [
+/// Suffixes of the tensors that make up a quantized weight.
+const STORAGE: [&str; 7] = [
+    "weight",
     "weight_packed",
     "weight_scale",
     "weight_zero_point",
     "weight_shape",
     "weight_g_idx",
+    "weight_global_scale",
 ];
 
 /// The weight quantization of one config group, with its targets.
 struct Scheme {
     targets: Vec<String>,
     spec: QuantSpec,
+    format: Option<CtFormat>,
+    activations: Option<ActivationScheme>,
+}
+
+/// How one compressed-tensors module is stored, and what its config group
+/// says about its inputs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct CtLayer {
+    /// The layout of its tensors.
+    pub(super) format: CtFormat,
+    /// The group's `input_activations`.
+    pub(super) activations: Option<ActivationScheme>,
 }
 
 fn parse_scheme(name: &str, scheme: &Value) -> Result<Scheme> {
     let path = format!("config_groups.{name}.");
-    if let Some(format) = scheme.get("format").and_then(Value::as_str) {
-        if format != "pack-quantized" {
-            return Err(config_error(
-                format!("{path}format"),
-                format!("{format:?} is not read (only pack-quantized)"),
-            ));
-        }
-    }
+    let format =
+        match scheme.get("format").and_then(Value::as_str) {
+            None => None,
+            Some(f) => Some(CtFormat::from_name(f).ok_or_else(|| {
+                config_error(format!("{path}format"), format!("{f:?} is not read"))
+            })?),
+        };
     let targets: Vec<String> = field(scheme, &path, "targets")?
         .as_array()
         .ok_or_else(|| config_error(format!("{path}targets"), "not a list"))?
         .iter()
         .filter_map(|t| t.as_str().map(str::to_owned))
         .collect();
+    let activations = match scheme.get("input_activations") {
+        None | Some(Value::Null) => None,
+        Some(a) => Some(ActivationScheme::from_json(
+            &format!("{path}input_activations"),
+            a,
+        )?),
+    };
     let w = field(scheme, &path, "weights")?;
     let wpath = format!("{path}weights.");
     let ty = w.get("type").and_then(Value::as_str).unwrap_or("int");
-    if ty != "int" {
-        return Err(config_error(
-            format!("{wpath}type"),
-            format!("{ty:?} weights are not read (only int)"),
-        ));
-    }
     let bits = field(w, &wpath, "num_bits")?
         .as_u64()
         .filter(|&b| b <= 64)
@@ -66,8 +83,8 @@ fn parse_scheme(name: &str, scheme: &Value) -> Result<Scheme> {
     let granularity = match (strategy, group_size) {
         (Some("tensor"), _) | (None, None) => Granularity::Tensor,
         (Some("channel"), _) | (None, Some(-1)) => Granularity::Channel,
-        (Some("group") | None, Some(g)) if g > 0 => Granularity::Group(g as usize),
-        (Some("group") | None, g) => {
+        (Some("group" | "tensor_group") | None, Some(g)) if g > 0 => Granularity::Group(g as usize),
+        (Some("group" | "tensor_group") | None, g) => {
             return Err(config_error(
                 format!("{wpath}group_size"),
                 format!("{g:?} is not a positive group size"),
@@ -76,17 +93,105 @@ fn parse_scheme(name: &str, scheme: &Value) -> Result<Scheme> {
         (Some(other), _) => {
             return Err(config_error(
                 format!("{wpath}strategy"),
-                format!("{other:?} is not read (tensor, channel or group)"),
+                format!("{other:?} is not read (tensor, channel, group or tensor_group)"),
             ))
         }
     };
-    let mut spec = QuantSpec::int(bits as u8);
-    spec.granularity = granularity;
-    spec.symmetric = symmetric;
-    spec.format
-        .validate()
-        .map_err(|e| config_error(format!("{wpath}num_bits"), e.to_string()))?;
-    Ok(Scheme { targets, spec })
+    let spec = match ty {
+        "int" => {
+            let mut spec = QuantSpec::int(bits as u8);
+            spec.granularity = granularity;
+            spec.symmetric = symmetric;
+            spec.format
+                .validate()
+                .map_err(|e| config_error(format!("{wpath}num_bits"), e.to_string()))?;
+            spec
+        }
+        "float" => {
+            if !symmetric {
+                return Err(config_error(
+                    format!("{wpath}symmetric"),
+                    "asymmetric float weights are not read",
+                ));
+            }
+            let uint8_scales = w
+                .get("scale_dtype")
+                .and_then(Value::as_str)
+                .is_some_and(|d| d.trim_start_matches("torch.") == "uint8");
+            match (bits, granularity) {
+                (4, Granularity::Group(16)) => QuantSpec::nvfp4(),
+                (4, Granularity::Group(32)) => QuantSpec::mxfp4(),
+                (6, Granularity::Group(32)) => QuantSpec::mx(MxFormat::Fp6E2M3),
+                (8, Granularity::Group(32)) if uint8_scales => QuantSpec::mx(MxFormat::Fp8E4M3),
+                (8, _) => {
+                    let mut spec = QuantSpec::float(FloatFormat::E4M3);
+                    spec.granularity = granularity;
+                    spec
+                }
+                _ => {
+                    return Err(config_error(
+                        format!("{wpath}num_bits"),
+                        format!(
+                            "float weights of {bits} bits with {granularity:?} are not read \
+                             (FP8, NVFP4 groups of 16, MXFP4/MXFP6 groups of 32)"
+                        ),
+                    ))
+                }
+            }
+        }
+        other => {
+            return Err(config_error(
+                format!("{wpath}type"),
+                format!("{other:?} weights are not read (int or float)"),
+            ))
+        }
+    };
+    Ok(Scheme {
+        targets,
+        spec,
+        format,
+        activations,
+    })
+}
+
+/// The layout of `module`, stored as `packed` (a `weight_packed`) or not,
+/// under a group of `scheme` (the group's format, else the checkpoint's).
+fn layout(
+    module: &str,
+    scheme: &Scheme,
+    declared: Option<CtFormat>,
+    packed: bool,
+) -> Result<CtFormat> {
+    let declared = scheme.format.or(declared);
+    let acts = scheme.activations.is_some();
+    let found = match (scheme.spec.format, packed) {
+        (Format::Int { .. }, true) => Some(CtFormat::PackQuantized),
+        (Format::Int { .. }, false) => Some(match declared {
+            Some(f @ (CtFormat::IntQuantized | CtFormat::NaiveQuantized)) => f,
+            _ if acts => CtFormat::IntQuantized,
+            _ => CtFormat::NaiveQuantized,
+        }),
+        (Format::Float(_), false) => Some(match declared {
+            Some(f @ (CtFormat::FloatQuantized | CtFormat::NaiveQuantized)) => f,
+            _ if acts => CtFormat::FloatQuantized,
+            _ => CtFormat::NaiveQuantized,
+        }),
+        (Format::Nvfp4, true) => Some(CtFormat::Nvfp4PackQuantized),
+        (Format::Mx(MxFormat::Fp4), true) => Some(CtFormat::Mxfp4PackQuantized),
+        (Format::Mx(MxFormat::Fp6E2M3), true) => Some(CtFormat::Mxfp6PackQuantized),
+        (Format::Mx(MxFormat::Fp8E4M3), false) => Some(CtFormat::Mxfp8Quantized),
+        _ => None,
+    };
+    found.ok_or_else(|| {
+        let stored = if packed { "weight_packed" } else { "weight" };
+        config_error(
+            module.to_owned(),
+            format!(
+                "{} weights cannot be stored as {stored}",
+                scheme.spec.format
+            ),
+        )
+    })
 }
 
 /// Whether a target names a module class (`Linear`) or a pattern rather than
@@ -96,20 +201,29 @@ fn is_class_or_pattern(target: &str) -> bool {
         || (!target.contains('.') && target.starts_with(|c: char| c.is_ascii_uppercase()))
 }
 
-/// The quantized modules and their specs, and the names of their storage tensors.
-pub(super) fn index(
-    model: &SafetensorsModel,
-    quant: &Value,
-) -> Result<(CtPacking, BTreeMap<String, QuantSpec>, BTreeSet<String>)> {
+/// What [`index`] finds: the word filling, each quantized module's spec and
+/// layout, and the names of their storage tensors.
+pub(super) type Index = (
+    CtPacking,
+    BTreeMap<String, QuantSpec>,
+    BTreeMap<String, CtLayer>,
+    BTreeSet<String>,
+);
+
+/// The quantized modules and their specs and layouts, and the names of their
+/// storage tensors. A module is quantized when it has a `weight_packed`, or
+/// a `weight` with a `weight_scale`.
+pub(super) fn index(model: &SafetensorsModel, quant: &Value) -> Result<Index> {
     let packing = quant
         .get("version")
         .and_then(Value::as_str)
         .map_or(CtPacking::Dense, CtPacking::for_version);
     let format = quant.get("format").and_then(Value::as_str).unwrap_or("");
-    if !matches!(format, "pack-quantized" | "mixed-precision") {
+    let declared = CtFormat::from_name(format);
+    if declared.is_none() && format != "mixed-precision" {
         return Err(config_error(
             "format",
-            format!("{format:?} is not read (only pack-quantized)"),
+            format!("{format:?} is not read (a compressed-tensors quantized format)"),
         ));
     }
     let groups = field(quant, "", "config_groups")?
@@ -121,9 +235,19 @@ pub(super) fn index(
         .collect::<Result<Vec<_>>>()?;
 
     let mut layers = BTreeMap::new();
+    let mut ct_layers = BTreeMap::new();
     let mut storage = BTreeSet::new();
     for name in model.names() {
-        let Some(module) = name.strip_suffix(".weight_packed") else {
+        let (module, packed) = if let Some(m) = name.strip_suffix(".weight_packed") {
+            (m, true)
+        } else if let Some(m) = name.strip_suffix(".weight_scale") {
+            if model.contains(&format!("{m}.weight_packed"))
+                || !model.contains(&format!("{m}.weight"))
+            {
+                continue;
+            }
+            (m, false)
+        } else {
             continue;
         };
         let exact: Vec<&Scheme> = schemes
@@ -155,12 +279,20 @@ pub(super) fn index(
                 }
             }
         };
+        let format = layout(module, chosen, declared, packed)?;
         layers.insert(module.to_owned(), chosen.spec);
+        ct_layers.insert(
+            module.to_owned(),
+            CtLayer {
+                format,
+                activations: chosen.activations,
+            },
+        );
         for suffix in STORAGE {
             storage.insert(format!("{module}.{suffix}"));
         }
     }
-    Ok((packing, layers, storage))
+    Ok((packing, layers, ct_layers, storage))
 }
 
 /// Unpacks one module.

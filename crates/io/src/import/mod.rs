@@ -1,5 +1,8 @@
-//! Readers of quantized checkpoints: compressed-tensors `pack-quantized` and
-//! GPTQ (v1 and v2) folders back into [`QuantizedTensor`]s.
+//! Readers of quantized checkpoints: compressed-tensors folders
+//! (`pack-quantized`, `int-quantized`, `float-quantized`, `naive-quantized`,
+//! `nvfp4-pack-quantized`, `mxfp4-pack-quantized`, `mxfp6-pack-quantized`,
+//! `mxfp8-quantized`, and `mixed-precision` combinations of them) and GPTQ
+//! (v1 and v2) folders back into [`QuantizedTensor`]s.
 //!
 //! [`QuantizedCheckpoint::open`] maps the safetensors files, parses the
 //! quantization config (`quantization_config` in `config.json`, or GPTQ's
@@ -7,13 +10,21 @@
 //! unpacked when asked for ([`QuantizedCheckpoint::layer`]), so a model can be
 //! streamed layer by layer. Reading what [`export`](crate::export) wrote gives
 //! back the same tensors: codes, scales, zero points and act-order `g_idx`
-//! (GPTQ stores scales in f16, and per-tensor scales per channel).
+//! (GPTQ stores scales in f16, and per-tensor scales per channel). A
+//! compressed-tensors group's declared input-activation quantization is
+//! available per module ([`QuantizedCheckpoint::input_activations`]).
+//!
+//! compressed-tensors keeps NVFP4's global scale as the reciprocal of
+//! tensorpress' tensor scale and dequantizes with `block / global`; the
+//! reader sets the tensor scale to `1 / global` (f32), so a weight decodes to
+//! what compressed-tensors computes, or within one f32 ulp of it.
 //!
 //! Files are untrusted: dtypes and shapes are checked against the config and
 //! against each other before anything is unpacked, and problems are typed
 //! [`QuantFormatError`]s (or [`Error::Quant`] from the unpacking) naming the tensor.
 
 mod compressed_tensors;
+mod ct_float;
 mod gptq;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -26,7 +37,10 @@ use tensorpress_quant_core::pack::gptq::ZeroFormat;
 use tensorpress_quant_core::{QuantSpec, QuantizedTensor};
 use tensorpress_tensor::{DType, Tensor};
 
-pub use crate::export::QuantFormatError;
+pub use crate::export::{
+    ActivationDynamic, ActivationScheme, ActivationStrategy, ActivationType, CtFormat,
+    QuantFormatError,
+};
 use crate::safetensors::SafetensorsModel;
 use crate::{Error, Result};
 
@@ -34,8 +48,9 @@ use crate::{Error, Result};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum QuantizedFormat {
-    /// compressed-tensors `pack-quantized`, with the word filling its
-    /// `version` implies (each tensor's own shape decides where it can).
+    /// compressed-tensors, with the `pack-quantized` word filling its
+    /// `version` implies (each tensor's own shape decides where it can);
+    /// each module's layout is [`QuantizedCheckpoint::ct_format`].
     CompressedTensors(CtPacking),
     /// GPTQ, with its zero-point storage.
     Gptq(ZeroFormat),
@@ -73,6 +88,7 @@ pub struct QuantizedCheckpoint {
     config: Value,
     format: QuantizedFormat,
     layers: BTreeMap<String, QuantSpec>,
+    ct_layers: BTreeMap<String, compressed_tensors::CtLayer>,
     storage: BTreeSet<String>,
 }
 
@@ -120,14 +136,16 @@ impl QuantizedCheckpoint {
                 ""
             })
             .to_owned();
-        let (format, layers, storage) = match method.as_str() {
+        let (format, layers, ct_layers, storage) = match method.as_str() {
             "compressed-tensors" => {
-                let (packing, layers, storage) = compressed_tensors::index(&model, &quant)?;
-                (QuantizedFormat::CompressedTensors(packing), layers, storage)
+                let (packing, layers, ct_layers, storage) =
+                    compressed_tensors::index(&model, &quant)?;
+                let format = QuantizedFormat::CompressedTensors(packing);
+                (format, layers, ct_layers, storage)
             }
             "gptq" => {
                 let (zf, layers, storage) = gptq::index(&model, &quant)?;
-                (QuantizedFormat::Gptq(zf), layers, storage)
+                (QuantizedFormat::Gptq(zf), layers, BTreeMap::new(), storage)
             }
             _ => return Err(QuantFormatError::QuantMethod { found: method }.into()),
         };
@@ -136,6 +154,7 @@ impl QuantizedCheckpoint {
             config,
             format,
             layers,
+            ct_layers,
             storage,
         })
     }
@@ -165,6 +184,20 @@ impl QuantizedCheckpoint {
         self.layers.get(module)
     }
 
+    /// The compressed-tensors layout `module` is stored in (`None` for GPTQ
+    /// checkpoints and unknown modules).
+    pub fn ct_format(&self, module: &str) -> Option<CtFormat> {
+        self.ct_layers.get(module).map(|l| l.format)
+    }
+
+    /// The input-activation quantization the config group of `module`
+    /// declares (compressed-tensors' `input_activations`), which a runner
+    /// applies to the layer's inputs (for example dynamic int8 per token for
+    /// W8A8); `None` for weight-only layers, GPTQ and unknown modules.
+    pub fn input_activations(&self, module: &str) -> Option<&ActivationScheme> {
+        self.ct_layers.get(module)?.activations.as_ref()
+    }
+
     /// Tensors that are not part of a quantized weight (embeddings, norms,
     /// biases, unquantized layers), sorted.
     pub fn passthrough(&self) -> Vec<&str> {
@@ -184,9 +217,12 @@ impl QuantizedCheckpoint {
                 name: module.to_owned(),
             })?;
         match self.format {
-            QuantizedFormat::CompressedTensors(packing) => {
-                compressed_tensors::decode(&self.model, module, *spec, packing)
-            }
+            QuantizedFormat::CompressedTensors(packing) => match self.ct_format(module) {
+                None | Some(CtFormat::PackQuantized) => {
+                    compressed_tensors::decode(&self.model, module, *spec, packing)
+                }
+                Some(format) => ct_float::decode(&self.model, module, *spec, format),
+            },
             QuantizedFormat::Gptq(zf) => gptq::decode(&self.model, module, *spec, zf),
         }
     }

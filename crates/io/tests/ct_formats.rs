@@ -1,0 +1,363 @@
+//! compressed-tensors beyond `pack-quantized`: export → import is the
+//! identity for `int-quantized`, `float-quantized` / `naive-quantized` FP8,
+//! NVFP4 (up to an f32 ulp of the tensor scale where no f32 inverts it),
+//! MXFP4, MXFP6 and MXFP8, alone and mixed in one checkpoint; the configs
+//! carry what compressed-tensors' presets write; and layers a format cannot
+//! hold are typed errors.
+
+use ndarray::{Array1, Array2};
+use proptest::prelude::*;
+use serde_json::{json, Value};
+use tensorpress_io::export::{
+    ActivationDynamic, ActivationScheme, ActivationStrategy, ActivationType,
+    CompressedTensorsWriter, CtFormat, FloatDType, QuantFormatError,
+};
+use tensorpress_io::import::QuantizedCheckpoint;
+use tensorpress_io::Error;
+use tensorpress_quant_core::formats::{FloatFormat, MxFormat};
+use tensorpress_quant_core::{Granularity, QuantSpec, QuantizedTensor, Rtn, WeightQuantizer};
+use tensorpress_tensor::SeededRng;
+
+const M: &str = "model.layers.0.mlp.up_proj";
+
+fn weight(rows: usize, cols: usize, seed: u64) -> Array2<f32> {
+    SeededRng::new(seed).array_normal((rows, cols)) * 0.05
+}
+
+fn quantize(spec: QuantSpec, rows: usize, cols: usize, seed: u64) -> QuantizedTensor {
+    Rtn::new(spec)
+        .quantize(weight(rows, cols, seed).view(), None)
+        .unwrap()
+}
+
+fn config(dir: &std::path::Path) -> Value {
+    let text = std::fs::read(dir.join("config.json")).unwrap();
+    serde_json::from_slice::<Value>(&text).unwrap()["quantization_config"].clone()
+}
+
+/// Writes one layer (and a bias) and reads it back.
+fn round_trip(
+    q: &QuantizedTensor,
+    activations: Option<ActivationScheme>,
+    dtype: FloatDType,
+) -> (QuantizedCheckpoint, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = CompressedTensorsWriter::new().float_dtype(dtype);
+    if let Some(a) = activations {
+        w = w.input_activations(a);
+    }
+    let bias = Array1::from_shape_fn(q.shape()[0], |i| i as f32 * 0.5);
+    w.add_quantized(M, q, Some(bias.view())).unwrap();
+    w.write_dir(dir.path(), &json!({"model_type": "llama"}))
+        .unwrap();
+    let ckpt = QuantizedCheckpoint::open(dir.path()).unwrap();
+    assert_eq!(ckpt.modules(), [M]);
+    assert_eq!(ckpt.bias(M).unwrap(), Some(bias));
+    assert_eq!(ckpt.passthrough(), [format!("{M}.bias")]);
+    assert_eq!(ckpt.input_activations(M), activations.as_ref());
+    (ckpt, dir)
+}
+
+fn granularity(kind: u8, group: usize) -> Granularity {
+    match kind {
+        0 => Granularity::Tensor,
+        1 => Granularity::Channel,
+        _ => Granularity::Group(group),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn fp8_round_trips(
+        kind in 0u8..3,
+        rows in 1usize..12,
+        groups in 1usize..4,
+        acts in any::<bool>(),
+        seed in any::<u64>(),
+    ) {
+        let mut spec = QuantSpec::float(FloatFormat::E4M3);
+        spec.granularity = granularity(kind, 16);
+        let q = quantize(spec, rows, groups * 16, seed);
+        let acts = acts.then(ActivationScheme::fp8_per_token);
+        let (ckpt, dir) = round_trip(&q, acts, FloatDType::F32);
+        let expect = if acts.is_some() { CtFormat::FloatQuantized } else { CtFormat::NaiveQuantized };
+        prop_assert_eq!(ckpt.ct_format(M), Some(expect));
+        let qc = config(dir.path());
+        prop_assert_eq!(qc["format"].as_str(), Some(expect.name()));
+        prop_assert_eq!(ckpt.layer(M).unwrap(), q);
+    }
+
+    #[test]
+    fn int_quantized_round_trips(
+        bits in prop::sample::select(vec![2u8, 4, 8]),
+        symmetric in any::<bool>(),
+        kind in 0u8..3,
+        rows in 1usize..12,
+        groups in 1usize..4,
+        dtype in prop_oneof![Just(FloatDType::F32), Just(FloatDType::BF16)],
+        seed in any::<u64>(),
+    ) {
+        let mut spec = QuantSpec::int(bits);
+        spec.granularity = granularity(kind, 8);
+        spec.symmetric = symmetric;
+        let q = quantize(spec, rows, groups * 8, seed);
+        // Scales exact in the stored dtype.
+        let [r, c] = q.shape();
+        let q = QuantizedTensor::new(
+            spec, r, c, q.codes().to_vec(), q.scales().mapv(|s| dtype.round(s)),
+            q.zeros().clone(), None,
+        ).unwrap();
+        let (ckpt, _dir) = round_trip(&q, Some(ActivationScheme::int8_per_token()), dtype);
+        prop_assert_eq!(ckpt.ct_format(M), Some(CtFormat::IntQuantized));
+        prop_assert_eq!(ckpt.layer(M).unwrap(), q);
+    }
+
+    #[test]
+    fn mx_round_trips(
+        format in prop_oneof![Just(MxFormat::Fp4), Just(MxFormat::Fp6E2M3), Just(MxFormat::Fp8E4M3)],
+        rows in 1usize..10,
+        blocks in 1usize..4,
+        seed in any::<u64>(),
+    ) {
+        let q = quantize(QuantSpec::mx(format), rows, blocks * 32, seed);
+        let (ckpt, _dir) = round_trip(&q, None, FloatDType::BF16);
+        let expect = match format {
+            MxFormat::Fp4 => CtFormat::Mxfp4PackQuantized,
+            MxFormat::Fp6E2M3 => CtFormat::Mxfp6PackQuantized,
+            _ => CtFormat::Mxfp8Quantized,
+        };
+        prop_assert_eq!(ckpt.ct_format(M), Some(expect));
+        prop_assert_eq!(ckpt.layer(M).unwrap(), q);
+    }
+
+    #[test]
+    fn nvfp4_round_trips(rows in 1usize..10, blocks in 1usize..5, amax in 1e-3f32..1e2, seed in any::<u64>()) {
+        let mut w = weight(rows, blocks * 16, seed);
+        w[[0, 0]] = amax;
+        let q = Rtn::new(QuantSpec::nvfp4()).quantize(w.view(), None).unwrap();
+        let (ckpt, _dir) = round_trip(&q, None, FloatDType::F32);
+        prop_assert_eq!(ckpt.ct_format(M), Some(CtFormat::Nvfp4PackQuantized));
+        let back = ckpt.layer(M).unwrap();
+        prop_assert_eq!(back.codes(), q.codes());
+        prop_assert_eq!(back.scales(), q.scales());
+        let (g, h) = (q.global_scale().unwrap(), back.global_scale().unwrap());
+        prop_assert!((g.to_bits() as i64 - h.to_bits() as i64).abs() <= 1, "{} vs {}", g, h);
+        // Exact whenever some f32 has g as its reciprocal.
+        let near = |d: i64| f32::from_bits(((1.0 / g).to_bits() as i64 + d) as u32);
+        if (-4..=4).any(|d| 1.0 / near(d) == g) {
+            prop_assert_eq!(back, q);
+        }
+    }
+}
+
+#[test]
+fn a_mixed_model_gets_one_group_per_format() {
+    let int4 = quantize(QuantSpec::int(4).group(32), 8, 64, 1);
+    let nvfp4 = quantize(QuantSpec::nvfp4(), 8, 64, 2);
+    let fp8 = quantize(QuantSpec::float(FloatFormat::E4M3), 8, 64, 3);
+    let mxfp4 = quantize(QuantSpec::mxfp4(), 8, 64, 4);
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = CompressedTensorsWriter::new();
+    w.add_quantized("a", &int4, None).unwrap();
+    w.add_quantized("b", &nvfp4, None).unwrap();
+    w.add_quantized("c", &fp8, None).unwrap();
+    w.add_quantized("d", &mxfp4, None).unwrap();
+    w.add_quantized("e", &int4, None).unwrap();
+    w.write_dir(dir.path(), &json!({})).unwrap();
+    let qc = config(dir.path());
+    assert_eq!(qc["format"], "mixed-precision");
+    let groups = qc["config_groups"].as_object().unwrap();
+    assert_eq!(groups.len(), 4);
+    assert_eq!(groups["group_0"]["targets"], json!(["a", "e"]));
+    assert_eq!(groups["group_0"]["format"], "pack-quantized");
+    assert_eq!(groups["group_1"]["format"], "nvfp4-pack-quantized");
+    assert_eq!(groups["group_1"]["weights"]["strategy"], "tensor_group");
+    assert_eq!(
+        groups["group_1"]["weights"]["scale_dtype"],
+        "torch.float8_e4m3fn"
+    );
+    assert_eq!(groups["group_2"]["format"], "naive-quantized");
+    assert_eq!(groups["group_3"]["weights"]["scale_dtype"], "torch.uint8");
+
+    let ckpt = QuantizedCheckpoint::open(dir.path()).unwrap();
+    assert_eq!(ckpt.modules(), ["a", "b", "c", "d", "e"]);
+    assert!(ckpt.passthrough().is_empty());
+    assert_eq!(ckpt.layer("a").unwrap(), int4);
+    assert_eq!(ckpt.layer("c").unwrap(), fp8);
+    assert_eq!(ckpt.layer("d").unwrap(), mxfp4);
+    assert_eq!(ckpt.layer("b").unwrap().codes(), nvfp4.codes());
+    assert_eq!(ckpt.ct_format("b"), Some(CtFormat::Nvfp4PackQuantized));
+}
+
+#[test]
+fn configs_match_compressed_tensors_presets() {
+    // compressed-tensors 0.20's W8A8 and FP8_DYNAMIC presets, as its
+    // `QuantizationScheme.model_dump()` writes them.
+    let presets = [
+        (
+            QuantSpec::int(8),
+            ActivationScheme::int8_per_token(),
+            json!({"num_bits": 8, "type": "int", "symmetric": true, "group_size": null,
+                   "strategy": "token", "dynamic": true}),
+            "int-quantized",
+        ),
+        (
+            QuantSpec::float(FloatFormat::E4M3),
+            ActivationScheme::fp8_per_token(),
+            json!({"num_bits": 8, "type": "float", "symmetric": true, "group_size": null,
+                   "strategy": "token", "dynamic": true}),
+            "float-quantized",
+        ),
+    ];
+    for (spec, acts, expect, format) in presets {
+        let q = quantize(spec, 4, 32, 7);
+        let mut w = CompressedTensorsWriter::new().input_activations(acts);
+        w.add_quantized(M, &q, None).unwrap();
+        let qc = w.quantization_config().unwrap();
+        assert_eq!(qc["format"], format);
+        let g = &qc["config_groups"]["group_0"];
+        assert_eq!(g["input_activations"], expect);
+        assert_eq!(g["weights"]["strategy"], "channel");
+        assert_eq!(g["weights"]["num_bits"], 8);
+        assert_eq!(g["weights"]["symmetric"], true);
+    }
+}
+
+#[test]
+fn imports_read_foreign_activation_schemes() {
+    // An NVFP4 group as llm-compressor's NVFP4 preset writes it.
+    let q = quantize(QuantSpec::nvfp4(), 4, 32, 9);
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = CompressedTensorsWriter::new();
+    w.add_quantized(M, &q, None).unwrap();
+    w.write_dir(dir.path(), &json!({})).unwrap();
+    let path = dir.path().join("config.json");
+    let mut cfg: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    cfg["quantization_config"]["config_groups"]["group_0"]["input_activations"] = json!({
+        "num_bits": 4, "type": "float", "symmetric": true, "group_size": 16,
+        "strategy": "tensor_group", "dynamic": "local",
+        "scale_dtype": "torch.float8_e4m3fn", "observer": "static_minmax"
+    });
+    std::fs::write(&path, serde_json::to_vec(&cfg).unwrap()).unwrap();
+    let ckpt = QuantizedCheckpoint::open(dir.path()).unwrap();
+    assert_eq!(
+        ckpt.input_activations(M),
+        Some(&ActivationScheme {
+            num_bits: 4,
+            kind: ActivationType::Float,
+            strategy: ActivationStrategy::TensorGroup(16),
+            dynamic: ActivationDynamic::Local,
+            symmetric: true,
+        })
+    );
+}
+
+fn add_err(w: &mut CompressedTensorsWriter<'_>, q: &QuantizedTensor) -> QuantFormatError {
+    match w.add_quantized(M, q, None).unwrap_err() {
+        Error::QuantFormat(e) => e,
+        e => panic!("not a format error: {e}"),
+    }
+}
+
+#[test]
+fn layers_a_format_cannot_hold_are_typed_errors() {
+    let mut w = CompressedTensorsWriter::new();
+    for spec in [
+        QuantSpec::nf4(),
+        QuantSpec::float(FloatFormat::E5M2),
+        QuantSpec::float(FloatFormat::E2M1).group(16),
+        QuantSpec::mx(MxFormat::Fp6E3M2),
+    ] {
+        let e = add_err(&mut w, &quantize(spec, 2, 64, 0));
+        assert!(
+            matches!(e, QuantFormatError::UnsupportedFormat { .. }),
+            "{spec:?}: {e}"
+        );
+    }
+    // MX blocks must tile the columns.
+    let e = add_err(&mut w, &quantize(QuantSpec::mxfp4(), 2, 48, 0));
+    assert!(matches!(
+        e,
+        QuantFormatError::PartialGroup {
+            cols: 48,
+            group: 32,
+            ..
+        }
+    ));
+    // Act-order only in pack-quantized.
+    let spec = QuantSpec::int(8).group(2);
+    let q = QuantizedTensor::new(
+        spec,
+        1,
+        4,
+        vec![128; 4],
+        Array2::ones((1, 2)),
+        Array2::from_elem((1, 2), 128.0),
+        Some(vec![1, 0, 1, 0]),
+    )
+    .unwrap();
+    let mut w8 =
+        CompressedTensorsWriter::new().input_activations(ActivationScheme::int8_per_token());
+    let e = add_err(&mut w8, &q);
+    assert!(
+        matches!(
+            e,
+            QuantFormatError::UnsupportedLayout {
+                format: "int-quantized",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    // Static activations need input scales this writer does not write.
+    let stat = ActivationScheme {
+        dynamic: ActivationDynamic::Static,
+        strategy: ActivationStrategy::Tensor,
+        ..ActivationScheme::fp8_per_token()
+    };
+    let mut ws = CompressedTensorsWriter::new().input_activations(stat);
+    ws.add_quantized(
+        M,
+        &quantize(QuantSpec::float(FloatFormat::E4M3), 2, 32, 0),
+        None,
+    )
+    .unwrap();
+    assert!(matches!(
+        ws.quantization_config().unwrap_err(),
+        Error::QuantFormat(QuantFormatError::StaticActivations)
+    ));
+}
+
+#[test]
+fn corrupt_float_checkpoints_are_typed_errors() {
+    let q = quantize(QuantSpec::float(FloatFormat::E4M3), 2, 32, 0);
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = CompressedTensorsWriter::new();
+    w.add_quantized(M, &q, None).unwrap();
+    w.write_dir(dir.path(), &json!({})).unwrap();
+    // A config that calls the FP8 weights int8.
+    let path = dir.path().join("config.json");
+    let mut cfg: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    cfg["quantization_config"]["config_groups"]["group_0"]["weights"]["type"] = json!("int");
+    std::fs::write(&path, serde_json::to_vec(&cfg).unwrap()).unwrap();
+    let ckpt = QuantizedCheckpoint::open(dir.path()).unwrap();
+    let e = ckpt.layer(M).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::QuantFormat(QuantFormatError::TensorDType { expected: "I8", .. })
+        ),
+        "{e}"
+    );
+    // Float weights of a width compressed-tensors has no layout for.
+    cfg["quantization_config"]["config_groups"]["group_0"]["weights"] =
+        json!({"num_bits": 4, "type": "float", "strategy": "channel"});
+    std::fs::write(&path, serde_json::to_vec(&cfg).unwrap()).unwrap();
+    let e = QuantizedCheckpoint::open(dir.path()).unwrap_err();
+    assert!(
+        matches!(e, Error::QuantFormat(QuantFormatError::Config { .. })),
+        "{e}"
+    );
+}
