@@ -346,3 +346,58 @@ fn smoothquant_keeps_the_model_close_and_quantizes_activations() {
     assert!(err < 0.05, "relative logit error {err}");
     assert!(err > 0.0, "activations and weights were quantized");
 }
+
+#[test]
+fn smoothquant_w8a8_exports_reload_with_their_norms_and_activation_quantization() {
+    use tensorpress::compress::{
+        calibration_windows, parse_scheme, write_hf_checkpoint, ExportFormat, ExportOptions,
+    };
+    use tensorpress::io::export::FloatDType;
+    use tensorpress::io::gguf::GgufFile;
+    use tensorpress::io::testdata;
+    use tensorpress::models::tokenizer::TextTokenizer;
+
+    let path = testdata::smollm2_gguf().expect("test data: run scripts/fetch-testdata.sh");
+    let gguf = GgufFile::open(&path).unwrap();
+    let mut m = LlamaModel::from_gguf(&gguf, LoadOptions::default()).unwrap();
+    let tokenizer = TextTokenizer::from_gguf(&gguf).unwrap();
+    let text = testdata::sotu_text(1990..=1990).unwrap();
+    let calib = calibration_windows(&tokenizer.encode(&text).unwrap(), 2, 64).unwrap();
+    // Block 0 only: it runs first, so the test stays short.
+    let mut options = parse_scheme("smoothquant-w8a8").unwrap().options();
+    options.targets = LayerFilter::new(["model.layers.0.*"], ["lm_head"]).unwrap();
+    let report = compress_llama(&mut m, &calib, &options, &mut |_| {}).unwrap();
+    assert_eq!(report.layers.len(), 7);
+    assert_eq!(report.smoothing.len(), 3);
+    assert_eq!(report.replaced.len(), 2, "the two norms of block 0");
+    let tokens = [1u32, 504, 3136, 282, 260, 1345, 28, 5346, 30];
+    let want = m.logits(&tokens, 0).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let opts = ExportOptions {
+        format: ExportFormat::CompressedTensors,
+        dtype: FloatDType::F32,
+    };
+    write_hf_checkpoint(&path, &report, &opts, dir.path()).unwrap();
+    let config = std::fs::read_to_string(dir.path().join("config.json")).unwrap();
+    assert!(config.contains("\"input_activations\""), "{config}");
+    let back = LlamaModel::from_hf_dir(dir.path(), LoadOptions::default()).unwrap();
+    let got = back.logits(&tokens, 0).unwrap();
+    let diff = (&got - &want)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(diff < 1e-3, "{diff}");
+    // GPTQ checkpoints have no way to say the activations are quantized.
+    let dir = tempfile::tempdir().unwrap();
+    let gptq = ExportOptions::new(ExportFormat::Gptq);
+    assert!(matches!(
+        write_hf_checkpoint(&path, &report, &gptq, dir.path()),
+        Err(Error::Export { .. })
+    ));
+}

@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 use half::{bf16, f16};
 use ndarray::{Array2, ArrayD, ArrayView1, Ix2};
 use serde_json::{json, Value};
-use tensorpress_io::export::{CompressedTensorsWriter, DequantizedWriter, FloatDType, GptqWriter};
+use tensorpress_io::export::{
+    ActivationScheme, CompressedTensorsWriter, DequantizedWriter, FloatDType, GptqWriter,
+};
 use tensorpress_io::gguf::GgufFile;
 use tensorpress_io::safetensors::SafetensorsModel;
 use tensorpress_io::write_bytes_atomic;
@@ -378,7 +380,30 @@ pub fn write_hf_checkpoint(
 
     let mut writer = match options.format {
         ExportFormat::CompressedTensors => {
-            Writer::Ct(CompressedTensorsWriter::new().float_dtype(options.dtype))
+            let mut w = CompressedTensorsWriter::new().float_dtype(options.dtype);
+            if let Some(a) = report.activations {
+                if a.bits != 8 {
+                    return Err(Error::Export {
+                        layer: "input activations".into(),
+                        reason: format!(
+                            "compressed-tensors runtimes take 8-bit activations, not {}",
+                            a.bits
+                        ),
+                    });
+                }
+                w = w.input_activations(ActivationScheme::int8_per_token());
+            }
+            Writer::Ct(w)
+        }
+        _ if report.activations.is_some() => {
+            return Err(Error::Export {
+                layer: "input activations".into(),
+                reason: format!(
+                    "a {:?} checkpoint cannot declare activation quantization: \
+                     use --format compressed-tensors",
+                    options.format
+                ),
+            })
         }
         ExportFormat::Gptq => Writer::Gptq(GptqWriter::new()),
         ExportFormat::Dequantized => Writer::Dense(DequantizedWriter::new(options.dtype)),

@@ -7,6 +7,7 @@ mod names;
 mod permute;
 
 use std::path::Path;
+use std::sync::Arc;
 
 pub use config::{LlamaParams, RopeLayout};
 pub use model::{BlockNorm, LlamaBlock, LlamaModel};
@@ -15,9 +16,12 @@ pub use permute::{permute_qk, QkPermutation};
 
 use tensorpress_io::config::LlamaConfig;
 use tensorpress_io::gguf::GgufFile;
-use tensorpress_io::import::QuantizedCheckpoint;
+use tensorpress_io::import::{
+    ActivationDynamic, ActivationStrategy, ActivationType, QuantizedCheckpoint,
+};
 use tensorpress_io::safetensors::SafetensorsModel;
 
+use crate::linear::InputQuantLinear;
 use crate::weights::LoadOptions;
 use crate::{Error, Result};
 
@@ -38,11 +42,54 @@ impl LlamaModel {
         let params = LlamaParams::from_hf_config(&config, add_bos)?;
         if is_quantized(dir)? {
             let weights = QuantizedCheckpoint::open(dir)?;
-            return LlamaModel::load(&weights, params, Naming::HuggingFace, options);
+            let mut model = LlamaModel::load(&weights, params, Naming::HuggingFace, options)?;
+            apply_input_activations(&mut model, &weights)?;
+            return Ok(model);
         }
         let weights = SafetensorsModel::open(dir)?;
         LlamaModel::load(&weights, params, Naming::HuggingFace, options)
     }
+}
+
+/// Wraps every layer whose checkpoint declares dynamic per-token symmetric
+/// integer input activations (W8A8) in an [`InputQuantLinear`], so the model
+/// computes what the runtime's integer kernels do.
+///
+/// # Errors
+/// [`Error::Config`] for an activation scheme the runner cannot simulate
+/// (static scales, floats, groups): evaluating without it would overstate the
+/// checkpoint's accuracy.
+fn apply_input_activations(model: &mut LlamaModel, weights: &QuantizedCheckpoint) -> Result<()> {
+    let names: Vec<String> = model
+        .linears()
+        .iter()
+        .map(|l| l.name().to_string())
+        .collect();
+    for name in names {
+        let Some(a) = weights.input_activations(&name) else {
+            continue;
+        };
+        let supported = a.kind == ActivationType::Int
+            && a.strategy == ActivationStrategy::Token
+            && a.dynamic == ActivationDynamic::Dynamic
+            && a.symmetric;
+        if !supported {
+            return Err(Error::Config {
+                field: "quantization_config.input_activations",
+                reason: format!(
+                    "{name}: {a:?} is not simulated (only dynamic symmetric integer per-token \
+                     activations are)"
+                ),
+            });
+        }
+        let linear = model.linear_mut(&name).ok_or_else(|| Error::Config {
+            field: "quantization_config",
+            reason: format!("no layer {name}"),
+        })?;
+        let op = InputQuantLinear::new(linear.op().clone(), a.num_bits)?;
+        linear.set_op(Arc::new(op))?;
+    }
+    Ok(())
 }
 
 /// Whether `dir` holds a quantized checkpoint.
