@@ -124,19 +124,28 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     println!("| recipe | file | bits/weight | perplexity (ours) | compress s |");
     println!("|---|---|---|---|---|");
-    for recipe in &recipes {
-        let mut model = LlamaModel::from_gguf(&gguf, LoadOptions::default())?;
-        let t = Instant::now();
-        let report = compress_llama(&mut model, &calib, &recipe.options, &mut |p| {
-            if let Progress::Calibrating { block, blocks } = p {
-                eprint!("\r  {}: block {}/{}   ", recipe.name, block + 1, blocks);
-            }
-        })?;
-        eprintln!();
-        let seconds = t.elapsed().as_secs_f64();
-        drop(model);
+    // Recipes that differ only in `embd=` share one compression run.
+    let mut last: Option<(String, tensorpress::compress::CompressReport, f64)> = None;
+    for (recipe, name) in recipes.iter().zip(&names) {
+        let key: Vec<&str> = name
+            .split(',')
+            .filter(|p| !p.starts_with("embd="))
+            .collect();
+        let key = key.join(",");
+        if last.as_ref().is_none_or(|(k, _, _)| *k != key) {
+            let mut model = LlamaModel::from_gguf(&gguf, LoadOptions::default())?;
+            let t = Instant::now();
+            let report = compress_llama(&mut model, &calib, &recipe.options, &mut |p| {
+                if let Progress::Calibrating { block, blocks } = p {
+                    eprint!("\r  {}: block {}/{}   ", recipe.name, block + 1, blocks);
+                }
+            })?;
+            eprintln!();
+            last = Some((key, report, t.elapsed().as_secs_f64()));
+        }
+        let (_, report, seconds) = last.as_ref().ok_or("no compression report")?;
         let path = out_dir.join(format!("{}.gguf", recipe.name));
-        let summary = write_gguf(&gguf, &report, &recipe.export, &path)?;
+        let summary = write_gguf(&gguf, report, &recipe.export, &path)?;
         let bpw = summary.file_bytes as f64 * 8.0 / PARAMS;
         let ppl = if evaluate {
             let file = GgufFile::open(&path)?;
@@ -147,11 +156,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             String::from("–")
         };
         println!(
-            "| `{}` | {} | {bpw:.3} | {ppl} | {seconds:.0} |",
-            names[recipes
-                .iter()
-                .position(|r| r.name == recipe.name)
-                .unwrap_or(0)],
+            "| `{name}` | {} | {bpw:.3} | {ppl} | {seconds:.0} |",
             path.display(),
         );
     }
