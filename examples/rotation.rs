@@ -34,7 +34,11 @@ fn env<T: std::str::FromStr>(key: &str, default: T) -> T {
 }
 
 /// Applies the named rotation to a freshly loaded model.
-fn prepare(model: &mut LlamaModel, rotation: &str, seed: u64) -> tensorpress::Result<()> {
+fn prepare(
+    model: &mut LlamaModel,
+    rotation: &str,
+    seed: u64,
+) -> Result<(), Box<dyn std::error::Error>> {
     let mut report = CompressReport::new();
     let options = RotateOptions::default().seed(seed);
     match rotation {

@@ -102,9 +102,23 @@ pub fn fold_llama_norms(model: &mut LlamaModel, report: &mut CompressReport) -> 
     transform(model, None, report)
 }
 
-/// Folds the norms of `model` and rotates it as `options` says (see the
-/// [module docs](self)), recording every changed tensor in `report`. The
-/// rotated model computes the same logits as before, up to f32 rounding.
+/// Folds the norms of `model` and rotates it as `options` says, recording
+/// every changed tensor in `report` (Hugging Face names, the model's layout).
+/// The rotated model computes the same logits as before, up to f32 rounding.
+///
+/// This is QuaRot's (Ashkboos et al., 2024) and SpinQuant's (Liu et al.,
+/// 2024) fused rotation: with `Q` orthogonal and the RMSNorm weights `γ`
+/// folded into the layers that read them ([`fold_llama_norms`]), the
+/// embedding becomes `E Q`, the residual readers (`q/k/v/gate/up_proj`,
+/// `lm_head`) `W diag(γ) Q`, the writers (`o_proj`, `down_proj`) `Qᵀ W`, and
+/// every norm weight ones (`R1`; a tied head is untied). With
+/// [`RotateOptions::rotate_values`], each key/value head `h` also gets its
+/// own `R_h`: `v_proj`'s rows of head `h` become `R_hᵀ W`, and `o_proj`'s
+/// columns of every query head reading head `h` become `W R_h` (`R2`).
+/// Queries and keys are only rotated on their input side, so GGUF's permuted
+/// query/key rows need no care. Online rotations of activations (QuaRot's
+/// Hadamard before `down_proj`, `R3`/`R4`) need runtime support and are not
+/// done. The arithmetic runs in f64, rounding to f32 once per tensor.
 ///
 /// ```
 /// use tensorpress::compress::{rotate_llama, CompressReport, RotateOptions};
