@@ -15,6 +15,7 @@ mod export;
 mod filter;
 mod gguf;
 mod recipe;
+mod rotate;
 mod scheme;
 mod smooth;
 
@@ -24,6 +25,7 @@ pub use export::{write_hf_checkpoint, ExportFormat, ExportOptions, ExportReport}
 pub use filter::LayerFilter;
 pub use gguf::{llama_file_type, write_gguf, GgufExportOptions, GgufExportSummary};
 pub use recipe::Recipe;
+pub use rotate::{fold_llama_norms, merge_reports, rotate_llama, RotateOptions};
 pub use scheme::{parse_scheme, Scheme};
 pub use smooth::{ActivationQuant, SmoothReport, Smoothing};
 

@@ -219,6 +219,14 @@ pub enum Error {
         /// What is allowed.
         expected: &'static str,
     },
+    /// No Hadamard matrix of this order can be built here (orders
+    /// `2^k · Π (q_i + 1)` with primes `q_i ≡ 3 mod 4`); a random orthogonal
+    /// rotation works at every order.
+    #[error("no Hadamard matrix of order {n} is known (orders 2^k · Π(q+1), q prime ≡ 3 mod 4): use a random orthogonal rotation")]
+    NoHadamard {
+        /// The order asked for.
+        n: usize,
+    },
     /// Codes that a packing layout cannot store, or packed data of the wrong shape.
     #[error(transparent)]
     Pack(#[from] crate::pack::PackError),

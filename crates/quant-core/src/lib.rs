@@ -11,6 +11,10 @@
 //!   `ml_dtypes`), NF4, the OCP MX formats MXFP4/6/8 and NVFP4. RTN and GPTQ
 //!   quantize to every one of them.
 //!
+//! The [`rotation`] module builds randomized Hadamard and random orthogonal
+//! rotations (QuaRot, SpinQuant), which make weights easier to quantize when
+//! folded into a model.
+//!
 //! The [`ggml`] module holds GGML's block formats (the tensor types of GGUF
 //! files): their ids and sizes, and encoders and decoders that are bit-exact
 //! with the reference implementation in the `gguf` Python package. The
@@ -71,6 +75,7 @@ pub mod hqq;
 pub mod int;
 pub mod pack;
 mod qtensor;
+pub mod rotation;
 pub mod rtn;
 mod spec;
 
