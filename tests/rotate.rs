@@ -6,7 +6,7 @@
 //! model.
 //!
 //! Perplexity is llama.cpp's, on 512-token windows of the State of the Union
-//! addresses 2017–2021; `ROTATE_EVAL_CHUNKS` sets how many windows (default 3).
+//! addresses 2017–2021; `ROTATE_EVAL_CHUNKS` sets how many windows (default 2).
 
 use std::sync::Arc;
 
@@ -44,7 +44,7 @@ fn setup() -> Setup {
     let chunks = std::env::var("ROTATE_EVAL_CHUNKS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
+        .unwrap_or(2);
     let config = PerplexityConfig::with_ctx(512).max_chunks(chunks);
     Setup {
         path,

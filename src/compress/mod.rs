@@ -121,6 +121,10 @@ pub struct CompressOptions {
     pub smoothing: Option<Smoothing>,
     /// Quantize the inputs of the compressed layers at run time (W8A8).
     pub activations: Option<ActivationQuant>,
+    /// Rotate the model first (QuaRot-style, fused into the weights; see
+    /// [`rotate_llama`]); the rotated float tensors land in
+    /// [`CompressReport::replaced`] unless a layer is then quantized.
+    pub rotation: Option<RotateOptions>,
 }
 
 impl CompressOptions {
@@ -146,6 +150,7 @@ impl CompressOptions {
             overrides: Vec::new(),
             smoothing: None,
             activations: None,
+            rotation: None,
         }
     }
 
@@ -298,6 +303,11 @@ pub fn compress_llama(
     }
     let mut report = CompressReport::new();
     report.activations = options.activations;
+    if let Some(rotation) = &options.rotation {
+        let t = Instant::now();
+        rotate_llama(model, rotation, &mut report)?;
+        report.timings.solve += t.elapsed().as_secs_f64();
+    }
     let in_block = |b: usize, name: &str| name.starts_with(&format!("model.layers.{b}."));
 
     if !calibrate {

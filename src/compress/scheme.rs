@@ -5,9 +5,10 @@ use std::sync::Arc;
 
 use tensorpress_quant_core::ggml::{GgmlRtn, GgmlType};
 use tensorpress_quant_core::gptq::GgmlGptq;
+use tensorpress_quant_core::rotation::RotationKind;
 use tensorpress_quant_core::{Awq, ClipSearch, Format, Gptq, Hqq, QuantSpec, Rtn, WeightQuantizer};
 
-use super::{ActivationQuant, CompressOptions, Method, Smoothing};
+use super::{ActivationQuant, CompressOptions, Method, RotateOptions, Smoothing};
 use crate::{Error, Result};
 
 /// A parsed scheme: the method and a readable label.
@@ -21,6 +22,8 @@ pub struct Scheme {
     pub smoothing: Option<Smoothing>,
     /// Run-time quantization of the layers' inputs (`w8a8`).
     pub activations: Option<ActivationQuant>,
+    /// Rotation applied first (`rot`, `rotorth`).
+    pub rotation: Option<RotateOptions>,
 }
 
 impl Scheme {
@@ -30,6 +33,7 @@ impl Scheme {
             method,
             smoothing: None,
             activations: None,
+            rotation: None,
         }
     }
 
@@ -39,6 +43,7 @@ impl Scheme {
         let mut options = CompressOptions::with_method(self.method.clone());
         options.smoothing = self.smoothing.clone();
         options.activations = self.activations;
+        options.rotation = self.rotation.clone();
         options
     }
 }
@@ -61,7 +66,9 @@ impl Scheme {
 ///   static groups), `imatrix` (`ggml`: importance-weighted encoding from the
 ///   calibration activations, as `llama-quantize --imatrix`), `intzero`
 ///   (`hqq`: integer zero points, for compressed-tensors and GPTQ exports),
-///   `alphaX` (`smoothquant`: migration strength, default 0.5).
+///   `alphaX` (`smoothquant`: migration strength, default 0.5), `rot` /
+///   `rotorth` (any method: rotate the model first by randomized Hadamard /
+///   random orthogonal matrices fused into the weights, QuaRot-style).
 ///
 /// ```
 /// use tensorpress::compress::parse_scheme;
@@ -75,14 +82,43 @@ impl Scheme {
 /// let sq = parse_scheme("smoothquant-w8a8-alpha0.8")?;
 /// assert_eq!(sq.options().activations.map(|a| a.bits), Some(8));
 /// assert!(parse_scheme("awq-w4-g128")?.options().smoothing.is_some());
+/// assert!(parse_scheme("gptq-w4-ch-rot")?.options().rotation.is_some());
 /// # Ok::<(), tensorpress::Error>(())
 /// ```
 pub fn parse_scheme(scheme: &str) -> Result<Scheme> {
+    // `rot` / `rotorth` may follow any method: a rotation first.
+    let mut rotation = None;
+    let parts: Vec<&str> = scheme
+        .trim()
+        .split('-')
+        .filter(|p| match *p {
+            "rot" => {
+                rotation = Some(RotateOptions::default());
+                false
+            }
+            "rotorth" => {
+                rotation = Some(RotateOptions::default().kind(RotationKind::Orthogonal));
+                false
+            }
+            _ => true,
+        })
+        .collect();
+    let mut scheme = parse_parts(scheme, &parts)?;
+    if let Some(r) = rotation {
+        scheme.label.push_str(match r.kind {
+            RotationKind::Orthogonal => " + random orthogonal rotation",
+            _ => " + Hadamard rotation",
+        });
+        scheme.rotation = Some(r);
+    }
+    Ok(scheme)
+}
+
+fn parse_parts(scheme: &str, parts: &[&str]) -> Result<Scheme> {
     let bad = |reason: String| Error::Scheme {
         scheme: scheme.to_string(),
         reason,
     };
-    let parts: Vec<&str> = scheme.trim().split('-').collect();
     if parts.len() < 2 {
         return Err(bad(
             "expected METHOD-FORMAT[-OPTION...], e.g. gptq-w4-g128".into()
@@ -235,6 +271,7 @@ pub fn parse_scheme(scheme: &str) -> Result<Scheme> {
         },
         smoothing,
         activations,
+        rotation: None,
     })
 }
 
