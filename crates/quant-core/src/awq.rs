@@ -52,6 +52,7 @@ use rayon::prelude::*;
 use crate::formats::{CodeGrid, Grid};
 use crate::int::{min_max, GroupParams};
 use crate::qtensor::QuantizedTensor;
+use crate::rtn::quantize_groups;
 use crate::spec::{Granularity, QuantSpec};
 use crate::{check_finite, Calibration, Error, Result, Rtn, WeightQuantizer};
 
@@ -366,27 +367,15 @@ impl WeightQuantizer for Awq {
         let grid = Grid::for_weight(&self.spec, w)?;
         let gs = self.spec.group_size(cols);
         let groups = self.spec.n_groups(cols)?;
-        let mut codes = vec![0u8; rows * cols];
-        let mut scales = Array2::<f32>::zeros((rows, groups));
-        let mut zeros = Array2::<f32>::zeros((rows, groups));
-        codes
-            .par_chunks_mut(cols.max(1))
-            .zip(scales.axis_iter_mut(Axis(0)).into_par_iter())
-            .zip(zeros.axis_iter_mut(Axis(0)).into_par_iter())
-            .enumerate()
-            .for_each(|(r, ((code_row, mut s_row), mut z_row))| {
-                let row: Vec<f32> = w.row(r).to_vec();
-                for g in 0..groups {
-                    let (a, b) = (g * gs, ((g + 1) * gs).min(cols));
-                    let h_gg = h32.slice(ndarray::s![a..b, a..b]);
-                    let p = self.clip_group(&clip, &grid, &row[a..b], h_gg);
-                    for (c, &x) in code_row[a..b].iter_mut().zip(&row[a..b]) {
-                        *c = grid.quantize(x, p);
-                    }
-                    s_row[g] = p.scale;
-                    z_row[g] = p.zero;
-                }
-            });
+        let (codes, scales, zeros) = quantize_groups(w, gs, groups, |a, values, codes| {
+            let b = a + values.len();
+            let h_gg = h32.slice(ndarray::s![a..b, a..b]);
+            let p = self.clip_group(&clip, &grid, values, h_gg);
+            for (c, &x) in codes.iter_mut().zip(values) {
+                *c = grid.quantize(x, p);
+            }
+            (p.scale, p.zero)
+        });
         QuantizedTensor::new(self.spec, rows, cols, codes, scales, zeros, None)?.on_grid(&grid)
     }
 }

@@ -192,7 +192,7 @@ impl WeightQuantizer for Hqq {
         let maxq = ((1u32 << bits) - 1) as f32;
         let gs = self.spec.group_size(cols);
         let groups = self.spec.n_groups(cols)?;
-        let (codes, scales, zeros) = quantize_groups(w, gs, groups, |values, codes| {
+        let (codes, scales, zeros) = quantize_groups(w, gs, groups, |_, values, codes| {
             self.group(values, maxq, codes)
         });
         QuantizedTensor::new(self.spec, rows, cols, codes, scales, zeros, None)

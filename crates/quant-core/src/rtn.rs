@@ -131,7 +131,7 @@ impl WeightQuantizer for Rtn {
             }
             _ => None,
         };
-        let (codes, scales, zeros) = quantize_groups(w, gs, groups, |values, codes| {
+        let (codes, scales, zeros) = quantize_groups(w, gs, groups, |_, values, codes| {
             let p = tensor_params.unwrap_or_else(|| self.group_params_on(&grid, values));
             for (c, &x) in codes.iter_mut().zip(values) {
                 *c = grid.quantize(x, p);
@@ -142,7 +142,7 @@ impl WeightQuantizer for Rtn {
     }
 }
 
-/// Runs `group(values, codes) -> (scale, zero)` on every group of `gs`
+/// Runs `group(first_col, values, codes) -> (scale, zero)` on every group of `gs`
 /// columns of every row of `w` (rows in parallel), collecting the codes
 /// (`[rows · cols]`) and the `[rows, groups]` scales and zero points.
 pub(crate) fn quantize_groups<F>(
@@ -152,7 +152,7 @@ pub(crate) fn quantize_groups<F>(
     group: F,
 ) -> (Vec<u8>, Array2<f32>, Array2<f32>)
 where
-    F: Fn(&[f32], &mut [u8]) -> (f32, f32) + Sync,
+    F: Fn(usize, &[f32], &mut [u8]) -> (f32, f32) + Sync,
 {
     let (rows, cols) = w.dim();
     let mut codes = vec![0u8; rows * cols];
@@ -167,7 +167,7 @@ where
             let row: Vec<f32> = w.row(r).to_vec();
             for g in 0..groups {
                 let (a, b) = (g * gs, ((g + 1) * gs).min(cols));
-                let (s, z) = group(&row[a..b], &mut code_row[a..b]);
+                let (s, z) = group(a, &row[a..b], &mut code_row[a..b]);
                 s_row[g] = s;
                 z_row[g] = z;
             }
