@@ -41,6 +41,20 @@ fn model() -> LlamaModel {
     LlamaModel::load(&w, p, Naming::HuggingFace, LoadOptions::default()).unwrap()
 }
 
+/// Largest |a − b| over two tensors of the same shape.
+fn max_gap(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
 fn windows() -> Vec<Vec<u32>> {
     let mut rng = SeededRng::new(5);
     (0..6)
@@ -199,16 +213,7 @@ fn exports_of_smollm2_reload_as_the_compressed_model() {
         );
         let back = LlamaModel::from_hf_dir(dir.path(), LoadOptions::default()).unwrap();
         let got = back.logits(&tokens, 0).unwrap();
-        let diff = (&got - &want)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let diff = max_gap(&got, &want);
         // GPTQ stores f16 scales; compressed-tensors keeps f32 ones exactly.
         let tol = if format == ExportFormat::Gptq {
             2e-2
@@ -382,16 +387,7 @@ fn smoothquant_w8a8_exports_reload_with_their_norms_and_activation_quantization(
     assert!(config.contains("\"input_activations\""), "{config}");
     let back = LlamaModel::from_hf_dir(dir.path(), LoadOptions::default()).unwrap();
     let got = back.logits(&tokens, 0).unwrap();
-    let diff = (&got - &want)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let diff = max_gap(&got, &want);
     assert!(diff < 1e-3, "{diff}");
     // GPTQ checkpoints have no way to say the activations are quantized.
     let dir = tempfile::tempdir().unwrap();
