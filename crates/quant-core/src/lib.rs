@@ -73,6 +73,7 @@ pub mod ggml;
 pub mod gptq;
 pub mod hqq;
 pub mod int;
+pub mod kernels;
 pub mod pack;
 mod qtensor;
 pub mod rotation;

@@ -1,0 +1,264 @@
+//! [`Int4Matrix`]: 4-bit integer weights with a scale and zero point per group.
+
+use std::borrow::Cow;
+
+use super::scalar::{self, Int4Row, NIB_BYTES};
+use super::{check_len, check_rows, par_rows, Isa, Q8Vector, QuantMatrix, BLOCK};
+use crate::spec::Format;
+use crate::{Error, QuantizedTensor, Result};
+
+/// A `[rows, cols]` weight of 4-bit codes `q` with `w = scale · (q − zero)`
+/// per group of `group` input columns: the layout of compressed-tensors'
+/// `pack-quantized` int4, GPTQ and AWQ checkpoints, symmetric or not, with
+/// fractional zero points (HQQ) allowed.
+///
+/// Stored as GGML's nibble blocks (byte `j` of a block of 32 holds codes `j`
+/// and `j + 16`) with `scale` and `min = −scale · zero` per group in f32, so a
+/// row's product is `Σ_g scale_g Σ q·x + min_g Σ x`. An act-order weight
+/// (GPTQ's `g_idx`) is stored with its columns sorted by group, and products
+/// gather `x` in that order ([`input_order`](Self::input_order)).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Int4Matrix {
+    rows: usize,
+    cols: usize,
+    group: usize,
+    qs: Vec<u8>,
+    scales: Vec<f32>,
+    mins: Vec<f32>,
+    perm: Option<Vec<u32>>,
+}
+
+impl Int4Matrix {
+    /// Builds the matrix from unpacked codes (`[rows, cols]`, each 0–15),
+    /// scales and zero points (`[rows, cols / group]`, zero points in code
+    /// units) and an optional group index per column (act-order).
+    ///
+    /// `cols` and `group` must be multiples of 32 and `group` must divide
+    /// `cols`; with `g_idx`, every group must hold exactly `group` columns.
+    pub fn from_codes(
+        rows: usize,
+        cols: usize,
+        group: usize,
+        codes: &[u8],
+        scales: &[f32],
+        zeros: &[f32],
+        g_idx: Option<&[u32]>,
+    ) -> Result<Int4Matrix> {
+        if group == 0 || !group.is_multiple_of(BLOCK) || !cols.is_multiple_of(group) {
+            return Err(Error::InvalidGroupSize { group, cols });
+        }
+        let groups = cols / group;
+        check_len(
+            "codes",
+            rows.checked_mul(cols).ok_or(Error::Overflow)?,
+            codes.len(),
+        )?;
+        check_len("scales", rows * groups, scales.len())?;
+        check_len("zeros", rows * groups, zeros.len())?;
+        if let Some(code) = codes.iter().copied().find(|&c| c > 15) {
+            return Err(Error::CodeRange { code, bits: 4 });
+        }
+        for (what, v) in [("scales", scales), ("zeros", zeros)] {
+            if let Some(i) = v.iter().position(|v| !v.is_finite()) {
+                return Err(Error::NonFinite {
+                    what,
+                    row: i / groups,
+                    col: i % groups,
+                    value: v[i],
+                });
+            }
+        }
+        // Act-order: columns sorted by group (stable), each group `group` wide.
+        let perm = match g_idx {
+            None => None,
+            Some(g_idx) => {
+                check_len("g_idx", cols, g_idx.len())?;
+                let mut order: Vec<u32> = (0..cols as u32).collect();
+                order.sort_by_key(|&c| g_idx[c as usize]);
+                for (j, &c) in order.iter().enumerate() {
+                    let index = g_idx[c as usize];
+                    if index as usize != j / group {
+                        return Err(Error::GroupIndex { index, groups });
+                    }
+                }
+                let identity = order.iter().enumerate().all(|(j, &c)| j == c as usize);
+                (!identity).then_some(order)
+            }
+        };
+        let mut qs = vec![0u8; rows * cols / 2];
+        for (r, out) in qs.chunks_exact_mut(cols / 2).enumerate() {
+            let row = &codes[r * cols..(r + 1) * cols];
+            let code = |j: usize| match &perm {
+                Some(p) => row[p[j] as usize],
+                None => row[j],
+            };
+            for (b, blk) in out.chunks_exact_mut(NIB_BYTES).enumerate() {
+                for (j, byte) in blk.iter_mut().enumerate() {
+                    let c = b * BLOCK + j;
+                    *byte = code(c) | (code(c + NIB_BYTES) << 4);
+                }
+            }
+        }
+        let mins = scales.iter().zip(zeros).map(|(s, z)| -s * z).collect();
+        Ok(Int4Matrix {
+            rows,
+            cols,
+            group,
+            qs,
+            scales: scales.to_vec(),
+            mins,
+            perm,
+        })
+    }
+
+    /// Builds the matrix from a 4-bit integer [`QuantizedTensor`] (any
+    /// quantizer: RTN, GPTQ with or without act-order, AWQ, HQQ).
+    pub fn from_quantized(q: &QuantizedTensor) -> Result<Int4Matrix> {
+        if q.spec().format != (Format::Int { bits: 4 }) {
+            return Err(Error::InvalidOption {
+                option: "format",
+                value: q.spec().format.to_string(),
+                expected: "4-bit integers",
+            });
+        }
+        let [rows, cols] = q.shape();
+        let group = q.group_size();
+        if group == 0 || cols % group != 0 {
+            return Err(Error::InvalidGroupSize { group, cols });
+        }
+        let groups = cols / group;
+        let mut scales = Vec::with_capacity(rows * groups);
+        let mut zeros = Vec::with_capacity(rows * groups);
+        for r in 0..rows {
+            for g in 0..groups {
+                let p = q.params(r, g);
+                scales.push(p.scale);
+                zeros.push(p.zero);
+            }
+        }
+        Int4Matrix::from_codes(rows, cols, group, q.codes(), &scales, &zeros, q.g_idx())
+    }
+
+    /// Columns per group.
+    pub fn group_size(&self) -> usize {
+        self.group
+    }
+
+    /// The input column each stored column reads (act-order), or `None`
+    /// when the columns are in their natural order.
+    pub fn input_order(&self) -> Option<&[u32]> {
+        self.perm.as_deref()
+    }
+
+    fn row(&self, r: usize) -> Int4Row<'_> {
+        let groups = self.cols / self.group;
+        Int4Row {
+            qs: &self.qs[r * self.cols / 2..(r + 1) * self.cols / 2],
+            scales: &self.scales[r * groups..(r + 1) * groups],
+            mins: &self.mins[r * groups..(r + 1) * groups],
+            group: self.group,
+        }
+    }
+
+    /// `x` in stored column order.
+    fn gather<'a>(&self, x: &'a [f32]) -> Cow<'a, [f32]> {
+        match &self.perm {
+            Some(p) => Cow::Owned(p.iter().map(|&c| x[c as usize]).collect()),
+            None => Cow::Borrowed(x),
+        }
+    }
+}
+
+impl QuantMatrix for Int4Matrix {
+    fn rows(&self) -> usize {
+        self.rows
+    }
+
+    fn cols(&self) -> usize {
+        self.cols
+    }
+
+    fn weight_bytes(&self) -> usize {
+        self.qs.len() + 4 * (self.scales.len() + self.mins.len())
+    }
+
+    fn dequantize_rows_with(&self, isa: Isa, first: usize, out: &mut [f32]) -> Result<()> {
+        isa.check()?;
+        let n = check_rows(self.rows, self.cols, first, out)?;
+        let mut row_buf = vec![0.0f32; if self.perm.is_some() { self.cols } else { 0 }];
+        for (r, o) in (first..first + n).zip(out.chunks_exact_mut(self.cols)) {
+            let dst: &mut [f32] = if self.perm.is_some() { &mut row_buf } else { o };
+            match isa {
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx2 | Isa::Avx512 => {
+                    // SAFETY: `isa.check()` passed (AVX2+FMA); the row and
+                    // `dst` hold `cols` values, a whole number of blocks.
+                    unsafe { super::x86::int4_dequant(&self.row(r), dst) }
+                }
+                _ => scalar::int4_dequant(&self.row(r), dst),
+            }
+            if let Some(p) = &self.perm {
+                for (&c, &v) in p.iter().zip(&row_buf) {
+                    o[c as usize] = v;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn gemv_with(&self, isa: Isa, x: &[f32], y: &mut [f32]) -> Result<()> {
+        isa.check()?;
+        check_len("x", self.cols, x.len())?;
+        check_len("y", self.rows, y.len())?;
+        let x = self.gather(x);
+        let xgsum: Vec<f32> = x.chunks_exact(self.group).map(|g| g.iter().sum()).collect();
+        par_rows(y, |r| match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => {
+                // SAFETY: `isa.check()` passed (AVX-512 F/BW/VL/VNNI, AVX2, FMA);
+                // the row, `x` and `xgsum` have the matrix's sizes.
+                unsafe { super::x86::int4_dot_f32_512(&self.row(r), &x, &xgsum) }
+            }
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => {
+                // SAFETY: as above, AVX2+FMA.
+                unsafe { super::x86::int4_dot_f32(&self.row(r), &x, &xgsum) }
+            }
+            _ => scalar::int4_dot_f32(&self.row(r), &x),
+        });
+        Ok(())
+    }
+
+    fn quantize_input(&self, x: &[f32]) -> Result<Q8Vector> {
+        check_len("x", self.cols, x.len())?;
+        Q8Vector::quantize(&self.gather(x))
+    }
+
+    fn gemv_q8_with(&self, isa: Isa, x: &Q8Vector, y: &mut [f32]) -> Result<()> {
+        isa.check()?;
+        check_len("x", self.cols, x.len())?;
+        check_len("y", self.rows, y.len())?;
+        let (xq, xd, sums) = (x.codes(), x.scales(), x.block_sums());
+        let per_group = self.group / BLOCK;
+        let xgsum: Vec<f32> = xd
+            .chunks_exact(per_group)
+            .zip(sums.chunks_exact(per_group))
+            .map(|(d, s)| d.iter().zip(s).map(|(&d, &s)| d * s as f32).sum())
+            .collect();
+        par_rows(y, |r| match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => {
+                // SAFETY: `isa.check()` passed (AVX-512 F/BW/VL/VNNI, AVX2, FMA);
+                // the row and the activation blocks have the matrix's sizes.
+                unsafe { super::x86::int4_dot_q8_512(&self.row(r), xq, xd, &xgsum) }
+            }
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => {
+                // SAFETY: as above, AVX2+FMA.
+                unsafe { super::x86::int4_dot_q8(&self.row(r), xq, xd, &xgsum) }
+            }
+            _ => scalar::int4_dot_q8(&self.row(r), xq, xd, sums),
+        });
+        Ok(())
+    }
+}

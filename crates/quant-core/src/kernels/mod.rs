@@ -1,0 +1,312 @@
+//! Kernels that run quantized weights directly: row dequantization and fused
+//! matrix-vector products `y = W x`, without materializing f32 weights.
+//!
+//! Token-by-token decoding reads every weight once per token, so its speed is
+//! the speed at which the weight bytes stream through the core: a 4-bit
+//! matrix should run about 4× faster than its f32 original. Two kinds of
+//! product are offered for every matrix type:
+//!
+//! - [`QuantMatrix::gemv`]: f32 activations, weights expanded to f32 in
+//!   registers and multiplied with FMA;
+//! - [`QuantMatrix::gemv_q8`]: activations first quantized to int8 in blocks
+//!   of 32 with one f32 scale each ([`Q8Vector`], GGML's Q8_0 scheme), then
+//!   integer dot products (AVX2 `vpmaddubsw`, AVX-512 VNNI `vpdpbusd`), one
+//!   float multiply per block.
+//!
+//! Matrix types: [`Int4Matrix`] (4-bit integer codes with a scale and zero
+//! point per group of columns, as compressed-tensors' `pack-quantized`, GPTQ
+//! and AWQ checkpoints store them, act-order included) and [`GgmlMatrix`]
+//! (GGUF tensors of type Q4_0 or Q8_0, used in place).
+//!
+//! Every kernel has a plain scalar reference, and x86-64 variants for AVX2+FMA
+//! and AVX-512 chosen at run time ([`Isa::detect`]). The environment variable
+//! `TENSORPRESS_SIMD=scalar|avx2|avx512` caps the level, so each path can be
+//! exercised on one machine; tests also call every available level directly
+//! through the `*_with` methods. Rows are split across rayon's pool: run inside
+//! `ThreadPool::install` to choose the thread count.
+//!
+//! # Quick start
+//!
+//! ```
+//! use ndarray::Array2;
+//! use tensorpress_quant_core::kernels::{Int4Matrix, QuantMatrix};
+//! use tensorpress_quant_core::{QuantSpec, Rtn, WeightQuantizer};
+//!
+//! let w = Array2::from_shape_fn((64, 256), |(i, j)| ((i * 256 + j) as f32 * 0.37).sin());
+//! let q = Rtn::new(QuantSpec::int(4).group(128)).quantize(w.view(), None)?;
+//! let m = Int4Matrix::from_quantized(&q)?;
+//!
+//! let x: Vec<f32> = (0..256).map(|j| (j as f32 * 0.11).cos()).collect();
+//! let mut y = vec![0.0f32; 64];
+//! m.gemv(&x, &mut y)?;
+//!
+//! // The same product through the dequantized weights.
+//! let dq = q.dequantize();
+//! for (r, &y) in y.iter().enumerate() {
+//!     let want: f32 = dq.row(r).iter().zip(&x).map(|(a, b)| a * b).sum();
+//!     assert!((y - want).abs() < 1e-3 * (1.0 + want.abs()));
+//! }
+//!
+//! // With int8 activations: within the activation rounding of the above.
+//! let xq = m.quantize_input(&x)?;
+//! let mut y8 = vec![0.0f32; 64];
+//! m.gemv_q8(&xq, &mut y8)?;
+//! assert!(y.iter().zip(&y8).all(|(a, b)| (a - b).abs() < 0.05 * (1.0 + a.abs())));
+//! # Ok::<(), tensorpress_quant_core::Error>(())
+//! ```
+
+mod dense;
+mod ggml;
+mod int4;
+mod q8;
+mod scalar;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+pub use dense::F32Matrix;
+pub use ggml::GgmlMatrix;
+pub use int4::Int4Matrix;
+pub use q8::Q8Vector;
+
+use std::sync::OnceLock;
+
+use rayon::prelude::*;
+
+use crate::{Error, Result};
+
+/// Values per block of the kernels' layouts and of [`Q8Vector`].
+pub const BLOCK: usize = 32;
+
+/// Rows each rayon task takes in a matrix-vector product.
+const ROWS_PER_TASK: usize = 16;
+
+/// An instruction-set level the kernels can run at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Isa {
+    /// Plain Rust, the reference every other level is tested against.
+    Scalar,
+    /// x86-64 AVX2 with FMA and F16C.
+    Avx2,
+    /// x86-64 AVX-512 F/BW/VL with VNNI (Ice Lake and later, Zen 4).
+    Avx512,
+}
+
+impl Isa {
+    /// The levels this CPU can run, lowest first (always starts with `Scalar`).
+    pub fn available() -> Vec<Isa> {
+        let mut out = vec![Isa::Scalar];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+                && std::arch::is_x86_feature_detected!("f16c")
+            {
+                out.push(Isa::Avx2);
+                if std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512bw")
+                    && std::arch::is_x86_feature_detected!("avx512vl")
+                    && std::arch::is_x86_feature_detected!("avx512vnni")
+                {
+                    out.push(Isa::Avx512);
+                }
+            }
+        }
+        out
+    }
+
+    /// The level the kernels use by default: the highest available one,
+    /// capped by `TENSORPRESS_SIMD` (`scalar`, `avx2` or `avx512`) when set.
+    /// Read once per process.
+    pub fn detect() -> Isa {
+        static LEVEL: OnceLock<Isa> = OnceLock::new();
+        *LEVEL.get_or_init(|| {
+            let best = *Isa::available().last().unwrap_or(&Isa::Scalar);
+            match std::env::var("TENSORPRESS_SIMD") {
+                Ok(v) => match Isa::from_name(&v) {
+                    Some(cap) => best.min(cap),
+                    None => best,
+                },
+                Err(_) => best,
+            }
+        })
+    }
+
+    /// Parses `scalar`, `avx2` or `avx512` (any case).
+    pub fn from_name(name: &str) -> Option<Isa> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "scalar" => Some(Isa::Scalar),
+            "avx2" => Some(Isa::Avx2),
+            "avx512" => Some(Isa::Avx512),
+            _ => None,
+        }
+    }
+
+    /// Whether this CPU can run the level.
+    pub fn is_available(self) -> bool {
+        Isa::available().contains(&self)
+    }
+
+    /// Fails with [`Error::InvalidOption`] when this CPU cannot run the level.
+    pub(crate) fn check(self) -> Result<()> {
+        if self.is_available() {
+            Ok(())
+        } else {
+            Err(Error::InvalidOption {
+                option: "isa",
+                value: format!("{self:?}"),
+                expected: "a level this CPU supports (Isa::available)",
+            })
+        }
+    }
+}
+
+/// A quantized `[rows, cols]` weight that multiplies vectors directly.
+pub trait QuantMatrix: Send + Sync {
+    /// Output features.
+    fn rows(&self) -> usize;
+
+    /// Input features.
+    fn cols(&self) -> usize;
+
+    /// Bytes the kernels read per product: codes, scales and zero points.
+    fn weight_bytes(&self) -> usize;
+
+    /// Dequantizes rows `first .. first + out.len() / cols` into `out`, at `isa`.
+    fn dequantize_rows_with(&self, isa: Isa, first: usize, out: &mut [f32]) -> Result<()>;
+
+    /// `y = W x` with f32 activations, at `isa`.
+    fn gemv_with(&self, isa: Isa, x: &[f32], y: &mut [f32]) -> Result<()>;
+
+    /// The int8 activations [`gemv_q8`](Self::gemv_q8) takes for `x`: `x`
+    /// in the matrix's stored column order (act-order), quantized by
+    /// [`Q8Vector::quantize`].
+    fn quantize_input(&self, x: &[f32]) -> Result<Q8Vector> {
+        check_len("x", self.cols(), x.len())?;
+        Q8Vector::quantize(x)
+    }
+
+    /// `y = W x̂` with `x̂` from [`quantize_input`](Self::quantize_input), at `isa`.
+    fn gemv_q8_with(&self, isa: Isa, x: &Q8Vector, y: &mut [f32]) -> Result<()>;
+
+    /// Dequantizes rows `first ..` into `out` (a whole number of rows).
+    fn dequantize_rows(&self, first: usize, out: &mut [f32]) -> Result<()> {
+        self.dequantize_rows_with(Isa::detect(), first, out)
+    }
+
+    /// `y = W x` with f32 activations.
+    fn gemv(&self, x: &[f32], y: &mut [f32]) -> Result<()> {
+        self.gemv_with(Isa::detect(), x, y)
+    }
+
+    /// `y = W x̂` with int8 activations from [`quantize_input`](Self::quantize_input).
+    fn gemv_q8(&self, x: &Q8Vector, y: &mut [f32]) -> Result<()> {
+        self.gemv_q8_with(Isa::detect(), x, y)
+    }
+
+    /// The whole weight as f32, `[rows, cols]` row-major.
+    fn dequantize(&self) -> Result<Vec<f32>> {
+        let n = self
+            .rows()
+            .checked_mul(self.cols())
+            .ok_or(Error::Overflow)?;
+        let mut out = vec![0.0f32; n];
+        self.dequantize_rows(0, &mut out)?;
+        Ok(out)
+    }
+
+    /// `Y = X Wᵀ` for a batch of `tokens` activation rows `x` (`[tokens, cols]`),
+    /// written to `y` (`[tokens, rows]`): tiles of rows are dequantized once
+    /// and used for every token, so prompt processing reads the weights once.
+    fn gemm(&self, x: &[f32], tokens: usize, y: &mut [f32]) -> Result<()> {
+        let (rows, cols) = (self.rows(), self.cols());
+        check_len("x", tokens * cols, x.len())?;
+        check_len("y", tokens * rows, y.len())?;
+        if tokens == 1 {
+            return self.gemv(x, y);
+        }
+        const TILE: usize = 64;
+        let isa = Isa::detect();
+        let xs = ndarray::ArrayView2::from_shape((tokens, cols), x).map_err(|_| Error::Overflow)?;
+        // Each task dequantizes a tile of rows once and multiplies it with
+        // every token through matrixmultiply's SGEMM; tiles are scattered after.
+        let tiles: Vec<(usize, ndarray::Array2<f32>)> = (0..rows.div_ceil(TILE))
+            .into_par_iter()
+            .map(|t| -> Result<(usize, ndarray::Array2<f32>)> {
+                let first = t * TILE;
+                let n = TILE.min(rows - first);
+                let mut w = vec![0.0f32; n * cols];
+                self.dequantize_rows_with(isa, first, &mut w)?;
+                let w = ndarray::ArrayView2::from_shape((n, cols), &w[..])
+                    .map_err(|_| Error::Overflow)?;
+                Ok((first, xs.dot(&w.t())))
+            })
+            .collect::<Result<_>>()?;
+        for (first, out) in tiles {
+            for (tok, o) in out.outer_iter().enumerate() {
+                for (y, &v) in y[tok * rows + first..].iter_mut().zip(o) {
+                    *y = v;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Fails with [`Error::Shape`] when a buffer has the wrong length.
+pub(crate) fn check_len(what: &'static str, expected: usize, actual: usize) -> Result<()> {
+    if expected == actual {
+        Ok(())
+    } else {
+        Err(Error::Shape {
+            what,
+            expected: vec![expected],
+            actual: vec![actual],
+        })
+    }
+}
+
+/// Checks a dequantization request: `out` is a whole number of rows from `first`.
+pub(crate) fn check_rows(rows: usize, cols: usize, first: usize, out: &[f32]) -> Result<usize> {
+    if cols == 0 || !out.len().is_multiple_of(cols) {
+        return Err(Error::RowLength {
+            len: out.len(),
+            row_len: cols,
+        });
+    }
+    let n = out.len() / cols;
+    if first.checked_add(n).is_none_or(|end| end > rows) {
+        return Err(Error::Shape {
+            what: "rows to dequantize",
+            expected: vec![rows],
+            actual: vec![first + n],
+        });
+    }
+    Ok(n)
+}
+
+/// Runs `row_dot(r)` for every row into `y`, split across rayon's pool.
+pub(crate) fn par_rows(y: &mut [f32], row_dot: impl Fn(usize) -> f32 + Sync) {
+    y.par_chunks_mut(ROWS_PER_TASK)
+        .enumerate()
+        .for_each(|(t, ys)| {
+            for (i, y) in ys.iter_mut().enumerate() {
+                *y = row_dot(t * ROWS_PER_TASK + i);
+            }
+        });
+}
+
+/// The f32 dot product at `isa`.
+pub(crate) fn dot_f32(isa: Isa, a: &[f32], b: &[f32]) -> f32 {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 | Isa::Avx512 => {
+            // SAFETY: every caller passes an `isa` that passed `Isa::check` or
+            // came from `Isa::detect`, so the CPU runs AVX2 and FMA.
+            unsafe { x86::dot_f32(a, b) }
+        }
+        _ => scalar::dot_f32(a, b),
+    }
+}
+
+#[cfg(test)]
+mod tests;
