@@ -397,3 +397,75 @@ fn smoothquant_w8a8_exports_reload_with_their_norms_and_activation_quantization(
         Err(Error::Export { .. })
     ));
 }
+
+#[test]
+fn compressed_layers_run_on_the_kernels_with_the_dequantized_model_logits() {
+    use tensorpress::compress::attach_kernels;
+    use tensorpress::models::linear::KernelActivations;
+    use tensorpress::models::llama::DecodeCache;
+
+    let cal = windows();
+    let mut m = model();
+    // GPTQ act-order int4 g32 by default, GGML Q4_0 on the MLP up projections,
+    // Q8_0 on lm_head, and 3-bit down projections (no kernel: they stay f32).
+    let gptq = Gptq::new(QuantSpec::int(4).group(32)).act_order(true);
+    let mut options = CompressOptions::new(Arc::new(gptq), true);
+    options.targets = LayerFilter::all();
+    let options = options
+        .override_layers(
+            LayerFilter::new(["*.up_proj"], Vec::<String>::new()).unwrap(),
+            Method::Ggml(Arc::new(GgmlRtn::new(GgmlType::Q4_0))),
+        )
+        .override_layers(
+            LayerFilter::new(["lm_head"], Vec::<String>::new()).unwrap(),
+            Method::Ggml(Arc::new(GgmlRtn::new(GgmlType::Q8_0))),
+        )
+        .override_layers(
+            LayerFilter::new(["*.down_proj"], Vec::<String>::new()).unwrap(),
+            Method::Weight {
+                quantizer: Arc::new(Rtn::new(QuantSpec::int(3).group(32))),
+                calibrate: false,
+            },
+        );
+    let report = compress_llama(&mut m, &cal, &options, &mut |_| {}).unwrap();
+    assert!(report
+        .quantized
+        .values()
+        .any(|w| w.as_quantized().is_some_and(|q| q.g_idx().is_some())));
+    let tokens = &cal[0][..20];
+    let want = m.logits(tokens, 0).unwrap();
+
+    let mut k = m.clone();
+    let attached = attach_kernels(&mut k, &report, KernelActivations::F32).unwrap();
+    assert_eq!(attached.attached.len(), 13, "{attached:?}");
+    assert_eq!(attached.skipped.len(), 2);
+    assert!(attached
+        .skipped
+        .iter()
+        .all(|(n, _)| n.ends_with("down_proj")));
+    let got = k.logits(tokens, 0).unwrap();
+    assert!(
+        max_gap(&got, &want) < 1e-4,
+        "f32 kernels: {}",
+        max_gap(&got, &want)
+    );
+    // Decoding token by token through the GEMV kernels gives the same logits.
+    let mut cache = DecodeCache::new();
+    k.decode(&mut cache, &tokens[..12]).unwrap();
+    for (i, &t) in tokens.iter().enumerate().skip(12) {
+        let step = k.decode(&mut cache, &[t]).unwrap();
+        let row = want.narrow(0, i, 1).unwrap().squeeze(0).unwrap();
+        assert!(
+            max_gap(&step, &row) < 1e-4,
+            "decode at {i}: {}",
+            max_gap(&step, &row)
+        );
+    }
+
+    // Int8 activations: close to the f32 products, not equal.
+    let mut k8 = m.clone();
+    attach_kernels(&mut k8, &report, KernelActivations::Int8).unwrap();
+    let got8 = k8.logits(tokens, 0).unwrap();
+    let gap = max_gap(&got8, &want);
+    assert!(gap > 0.0 && gap < 0.05, "int8 activations: {gap}");
+}

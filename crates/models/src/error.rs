@@ -10,6 +10,9 @@ pub enum Error {
     /// Reading a checkpoint failed.
     #[error(transparent)]
     Io(#[from] tensorpress_io::Error),
+    /// A quantized kernel refused its input.
+    #[error(transparent)]
+    Kernel(#[from] tensorpress_quant_core::Error),
     /// A file could not be read.
     #[error("cannot read {path}: {source}")]
     File {

@@ -12,6 +12,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use candle_core::{Tensor, D};
+use tensorpress_quant_core::kernels::QuantMatrix;
 
 use crate::{Error, Result};
 
@@ -154,6 +155,117 @@ impl LinearOp for InputQuantLinear {
 
     fn bias(&self) -> Option<&Tensor> {
         self.inner.bias()
+    }
+}
+
+/// What a [`KernelLinear`] multiplies its weights with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KernelActivations {
+    /// f32 activations (the products of the dequantized weights, up to
+    /// summation order).
+    #[default]
+    F32,
+    /// Activations quantized to int8 per block of 32 (GGML's Q8_0 scheme)
+    /// and integer dot products, as llama.cpp's CPU backend runs.
+    Int8,
+}
+
+/// A linear layer that runs its quantized weight through the kernels of
+/// [`tensorpress_quant_core::kernels`] without materializing f32 weights:
+/// one fused matrix-vector product per token while decoding, tiles
+/// dequantized once per call for a prompt.
+#[derive(Debug, Clone)]
+pub struct KernelLinear {
+    matrix: Arc<dyn QuantMatrix>,
+    bias: Option<Tensor>,
+    activations: KernelActivations,
+}
+
+impl KernelLinear {
+    /// Runs `matrix` (`[out, in]`) with an optional `[out]` bias.
+    pub fn new(
+        matrix: Arc<dyn QuantMatrix>,
+        bias: Option<Tensor>,
+        activations: KernelActivations,
+    ) -> Result<Self> {
+        if let Some(b) = &bias {
+            let n = b.dims1()?;
+            if n != matrix.rows() {
+                return Err(Error::WeightShape {
+                    name: "bias".into(),
+                    expected: vec![matrix.rows()],
+                    actual: vec![n],
+                });
+            }
+        }
+        Ok(KernelLinear {
+            matrix,
+            bias,
+            activations,
+        })
+    }
+
+    /// The quantized weight.
+    pub fn matrix(&self) -> &Arc<dyn QuantMatrix> {
+        &self.matrix
+    }
+
+    /// What the weights multiply.
+    pub fn activations(&self) -> KernelActivations {
+        self.activations
+    }
+}
+
+impl LinearOp for KernelLinear {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let (in_f, out_f) = (self.matrix.cols(), self.matrix.rows());
+        if dims.last() != Some(&in_f) {
+            return Err(Error::WeightShape {
+                name: "linear input".into(),
+                expected: vec![in_f],
+                actual: dims,
+            });
+        }
+        let tokens: usize = dims[..dims.len() - 1].iter().product();
+        let xs = x
+            .to_dtype(candle_core::DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let mut y = vec![0.0f32; tokens * out_f];
+        match self.activations {
+            KernelActivations::F32 => self.matrix.gemm(&xs, tokens, &mut y)?,
+            KernelActivations::Int8 => self.matrix.gemm_q8(&xs, tokens, &mut y)?,
+        }
+        let mut out_dims = dims;
+        let last = out_dims.len() - 1;
+        out_dims[last] = out_f;
+        let y = Tensor::from_vec(y, out_dims, x.device())?;
+        Ok(match &self.bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        })
+    }
+
+    fn in_features(&self) -> usize {
+        self.matrix.cols()
+    }
+
+    fn out_features(&self) -> usize {
+        self.matrix.rows()
+    }
+
+    fn dense_weight(&self) -> Result<Tensor> {
+        let w = self.matrix.dequantize()?;
+        Ok(Tensor::from_vec(
+            w,
+            (self.matrix.rows(), self.matrix.cols()),
+            &candle_core::Device::Cpu,
+        )?)
+    }
+
+    fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
     }
 }
 

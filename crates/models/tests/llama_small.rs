@@ -8,7 +8,8 @@ use candle_core::{Tensor, D};
 use ndarray::{ArrayD, Ix2};
 use tensorpress_models::linear::{DenseLinear, Observer};
 use tensorpress_models::llama::{
-    hf_module_to_gguf, permute_qk, LlamaModel, LlamaParams, Naming, QkPermutation, RopeLayout,
+    hf_module_to_gguf, permute_qk, DecodeCache, LlamaModel, LlamaParams, Naming, QkPermutation,
+    RopeLayout,
 };
 use tensorpress_models::weights::{LoadOptions, MemoryWeights, WeightSource};
 
@@ -127,6 +128,36 @@ fn logits_are_causal_and_sliced() {
         m.logits(&[47, 48], 0).is_err(),
         "token 48 is outside the vocabulary"
     );
+}
+
+#[test]
+fn incremental_decoding_matches_the_full_forward() {
+    for layout in [RopeLayout::Halves, RopeLayout::Interleaved] {
+        let p = params(layout);
+        let w = MemoryWeights::random_llama(&p, 6);
+        let m = LlamaModel::load(&w, p, Naming::HuggingFace, LoadOptions::default()).unwrap();
+        let full = m.logits(&TOKENS, 0).unwrap();
+        let mut cache = DecodeCache::new();
+        // A prompt of 4, then 2 tokens at once, then one at a time.
+        let mut at = 0;
+        for step in [4, 2, 1, 1, 1] {
+            let logits = m.decode(&mut cache, &TOKENS[at..at + step]).unwrap();
+            at += step;
+            assert_eq!(cache.len(), at);
+            let want = full.narrow(0, at - 1, 1).unwrap().squeeze(0).unwrap();
+            let gap = max_abs_diff(&logits, &want);
+            assert!(gap < 1e-4, "{layout:?}: position {}: gap {gap}", at - 1);
+        }
+        assert!(m.decode(&mut cache, &[]).is_err(), "no tokens");
+        assert!(
+            m.decode(&mut cache, &[48]).is_err(),
+            "token outside the vocabulary"
+        );
+        let too_long = vec![3u32; 64];
+        assert!(m.decode(&mut cache, &too_long).is_err(), "past the context");
+        cache.clear();
+        assert!(cache.is_empty());
+    }
 }
 
 #[derive(Default)]

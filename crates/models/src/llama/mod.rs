@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use config::{LlamaParams, RopeLayout};
-pub use model::{BlockNorm, LlamaBlock, LlamaModel};
+pub use model::{BlockNorm, DecodeCache, LlamaBlock, LlamaModel};
 pub use names::{gguf_tensor_to_hf, hf_module_to_gguf, Naming};
 pub use permute::{permute_qk, QkPermutation};
 

@@ -122,6 +122,45 @@ impl Rope {
     }
 }
 
+/// The keys and values of one block, `[1, kv_heads, tokens, head_dim]`.
+#[derive(Debug, Clone, Default)]
+struct BlockCache {
+    k: Option<Tensor>,
+    v: Option<Tensor>,
+}
+
+/// Keys and values of the tokens decoded so far ([`LlamaModel::decode`]),
+/// in f32: the reference the compressed caches of `tensorpress-kvcache` are
+/// measured against.
+#[derive(Debug, Clone, Default)]
+pub struct DecodeCache {
+    blocks: Vec<BlockCache>,
+    len: usize,
+}
+
+impl DecodeCache {
+    /// An empty cache.
+    pub fn new() -> Self {
+        DecodeCache::default()
+    }
+
+    /// Tokens cached.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Forgets every token.
+    pub fn clear(&mut self) {
+        self.blocks.clear();
+        self.len = 0;
+    }
+}
+
 /// A Llama-family language model with observable, swappable linear layers.
 #[derive(Debug, Clone)]
 pub struct LlamaModel {
@@ -337,16 +376,16 @@ impl LlamaModel {
             reason: format!("index {index} ≥ {} blocks", self.blocks.len()),
         })?;
         let (_, t, _) = x.dims3()?;
-        let mask = self.causal_mask(t)?;
-        self.block_forward(block, x, &mask)
+        let mask = self.causal_mask(t, 0)?;
+        self.block_forward(block, x, Some(&mask), 0, None)
     }
 
     /// Hidden states after every block and the final norm, `[1, tokens, hidden]`.
     pub fn hidden_states(&self, tokens: &[u32]) -> Result<Tensor> {
         let mut x = self.embed(tokens)?;
-        let mask = self.causal_mask(tokens.len())?;
+        let mask = self.causal_mask(tokens.len(), 0)?;
         for block in &self.blocks {
-            x = self.block_forward(block, &x, &mask)?;
+            x = self.block_forward(block, &x, Some(&mask), 0, None)?;
         }
         self.rms_norm(&x, &self.norm)
     }
@@ -373,6 +412,45 @@ impl LlamaModel {
         self.lm_head.forward(&hidden, obs)
     }
 
+    /// Runs `tokens` after the ones already in `cache` (incremental decoding):
+    /// their keys and values are appended to the cache, and the logits of the
+    /// last token, `[vocab]`, come back. A prompt goes in as one call, then one
+    /// token per call.
+    pub fn decode(&self, cache: &mut DecodeCache, tokens: &[u32]) -> Result<Tensor> {
+        let past = cache.len;
+        let max = self.rope.cos.dim(0)?;
+        if tokens.is_empty() || past + tokens.len() > max {
+            return Err(Error::Config {
+                field: "tokens",
+                reason: format!(
+                    "{} new tokens after {past} cached must be at least one and fit the context of {max}",
+                    tokens.len()
+                ),
+            });
+        }
+        if cache.blocks.len() != self.blocks.len() {
+            cache.blocks = vec![BlockCache::default(); self.blocks.len()];
+        }
+        let t = tokens.len();
+        let mut x = self.embed(tokens)?;
+        let mask = if t > 1 {
+            Some(self.causal_mask(t, past)?)
+        } else {
+            None
+        };
+        for (block, c) in self.blocks.iter().zip(cache.blocks.iter_mut()) {
+            x = self.block_forward(block, &x, mask.as_ref(), past, Some(c))?;
+        }
+        cache.len = past + t;
+        let last = self
+            .rms_norm(&x.narrow(1, t - 1, 1)?, &self.norm)?
+            .squeeze(0)?;
+        Ok(self
+            .lm_head
+            .forward(&last, self.observer.as_deref())?
+            .squeeze(0)?)
+    }
+
     fn rms_norm(&self, x: &Tensor, weight: &Tensor) -> Result<Tensor> {
         let eps = self.params.rms_norm_eps as f32;
         Ok(if self.differentiable {
@@ -382,22 +460,25 @@ impl LlamaModel {
         })
     }
 
-    /// `[groups·t, t]` additive causal mask, repeated once per query head that
-    /// shares a key/value head.
-    fn causal_mask(&self, t: usize) -> Result<Tensor> {
+    /// `[groups·t, past + t]` additive causal mask for `t` new tokens after
+    /// `past` cached ones, repeated once per query head that shares a
+    /// key/value head.
+    fn causal_mask(&self, t: usize, past: usize) -> Result<Tensor> {
         let groups = self.params.num_heads / self.params.num_kv_heads;
-        let mut mask = Vec::with_capacity(groups * t * t);
+        let n = past + t;
+        let mut mask = Vec::with_capacity(groups * t * n);
         for _ in 0..groups {
             for i in 0..t {
-                mask.extend((0..t).map(|j| if j > i { f32::NEG_INFINITY } else { 0.0 }));
+                mask.extend((0..n).map(|j| if j > past + i { f32::NEG_INFINITY } else { 0.0 }));
             }
         }
-        Ok(Tensor::from_vec(mask, (groups * t, t), &self.device)?)
+        Ok(Tensor::from_vec(mask, (groups * t, n), &self.device)?)
     }
 
-    fn rope(&self, x: &Tensor, t: usize) -> Result<Tensor> {
-        let cos = self.rope.cos.narrow(0, 0, t)?;
-        let sin = self.rope.sin.narrow(0, 0, t)?;
+    /// Rotary embedding of `t` tokens starting at position `pos`.
+    fn rope(&self, x: &Tensor, pos: usize, t: usize) -> Result<Tensor> {
+        let cos = self.rope.cos.narrow(0, pos, t)?;
+        let sin = self.rope.sin.narrow(0, pos, t)?;
         Ok(match (self.params.rope_layout, self.differentiable) {
             (RopeLayout::Interleaved, false) => candle_nn::rotary_emb::rope_i(x, &cos, &sin)?,
             (RopeLayout::Interleaved, true) => candle_nn::rotary_emb::rope_i_slow(x, &cos, &sin)?,
@@ -406,7 +487,17 @@ impl LlamaModel {
         })
     }
 
-    fn block_forward(&self, block: &LlamaBlock, x: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    /// One block on `x: [batch, t, hidden]` whose first token sits at
+    /// position `pos`. With a cache, the keys and values of the new tokens are
+    /// appended to it and attention runs over everything cached.
+    fn block_forward(
+        &self,
+        block: &LlamaBlock,
+        x: &Tensor,
+        mask: Option<&Tensor>,
+        pos: usize,
+        cache: Option<&mut BlockCache>,
+    ) -> Result<Tensor> {
         let obs = self.observer.as_deref();
         let p = &self.params;
         let (b, t, _) = x.dims3()?;
@@ -420,12 +511,30 @@ impl LlamaModel {
         let q = q.reshape((b, t, nh, hd))?.transpose(1, 2)?.contiguous()?;
         let k = k.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
         let v = v.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
-        let q = (self.rope(&q, t)? * (1.0 / (hd as f64).sqrt()))?;
-        let k = self.rope(&k, t)?;
+        let q = (self.rope(&q, pos, t)? * (1.0 / (hd as f64).sqrt()))?;
+        let k = self.rope(&k, pos, t)?;
+        let (k, v) = match cache {
+            Some(c) => {
+                let (k, v) = match (&c.k, &c.v) {
+                    (Some(pk), Some(pv)) => {
+                        (Tensor::cat(&[pk, &k], 2)?, Tensor::cat(&[pv, &v], 2)?)
+                    }
+                    _ => (k, v),
+                };
+                c.k = Some(k.clone());
+                c.v = Some(v.clone());
+                (k, v)
+            }
+            None => (k, v),
+        };
         // Query heads h = kv·groups + g share key/value head kv: fold the groups
         // into the row dimension so one matmul per kv head does them all.
         let q = q.reshape((b, nkv, groups * t, hd))?;
-        let scores = q.matmul(&k.t()?)?.broadcast_add(mask)?;
+        let scores = q.matmul(&k.t()?)?;
+        let scores = match mask {
+            Some(m) => scores.broadcast_add(m)?,
+            None => scores,
+        };
         let probs = if self.differentiable {
             candle_nn::ops::softmax(&scores, D::Minus1)?
         } else {

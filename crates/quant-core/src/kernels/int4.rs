@@ -16,7 +16,7 @@ use crate::{Error, QuantizedTensor, Result};
 /// and `j + 16`) with `scale` and `min = −scale · zero` per group in f32, so a
 /// row's product is `Σ_g scale_g Σ q·x + min_g Σ x`. An act-order weight
 /// (GPTQ's `g_idx`) is stored with its columns sorted by group, and products
-/// gather `x` in that order ([`input_order`](Self::input_order)).
+/// gather `x` in that order ([`QuantMatrix::input_order`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Int4Matrix {
     rows: usize,
@@ -30,11 +30,13 @@ pub struct Int4Matrix {
 
 impl Int4Matrix {
     /// Builds the matrix from unpacked codes (`[rows, cols]`, each 0–15),
-    /// scales and zero points (`[rows, cols / group]`, zero points in code
+    /// scales and zero points (`[rows, ⌈cols / group⌉]`, zero points in code
     /// units) and an optional group index per column (act-order).
     ///
-    /// `cols` and `group` must be multiples of 32 and `group` must divide
-    /// `cols`; with `g_idx`, every group must hold exactly `group` columns.
+    /// `cols` and `group` must be multiples of 32; a last group narrower than
+    /// `group` is allowed (SmolLM2's 576 columns in groups of 128). With
+    /// `g_idx`, group `g` must hold exactly the columns group `g` would hold
+    /// in natural order.
     pub fn from_codes(
         rows: usize,
         cols: usize,
@@ -44,10 +46,10 @@ impl Int4Matrix {
         zeros: &[f32],
         g_idx: Option<&[u32]>,
     ) -> Result<Int4Matrix> {
-        if group == 0 || !group.is_multiple_of(BLOCK) || !cols.is_multiple_of(group) {
+        if group == 0 || !group.is_multiple_of(BLOCK) || !cols.is_multiple_of(BLOCK) {
             return Err(Error::InvalidGroupSize { group, cols });
         }
-        let groups = cols / group;
+        let groups = cols.div_ceil(group);
         check_len(
             "codes",
             rows.checked_mul(cols).ok_or(Error::Overflow)?,
@@ -123,10 +125,10 @@ impl Int4Matrix {
         }
         let [rows, cols] = q.shape();
         let group = q.group_size();
-        if group == 0 || cols % group != 0 {
+        if group == 0 {
             return Err(Error::InvalidGroupSize { group, cols });
         }
-        let groups = cols / group;
+        let groups = cols.div_ceil(group);
         let mut scales = Vec::with_capacity(rows * groups);
         let mut zeros = Vec::with_capacity(rows * groups);
         for r in 0..rows {
@@ -144,14 +146,8 @@ impl Int4Matrix {
         self.group
     }
 
-    /// The input column each stored column reads (act-order), or `None`
-    /// when the columns are in their natural order.
-    pub fn input_order(&self) -> Option<&[u32]> {
-        self.perm.as_deref()
-    }
-
     fn row(&self, r: usize) -> Int4Row<'_> {
-        let groups = self.cols / self.group;
+        let groups = self.cols.div_ceil(self.group);
         Int4Row {
             qs: &self.qs[r * self.cols / 2..(r + 1) * self.cols / 2],
             scales: &self.scales[r * groups..(r + 1) * groups],
@@ -211,7 +207,7 @@ impl QuantMatrix for Int4Matrix {
         check_len("x", self.cols, x.len())?;
         check_len("y", self.rows, y.len())?;
         let x = self.gather(x);
-        let xgsum: Vec<f32> = x.chunks_exact(self.group).map(|g| g.iter().sum()).collect();
+        let xgsum: Vec<f32> = x.chunks(self.group).map(|g| g.iter().sum()).collect();
         par_rows(y, |r| match isa {
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 => {
@@ -229,6 +225,10 @@ impl QuantMatrix for Int4Matrix {
         Ok(())
     }
 
+    fn input_order(&self) -> Option<&[u32]> {
+        self.perm.as_deref()
+    }
+
     fn quantize_input(&self, x: &[f32]) -> Result<Q8Vector> {
         check_len("x", self.cols, x.len())?;
         Q8Vector::quantize(&self.gather(x))
@@ -241,8 +241,8 @@ impl QuantMatrix for Int4Matrix {
         let (xq, xd, sums) = (x.codes(), x.scales(), x.block_sums());
         let per_group = self.group / BLOCK;
         let xgsum: Vec<f32> = xd
-            .chunks_exact(per_group)
-            .zip(sums.chunks_exact(per_group))
+            .chunks(per_group)
+            .zip(sums.chunks(per_group))
             .map(|(d, s)| d.iter().zip(s).map(|(&d, &s)| d * s as f32).sum())
             .collect();
         par_rows(y, |r| match isa {

@@ -177,6 +177,12 @@ pub trait QuantMatrix: Send + Sync {
     /// `y = W x` with f32 activations, at `isa`.
     fn gemv_with(&self, isa: Isa, x: &[f32], y: &mut [f32]) -> Result<()>;
 
+    /// The input column each stored column reads when the matrix stores its
+    /// columns permuted (GPTQ act-order), or `None` for the natural order.
+    fn input_order(&self) -> Option<&[u32]> {
+        None
+    }
+
     /// The int8 activations [`gemv_q8`](Self::gemv_q8) takes for `x`: `x`
     /// in the matrix's stored column order (act-order), quantized by
     /// [`Q8Vector::quantize`].
@@ -215,40 +221,96 @@ pub trait QuantMatrix: Send + Sync {
     }
 
     /// `Y = X Wᵀ` for a batch of `tokens` activation rows `x` (`[tokens, cols]`),
-    /// written to `y` (`[tokens, rows]`): tiles of rows are dequantized once
-    /// and used for every token, so prompt processing reads the weights once.
+    /// written to `y` (`[tokens, rows]`): prompt processing. The weight is
+    /// dequantized once (row tiles in parallel, at the SIMD level) and
+    /// multiplied by the `gemm` crate's parallel SGEMM (candle's CPU GEMM), so
+    /// a prompt reads the quantized weights once; one token is a GEMV.
     fn gemm(&self, x: &[f32], tokens: usize, y: &mut [f32]) -> Result<()> {
         let (rows, cols) = (self.rows(), self.cols());
-        check_len("x", tokens * cols, x.len())?;
-        check_len("y", tokens * rows, y.len())?;
+        check_len(
+            "x",
+            tokens.checked_mul(cols).ok_or(Error::Overflow)?,
+            x.len(),
+        )?;
+        check_len(
+            "y",
+            tokens.checked_mul(rows).ok_or(Error::Overflow)?,
+            y.len(),
+        )?;
         if tokens == 1 {
             return self.gemv(x, y);
         }
         const TILE: usize = 64;
         let isa = Isa::detect();
-        let xs = ndarray::ArrayView2::from_shape((tokens, cols), x).map_err(|_| Error::Overflow)?;
-        // Each task dequantizes a tile of rows once and multiplies it with
-        // every token through matrixmultiply's SGEMM; tiles are scattered after.
-        let tiles: Vec<(usize, ndarray::Array2<f32>)> = (0..rows.div_ceil(TILE))
-            .into_par_iter()
-            .map(|t| -> Result<(usize, ndarray::Array2<f32>)> {
-                let first = t * TILE;
-                let n = TILE.min(rows - first);
-                let mut w = vec![0.0f32; n * cols];
-                self.dequantize_rows_with(isa, first, &mut w)?;
-                let w = ndarray::ArrayView2::from_shape((n, cols), &w[..])
-                    .map_err(|_| Error::Overflow)?;
-                Ok((first, xs.dot(&w.t())))
-            })
-            .collect::<Result<_>>()?;
-        for (first, out) in tiles {
-            for (tok, o) in out.outer_iter().enumerate() {
-                for (y, &v) in y[tok * rows + first..].iter_mut().zip(o) {
-                    *y = v;
-                }
-            }
+        let mut w = vec![0.0f32; rows * cols];
+        w.par_chunks_mut(TILE * cols)
+            .enumerate()
+            .try_for_each(|(t, tile)| self.dequantize_rows_with(isa, t * TILE, tile))?;
+        // SAFETY: `y` is `[tokens, rows]` (row stride `rows`), `x` is
+        // `[tokens, cols]` (row stride `cols`) and `w` is `[rows, cols]`, read
+        // as the `[cols, rows]` matrix Wᵀ (row stride 1, column stride
+        // `cols`): every index the strides produce lies inside its buffer
+        // (lengths checked above); `y` does not alias the inputs.
+        unsafe {
+            gemm::gemm(
+                tokens,
+                rows,
+                cols,
+                y.as_mut_ptr(),
+                1,
+                rows as isize,
+                false,
+                x.as_ptr(),
+                1,
+                cols as isize,
+                w.as_ptr(),
+                cols as isize,
+                1,
+                0.0f32,
+                1.0f32,
+                false,
+                false,
+                false,
+                gemm::Parallelism::Rayon(0),
+            );
         }
         Ok(())
+    }
+
+    /// [`gemm`](Self::gemm) with int8 activations: each token quantized as
+    /// [`quantize_input`](Self::quantize_input) does, so every token gets the
+    /// values [`gemv_q8`](Self::gemv_q8) multiplies (products equal up to
+    /// float summation order), through the f32 GEMM.
+    fn gemm_q8(&self, x: &[f32], tokens: usize, y: &mut [f32]) -> Result<()> {
+        let cols = self.cols();
+        check_len(
+            "x",
+            tokens.checked_mul(cols).ok_or(Error::Overflow)?,
+            x.len(),
+        )?;
+        if tokens == 1 {
+            let xq = self.quantize_input(x)?;
+            return self.gemv_q8(&xq, y);
+        }
+        let mut x_hat = vec![0.0f32; x.len()];
+        for (x, out) in x.chunks_exact(cols).zip(x_hat.chunks_exact_mut(cols)) {
+            let stored = self.quantize_input(x)?.dequantize();
+            match self.input_order() {
+                Some(order) => {
+                    for (&c, v) in order.iter().zip(stored) {
+                        out[c as usize] = v;
+                    }
+                }
+                None => out.copy_from_slice(&stored),
+            }
+        }
+        self.gemm(&x_hat, tokens, y)
+    }
+}
+
+impl std::fmt::Debug for dyn QuantMatrix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "QuantMatrix[{}, {}]", self.rows(), self.cols())
     }
 }
 

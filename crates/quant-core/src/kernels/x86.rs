@@ -168,8 +168,8 @@ pub(crate) fn int4_dot_f32(row: &Int4Row<'_>, x: &[f32], xgsum: &[f32]) -> f32 {
     let mut mins = 0.0f32;
     for (g, (qg, xg)) in row
         .qs
-        .chunks_exact(row.group / 2)
-        .zip(x.chunks_exact(row.group))
+        .chunks(row.group / 2)
+        .zip(x.chunks(row.group))
         .enumerate()
     {
         let mut acc = [_mm256_setzero_ps(); 4];
@@ -376,8 +376,8 @@ pub(crate) fn int4_dot_f32_512(row: &Int4Row<'_>, x: &[f32], xgsum: &[f32]) -> f
     let mut mins = 0.0f32;
     for (g, (qg, xg)) in row
         .qs
-        .chunks_exact(row.group / 2)
-        .zip(x.chunks_exact(row.group))
+        .chunks(row.group / 2)
+        .zip(x.chunks(row.group))
         .enumerate()
     {
         let mut acc = [_mm512_setzero_ps(); 2];
