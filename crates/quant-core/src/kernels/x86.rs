@@ -8,7 +8,7 @@
 
 use std::arch::x86_64::*;
 
-use super::scalar::{f16_at, Int4Row, NIB_BYTES, Q4_0_BYTES, Q8_0_BYTES};
+use super::scalar::{Int4Row, NIB_BYTES, Q4_0_BYTES, Q8_0_BYTES};
 use super::BLOCK;
 
 #[inline]
@@ -56,6 +56,14 @@ fn arr<T, const N: usize>(s: &[T]) -> &[T; N] {
 #[inline(always)]
 fn arr_mut<T, const N: usize>(s: &mut [T]) -> &mut [T; N] {
     s.try_into().expect("chunk of the array length")
+}
+
+/// The little-endian f16 at `b[at..at + 2]` as f32, through F16C.
+#[inline]
+#[target_feature(enable = "f16c")]
+fn f16c_at(b: &[u8], at: usize) -> f32 {
+    let bits = u16::from_le_bytes([b[at], b[at + 1]]);
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(bits))))
 }
 
 #[inline]
@@ -117,7 +125,7 @@ fn dot_u8i8(a: __m256i, b: __m256i) -> __m256i {
     _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), _mm256_set1_epi16(1))
 }
 
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
     let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
@@ -138,7 +146,7 @@ pub(crate) fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
 
 // ---------------------------------------------------------------- int4, AVX2
 
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) fn int4_dequant(row: &Int4Row<'_>, out: &mut [f32]) {
     for (b, (qs, o)) in row
         .qs
@@ -162,7 +170,7 @@ pub(crate) fn int4_dequant(row: &Int4Row<'_>, out: &mut [f32]) {
 }
 
 /// `xgsum[g]` is the sum of `x` over group `g` (shared by all rows).
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) fn int4_dot_f32(row: &Int4Row<'_>, x: &[f32], xgsum: &[f32]) -> f32 {
     let mut total = _mm256_setzero_ps();
     let mut mins = 0.0f32;
@@ -196,42 +204,51 @@ pub(crate) fn int4_dot_f32(row: &Int4Row<'_>, x: &[f32], xgsum: &[f32]) -> f32 {
 }
 
 /// `xgsum[g]` is `Σ_b d_b · sums_b` over the activation blocks of group `g`.
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) fn int4_dot_q8(row: &Int4Row<'_>, xq: &[i8], xd: &[f32], xgsum: &[f32]) -> f32 {
     let per_group = row.group / BLOCK;
-    let mut acc = [_mm256_setzero_ps(); 2];
     let xq: &[u8] = bytemuck::cast_slice(xq);
-    for (b, (qs, xb)) in row
+    let mut total = _mm256_setzero_ps();
+    for (g, (qg, xg)) in row
         .qs
-        .chunks_exact(NIB_BYTES)
-        .zip(xq.chunks_exact(BLOCK))
+        .chunks(row.group / 2)
+        .zip(xq.chunks(row.group))
         .enumerate()
     {
-        let p = dot_u8i8(nibbles256(arr(qs)), load_u8x32(arr(xb)));
-        let f = _mm256_set1_ps(xd[b] * row.scales[b / per_group]);
-        acc[b & 1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), f, acc[b & 1]);
+        let xd = &xd[g * per_group..];
+        let mut acc = [_mm256_setzero_ps(); 2];
+        for (i, (qs, xb)) in qg
+            .chunks_exact(NIB_BYTES)
+            .zip(xg.chunks_exact(BLOCK))
+            .enumerate()
+        {
+            let p = dot_u8i8(nibbles256(arr(qs)), load_u8x32(arr(xb)));
+            acc[i & 1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(xd[i]), acc[i & 1]);
+        }
+        let acc = _mm256_add_ps(acc[0], acc[1]);
+        total = _mm256_fmadd_ps(acc, _mm256_set1_ps(row.scales[g]), total);
     }
     let mins: f32 = row.mins.iter().zip(xgsum).map(|(m, s)| m * s).sum();
-    hsum(_mm256_add_ps(acc[0], acc[1])) + mins
+    hsum(total) + mins
 }
 
 // ---------------------------------------------------------------- Q4_0, AVX2
 
 #[inline]
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,f16c")]
 fn q4_0_codes(blk: &[u8]) -> (__m128i, __m128i) {
     let (lo, hi) = nibbles(arr(&blk[2..Q4_0_BYTES]));
     let eight = _mm_set1_epi8(8);
     (_mm_sub_epi8(lo, eight), _mm_sub_epi8(hi, eight))
 }
 
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) fn q4_0_dequant(bytes: &[u8], out: &mut [f32]) {
     for (blk, o) in bytes
         .chunks_exact(Q4_0_BYTES)
         .zip(out.chunks_exact_mut(BLOCK))
     {
-        let d = _mm256_set1_ps(f16_at(blk, 0));
+        let d = _mm256_set1_ps(f16c_at(blk, 0));
         let (lo, hi) = q4_0_codes(blk);
         let q = [
             i8x8_f32(lo),
@@ -245,7 +262,7 @@ pub(crate) fn q4_0_dequant(bytes: &[u8], out: &mut [f32]) {
     }
 }
 
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) fn q4_0_dot_f32(bytes: &[u8], x: &[f32]) -> f32 {
     let mut total = [_mm256_setzero_ps(); 2];
     for (b, (blk, xb)) in bytes
@@ -262,13 +279,13 @@ pub(crate) fn q4_0_dot_f32(bytes: &[u8], x: &[f32]) -> f32 {
             load_f32x8(arr(&xb[24..32])),
             p1,
         );
-        let d = _mm256_set1_ps(f16_at(blk, 0));
+        let d = _mm256_set1_ps(f16c_at(blk, 0));
         total[b & 1] = _mm256_fmadd_ps(_mm256_add_ps(p0, p1), d, total[b & 1]);
     }
     hsum(_mm256_add_ps(total[0], total[1]))
 }
 
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) fn q4_0_dot_q8(bytes: &[u8], xq: &[i8], xd: &[f32]) -> f32 {
     let xq: &[u8] = bytemuck::cast_slice(xq);
     let mut acc = [_mm256_setzero_ps(); 2];
@@ -279,7 +296,7 @@ pub(crate) fn q4_0_dot_q8(bytes: &[u8], xq: &[i8], xd: &[f32]) -> f32 {
     {
         let (lo, hi) = q4_0_codes(blk);
         let p = dot_i8(_mm256_set_m128i(hi, lo), load_u8x32(arr(xb)));
-        let f = _mm256_set1_ps(f16_at(blk, 0) * xd[b]);
+        let f = _mm256_set1_ps(f16c_at(blk, 0) * xd[b]);
         acc[b & 1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), f, acc[b & 1]);
     }
     hsum(_mm256_add_ps(acc[0], acc[1]))
@@ -287,13 +304,13 @@ pub(crate) fn q4_0_dot_q8(bytes: &[u8], xq: &[i8], xd: &[f32]) -> f32 {
 
 // ---------------------------------------------------------------- Q8_0, AVX2
 
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) fn q8_0_dequant(bytes: &[u8], out: &mut [f32]) {
     for (blk, o) in bytes
         .chunks_exact(Q8_0_BYTES)
         .zip(out.chunks_exact_mut(BLOCK))
     {
-        let d = _mm256_set1_ps(f16_at(blk, 0));
+        let d = _mm256_set1_ps(f16c_at(blk, 0));
         let q = load_u8x32(arr(&blk[2..]));
         let (lo, hi) = (_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
         let q = [
@@ -308,7 +325,7 @@ pub(crate) fn q8_0_dequant(bytes: &[u8], out: &mut [f32]) {
     }
 }
 
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) fn q8_0_dot_f32(bytes: &[u8], x: &[f32]) -> f32 {
     let mut total = [_mm256_setzero_ps(); 2];
     for (b, (blk, xb)) in bytes
@@ -326,13 +343,13 @@ pub(crate) fn q8_0_dot_f32(bytes: &[u8], x: &[f32]) -> f32 {
             load_f32x8(arr(&xb[24..32])),
             p1,
         );
-        let d = _mm256_set1_ps(f16_at(blk, 0));
+        let d = _mm256_set1_ps(f16c_at(blk, 0));
         total[b & 1] = _mm256_fmadd_ps(_mm256_add_ps(p0, p1), d, total[b & 1]);
     }
     hsum(_mm256_add_ps(total[0], total[1]))
 }
 
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) fn q8_0_dot_q8(bytes: &[u8], xq: &[i8], xd: &[f32]) -> f32 {
     let xq: &[u8] = bytemuck::cast_slice(xq);
     let mut acc = [_mm256_setzero_ps(); 2];
@@ -342,7 +359,7 @@ pub(crate) fn q8_0_dot_q8(bytes: &[u8], xq: &[i8], xd: &[f32]) -> f32 {
         .enumerate()
     {
         let p = dot_i8(load_u8x32(arr(&blk[2..])), load_u8x32(arr(xb)));
-        let f = _mm256_set1_ps(f16_at(blk, 0) * xd[b]);
+        let f = _mm256_set1_ps(f16c_at(blk, 0) * xd[b]);
         acc[b & 1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), f, acc[b & 1]);
     }
     hsum(_mm256_add_ps(acc[0], acc[1]))
@@ -370,7 +387,7 @@ fn hsum512(v: __m512) -> f32 {
 }
 
 /// AVX-512 f32 product of an int4 row: 16 codes per FMA.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,fma,avx2")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,fma,avx2,f16c")]
 pub(crate) fn int4_dot_f32_512(row: &Int4Row<'_>, x: &[f32], xgsum: &[f32]) -> f32 {
     let mut total = _mm512_setzero_ps();
     let mut mins = 0.0f32;
@@ -409,45 +426,48 @@ fn load_u8x64(x: &[u8; 64]) -> __m512i {
     unsafe { _mm512_loadu_si512(x.as_ptr().cast()) }
 }
 
-/// AVX-512 VNNI int8 product of an int4 row, two blocks per `vpdpbusd`.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512dq,fma,avx2")]
+/// AVX-512 VNNI int8 product of an int4 row, two blocks per `vpdpbusd`
+/// (groups of an even number of blocks; others take the AVX2 kernel).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512dq,fma,avx2,f16c")]
 pub(crate) fn int4_dot_q8_512(row: &Int4Row<'_>, xq: &[i8], xd: &[f32], xgsum: &[f32]) -> f32 {
     let per_group = row.group / BLOCK;
-    let xq: &[u8] = bytemuck::cast_slice(xq);
-    let blocks = row.qs.len() / NIB_BYTES;
-    let mut acc = _mm512_setzero_ps();
-    for b in (0..blocks & !1).step_by(2) {
-        let qs = &row.qs[b * NIB_BYTES..(b + 2) * NIB_BYTES];
-        let xb = &xq[b * BLOCK..(b + 2) * BLOCK];
-        let p = _mm512_dpbusd_epi32(
-            _mm512_setzero_si512(),
-            nibbles512(arr(qs)),
-            load_u8x64(arr(xb)),
-        );
-        let f = pair_factors(
-            xd[b] * row.scales[b / per_group],
-            xd[b + 1] * row.scales[(b + 1) / per_group],
-        );
-        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), f, acc);
+    let cols = row.qs.len() * 2;
+    if !per_group.is_multiple_of(2) || !(cols % row.group).is_multiple_of(2 * BLOCK) {
+        return int4_dot_q8(row, xq, xd, xgsum);
     }
-    let mut total = hsum512(acc);
-    if !blocks.is_multiple_of(2) {
-        let b = blocks - 1;
-        let qs = &row.qs[b * NIB_BYTES..];
-        let p = dot_u8i8(
-            nibbles256(arr(qs)),
-            load_u8x32(arr(&xq[b * BLOCK..(b + 1) * BLOCK])),
-        );
-        let p = _mm256_cvtepi32_ps(p);
-        total += xd[b] * row.scales[b / per_group] * hsum(p);
+    let xq: &[u8] = bytemuck::cast_slice(xq);
+    let mut total = _mm512_setzero_ps();
+    for (g, (qg, xg)) in row
+        .qs
+        .chunks(row.group / 2)
+        .zip(xq.chunks(row.group))
+        .enumerate()
+    {
+        let xd = &xd[g * per_group..];
+        let mut acc = [_mm512_setzero_ps(); 2];
+        for (i, (qs, xb)) in qg
+            .chunks_exact(2 * NIB_BYTES)
+            .zip(xg.chunks_exact(2 * BLOCK))
+            .enumerate()
+        {
+            let p = _mm512_dpbusd_epi32(
+                _mm512_setzero_si512(),
+                nibbles512(arr(qs)),
+                load_u8x64(arr(xb)),
+            );
+            let f = pair_factors(xd[2 * i], xd[2 * i + 1]);
+            acc[i & 1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), f, acc[i & 1]);
+        }
+        let acc = _mm512_add_ps(acc[0], acc[1]);
+        total = _mm512_fmadd_ps(acc, _mm512_set1_ps(row.scales[g]), total);
     }
     let mins: f32 = row.mins.iter().zip(xgsum).map(|(m, s)| m * s).sum();
-    total + mins
+    hsum512(total) + mins
 }
 
 /// AVX-512 VNNI int8 product of a Q4_0 row: codes stay unsigned (0–15) and
 /// the offset 8 is taken off with the activation block sums.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512dq,fma,avx2")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512dq,fma,avx2,f16c")]
 pub(crate) fn q4_0_dot_q8_512(bytes: &[u8], xq: &[i8], xd: &[f32], xsums: &[i32]) -> f32 {
     let xu: &[u8] = bytemuck::cast_slice(xq);
     let blocks = bytes.len() / Q4_0_BYTES;
@@ -461,7 +481,7 @@ pub(crate) fn q4_0_dot_q8_512(bytes: &[u8], xq: &[i8], xd: &[f32], xsums: &[i32]
         qs[16..].copy_from_slice(&b1[2..]);
         let xb = &xu[b * BLOCK..(b + 2) * BLOCK];
         let p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), nibbles512(&qs), load_u8x64(arr(xb)));
-        let (f0, f1) = (f16_at(b0, 0) * xd[b], f16_at(b1, 0) * xd[b + 1]);
+        let (f0, f1) = (f16c_at(b0, 0) * xd[b], f16c_at(b1, 0) * xd[b + 1]);
         acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), pair_factors(f0, f1), acc);
         offset += f0 * xsums[b] as f32 + f1 * xsums[b + 1] as f32;
     }
