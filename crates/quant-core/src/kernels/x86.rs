@@ -109,6 +109,33 @@ fn i8x8_f32(v: __m128i) -> __m256 {
     _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v))
 }
 
+/// The 32 codes of a block, given as bytes (codes 0–15, codes 16–31), as
+/// four vectors of 8 f32; `signed` reads the bytes as `i8`, else as `u8`.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn block_f32(lo: __m128i, hi: __m128i, signed: bool) -> [__m256; 4] {
+    let cvt = |v: __m128i| if signed { i8x8_f32(v) } else { u8x8_f32(v) };
+    [
+        cvt(lo),
+        cvt(_mm_srli_si128(lo, 8)),
+        cvt(hi),
+        cvt(_mm_srli_si128(hi, 8)),
+    ]
+}
+
+/// `Σ q·x` over one block of signed codes (codes 0–15, codes 16–31) as 8
+/// f32 lanes, in two independent chains.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn block_dot_i8_f32(lo: __m128i, hi: __m128i, xb: &[f32]) -> __m256 {
+    let q = block_f32(lo, hi, true);
+    let p0 = _mm256_mul_ps(q[0], load_f32x8(arr(&xb[0..8])));
+    let p1 = _mm256_mul_ps(q[1], load_f32x8(arr(&xb[8..16])));
+    let p0 = _mm256_fmadd_ps(q[2], load_f32x8(arr(&xb[16..24])), p0);
+    let p1 = _mm256_fmadd_ps(q[3], load_f32x8(arr(&xb[24..32])), p1);
+    _mm256_add_ps(p0, p1)
+}
+
 /// Σ a_i·b_i over 32 signed bytes, as 8 i32 lanes (GGML's sign trick:
 /// `vpmaddubsw` multiplies unsigned by signed bytes).
 #[inline]
@@ -157,13 +184,7 @@ pub(crate) fn int4_dequant(row: &Int4Row<'_>, out: &mut [f32]) {
         let g = b * BLOCK / row.group;
         let (s, m) = (_mm256_set1_ps(row.scales[g]), _mm256_set1_ps(row.mins[g]));
         let (lo, hi) = nibbles(arr(qs));
-        let q = [
-            u8x8_f32(lo),
-            u8x8_f32(_mm_srli_si128(lo, 8)),
-            u8x8_f32(hi),
-            u8x8_f32(_mm_srli_si128(hi, 8)),
-        ];
-        for (o, q) in o.chunks_exact_mut(8).zip(q) {
+        for (o, q) in o.chunks_exact_mut(8).zip(block_f32(lo, hi, false)) {
             store_f32x8(arr_mut(o), _mm256_fmadd_ps(q, s, m));
         }
     }
@@ -250,13 +271,7 @@ pub(crate) fn q4_0_dequant(bytes: &[u8], out: &mut [f32]) {
     {
         let d = _mm256_set1_ps(f16c_at(blk, 0));
         let (lo, hi) = q4_0_codes(blk);
-        let q = [
-            i8x8_f32(lo),
-            i8x8_f32(_mm_srli_si128(lo, 8)),
-            i8x8_f32(hi),
-            i8x8_f32(_mm_srli_si128(hi, 8)),
-        ];
-        for (o, q) in o.chunks_exact_mut(8).zip(q) {
+        for (o, q) in o.chunks_exact_mut(8).zip(block_f32(lo, hi, true)) {
             store_f32x8(arr_mut(o), _mm256_mul_ps(q, d));
         }
     }
@@ -271,16 +286,8 @@ pub(crate) fn q4_0_dot_f32(bytes: &[u8], x: &[f32]) -> f32 {
         .enumerate()
     {
         let (lo, hi) = q4_0_codes(blk);
-        let p0 = _mm256_mul_ps(i8x8_f32(lo), load_f32x8(arr(&xb[0..8])));
-        let p1 = _mm256_mul_ps(i8x8_f32(_mm_srli_si128(lo, 8)), load_f32x8(arr(&xb[8..16])));
-        let p0 = _mm256_fmadd_ps(i8x8_f32(hi), load_f32x8(arr(&xb[16..24])), p0);
-        let p1 = _mm256_fmadd_ps(
-            i8x8_f32(_mm_srli_si128(hi, 8)),
-            load_f32x8(arr(&xb[24..32])),
-            p1,
-        );
         let d = _mm256_set1_ps(f16c_at(blk, 0));
-        total[b & 1] = _mm256_fmadd_ps(_mm256_add_ps(p0, p1), d, total[b & 1]);
+        total[b & 1] = _mm256_fmadd_ps(block_dot_i8_f32(lo, hi, xb), d, total[b & 1]);
     }
     hsum(_mm256_add_ps(total[0], total[1]))
 }
@@ -313,13 +320,7 @@ pub(crate) fn q8_0_dequant(bytes: &[u8], out: &mut [f32]) {
         let d = _mm256_set1_ps(f16c_at(blk, 0));
         let q = load_u8x32(arr(&blk[2..]));
         let (lo, hi) = (_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
-        let q = [
-            i8x8_f32(lo),
-            i8x8_f32(_mm_srli_si128(lo, 8)),
-            i8x8_f32(hi),
-            i8x8_f32(_mm_srli_si128(hi, 8)),
-        ];
-        for (o, q) in o.chunks_exact_mut(8).zip(q) {
+        for (o, q) in o.chunks_exact_mut(8).zip(block_f32(lo, hi, true)) {
             store_f32x8(arr_mut(o), _mm256_mul_ps(q, d));
         }
     }
@@ -335,16 +336,8 @@ pub(crate) fn q8_0_dot_f32(bytes: &[u8], x: &[f32]) -> f32 {
     {
         let q = load_u8x32(arr(&blk[2..]));
         let (lo, hi) = (_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
-        let p0 = _mm256_mul_ps(i8x8_f32(lo), load_f32x8(arr(&xb[0..8])));
-        let p1 = _mm256_mul_ps(i8x8_f32(_mm_srli_si128(lo, 8)), load_f32x8(arr(&xb[8..16])));
-        let p0 = _mm256_fmadd_ps(i8x8_f32(hi), load_f32x8(arr(&xb[16..24])), p0);
-        let p1 = _mm256_fmadd_ps(
-            i8x8_f32(_mm_srli_si128(hi, 8)),
-            load_f32x8(arr(&xb[24..32])),
-            p1,
-        );
         let d = _mm256_set1_ps(f16c_at(blk, 0));
-        total[b & 1] = _mm256_fmadd_ps(_mm256_add_ps(p0, p1), d, total[b & 1]);
+        total[b & 1] = _mm256_fmadd_ps(block_dot_i8_f32(lo, hi, xb), d, total[b & 1]);
     }
     hsum(_mm256_add_ps(total[0], total[1]))
 }
