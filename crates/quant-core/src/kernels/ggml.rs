@@ -139,12 +139,21 @@ impl QuantMatrix for GgmlMatrix {
         check_len("y", self.rows, y.len())?;
         let (xq, xd, sums) = (x.codes(), x.scales(), x.block_sums());
         let q4 = self.ty == GgmlType::Q4_0;
+        // The VNNI Q4_0 kernel keeps codes unsigned and starts each block's
+        // integer sum at −Σ x_q (per lane: 8 lanes per block), taking off
+        // the offset 8 without extra instructions.
+        let lane_offsets: Vec<i32> = if q4 && isa == Isa::Avx512 {
+            sums.iter().flat_map(|&s| [-s; 8]).collect()
+        } else {
+            Vec::new()
+        };
         par_rows(y, |r| match isa {
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 if q4 => {
                 // SAFETY: `isa.check()` passed (AVX-512 F/BW/VL/VNNI, AVX2,
-                // FMA); the row and the activation blocks match in count.
-                unsafe { super::x86::q4_0_dot_q8_512(self.row(r), xq, xd, sums) }
+                // FMA); the row, the activation blocks and `lane_offsets`
+                // (8 per block) match in count.
+                unsafe { super::x86::q4_0_dot_q8_512(self.row(r), xq, xd, &lane_offsets) }
             }
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 | Isa::Avx512 => {

@@ -42,6 +42,7 @@ const SHAPES: &[(usize, usize)] = &[
     (16, 128),
     (33, 256),
     (5, 576),
+    (9, 448),
     (7, 1536),
 ];
 
@@ -49,8 +50,12 @@ fn int4_cases(rng: &mut SeededRng) -> Vec<(String, crate::QuantizedTensor)> {
     let mut out = Vec::new();
     for &(rows, cols) in SHAPES {
         let w = Array2::from_shape_vec((rows, cols), randn(rng, rows * cols)).unwrap();
-        // 128 leaves a narrower last group at 96 and 576 columns.
-        for group in [32, 64, 128, cols] {
+        // 128 leaves a narrower last group at 96 and 576 columns; 256 at
+        // 448 columns a last group of one 128-column unit and two blocks.
+        for group in [32, 64, 128, 256, cols] {
+            if group == 256 && cols < 256 {
+                continue;
+            }
             for sym in [true, false] {
                 let mut spec = QuantSpec::int(4).group(group);
                 if !sym {

@@ -190,67 +190,90 @@ pub(crate) fn int4_dequant(row: &Int4Row<'_>, out: &mut [f32]) {
     }
 }
 
+/// The blocks of group `g` of a row of `blocks` blocks, `per_group` per group.
+#[inline(always)]
+fn group_blocks(g: usize, per_group: usize, blocks: usize) -> std::ops::Range<usize> {
+    g * per_group..((g + 1) * per_group).min(blocks)
+}
+
+/// `Σ q·x` over one block of unsigned nibble codes, as 8 f32 lanes in two
+/// independent FMA chains added to `acc`.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn nib_block_dot_f32(qs: &[u8; 16], xb: &[f32; 32], acc: [__m256; 2]) -> [__m256; 2] {
+    let (lo, hi) = nibbles(qs);
+    let a0 = _mm256_fmadd_ps(u8x8_f32(lo), load_f32x8(arr(&xb[0..8])), acc[0]);
+    let a1 = _mm256_fmadd_ps(
+        u8x8_f32(_mm_srli_si128(lo, 8)),
+        load_f32x8(arr(&xb[8..16])),
+        acc[1],
+    );
+    let a0 = _mm256_fmadd_ps(u8x8_f32(hi), load_f32x8(arr(&xb[16..24])), a0);
+    let a1 = _mm256_fmadd_ps(
+        u8x8_f32(_mm_srli_si128(hi, 8)),
+        load_f32x8(arr(&xb[24..32])),
+        a1,
+    );
+    [a0, a1]
+}
+
 /// `xgsum[g]` is the sum of `x` over group `g` (shared by all rows).
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) fn int4_dot_f32(row: &Int4Row<'_>, x: &[f32], xgsum: &[f32]) -> f32 {
+    let blocks = row.qs.len() / NIB_BYTES;
+    let per_group = row.group / BLOCK;
     let mut total = _mm256_setzero_ps();
-    let mut mins = 0.0f32;
-    for (g, (qg, xg)) in row
-        .qs
-        .chunks(row.group / 2)
-        .zip(x.chunks(row.group))
-        .enumerate()
-    {
-        let mut acc = [_mm256_setzero_ps(); 4];
-        for (qs, xb) in qg.chunks_exact(NIB_BYTES).zip(xg.chunks_exact(BLOCK)) {
-            let (lo, hi) = nibbles(arr(qs));
-            acc[0] = _mm256_fmadd_ps(u8x8_f32(lo), load_f32x8(arr(&xb[0..8])), acc[0]);
-            acc[1] = _mm256_fmadd_ps(
-                u8x8_f32(_mm_srli_si128(lo, 8)),
-                load_f32x8(arr(&xb[8..16])),
-                acc[1],
+    for (g, &scale) in row.scales.iter().enumerate() {
+        // Two blocks at a time into four chains, so the FMA latency hides.
+        let mut a = [_mm256_setzero_ps(); 2];
+        let mut c = [_mm256_setzero_ps(); 2];
+        let range = group_blocks(g, per_group, blocks);
+        let mut b = range.start;
+        while b + 2 <= range.end {
+            a = nib_block_dot_f32(arr(&row.qs[b * 16..][..16]), arr(&x[b * 32..][..32]), a);
+            c = nib_block_dot_f32(
+                arr(&row.qs[b * 16 + 16..][..16]),
+                arr(&x[b * 32 + 32..][..32]),
+                c,
             );
-            acc[2] = _mm256_fmadd_ps(u8x8_f32(hi), load_f32x8(arr(&xb[16..24])), acc[2]);
-            acc[3] = _mm256_fmadd_ps(
-                u8x8_f32(_mm_srli_si128(hi, 8)),
-                load_f32x8(arr(&xb[24..32])),
-                acc[3],
-            );
+            b += 2;
         }
-        let acc = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-        total = _mm256_fmadd_ps(acc, _mm256_set1_ps(row.scales[g]), total);
-        mins += row.mins[g] * xgsum[g];
+        if b < range.end {
+            a = nib_block_dot_f32(arr(&row.qs[b * 16..][..16]), arr(&x[b * 32..][..32]), a);
+        }
+        let s = _mm256_add_ps(_mm256_add_ps(a[0], a[1]), _mm256_add_ps(c[0], c[1]));
+        total = _mm256_fmadd_ps(s, _mm256_set1_ps(scale), total);
     }
-    hsum(total) + mins
+    hsum(total) + dot_f32(row.mins, xgsum)
 }
 
 /// `xgsum[g]` is `Σ_b d_b · sums_b` over the activation blocks of group `g`.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) fn int4_dot_q8(row: &Int4Row<'_>, xq: &[i8], xd: &[f32], xgsum: &[f32]) -> f32 {
+    let blocks = row.qs.len() / NIB_BYTES;
     let per_group = row.group / BLOCK;
     let xq: &[u8] = bytemuck::cast_slice(xq);
-    let mut total = _mm256_setzero_ps();
-    for (g, (qg, xg)) in row
-        .qs
-        .chunks(row.group / 2)
-        .zip(xq.chunks(row.group))
-        .enumerate()
-    {
-        let xd = &xd[g * per_group..];
-        let mut acc = [_mm256_setzero_ps(); 2];
-        for (i, (qs, xb)) in qg
-            .chunks_exact(NIB_BYTES)
-            .zip(xg.chunks_exact(BLOCK))
-            .enumerate()
-        {
-            let p = dot_u8i8(nibbles256(arr(qs)), load_u8x32(arr(xb)));
-            acc[i & 1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(xd[i]), acc[i & 1]);
+    let block = |b: usize, scale: f32, acc: __m256| {
+        let codes = nibbles256(arr(&row.qs[b * NIB_BYTES..][..NIB_BYTES]));
+        let p = dot_u8i8(codes, load_u8x32(arr(&xq[b * BLOCK..][..BLOCK])));
+        _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(scale * xd[b]), acc)
+    };
+    // The scale goes into each block's factor, so the two chains run on
+    // across groups.
+    let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    for (g, &scale) in row.scales.iter().enumerate() {
+        let range = group_blocks(g, per_group, blocks);
+        let mut b = range.start;
+        while b + 2 <= range.end {
+            a0 = block(b, scale, a0);
+            a1 = block(b + 1, scale, a1);
+            b += 2;
         }
-        let acc = _mm256_add_ps(acc[0], acc[1]);
-        total = _mm256_fmadd_ps(acc, _mm256_set1_ps(row.scales[g]), total);
+        if b < range.end {
+            a0 = block(b, scale, a0);
+        }
     }
-    let mins: f32 = row.mins.iter().zip(xgsum).map(|(m, s)| m * s).sum();
-    hsum(total) + mins
+    hsum(_mm256_add_ps(a0, a1)) + dot_f32(row.mins, xgsum)
 }
 
 // ---------------------------------------------------------------- Q4_0, AVX2
@@ -279,34 +302,51 @@ pub(crate) fn q4_0_dequant(bytes: &[u8], out: &mut [f32]) {
 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) fn q4_0_dot_f32(bytes: &[u8], x: &[f32]) -> f32 {
-    let mut total = [_mm256_setzero_ps(); 2];
-    for (b, (blk, xb)) in bytes
-        .chunks_exact(Q4_0_BYTES)
-        .zip(x.chunks_exact(BLOCK))
-        .enumerate()
-    {
+    let block = |b: usize, acc: __m256| {
+        let blk = &bytes[b * Q4_0_BYTES..][..Q4_0_BYTES];
         let (lo, hi) = q4_0_codes(blk);
         let d = _mm256_set1_ps(f16c_at(blk, 0));
-        total[b & 1] = _mm256_fmadd_ps(block_dot_i8_f32(lo, hi, xb), d, total[b & 1]);
+        _mm256_fmadd_ps(block_dot_i8_f32(lo, hi, &x[b * BLOCK..][..BLOCK]), d, acc)
+    };
+    let blocks = bytes.len() / Q4_0_BYTES;
+    let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    let mut b = 0;
+    while b + 2 <= blocks {
+        a0 = block(b, a0);
+        a1 = block(b + 1, a1);
+        b += 2;
     }
-    hsum(_mm256_add_ps(total[0], total[1]))
+    if b < blocks {
+        a0 = block(b, a0);
+    }
+    hsum(_mm256_add_ps(a0, a1))
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) fn q4_0_dot_q8(bytes: &[u8], xq: &[i8], xd: &[f32]) -> f32 {
     let xq: &[u8] = bytemuck::cast_slice(xq);
-    let mut acc = [_mm256_setzero_ps(); 2];
-    for (b, (blk, xb)) in bytes
-        .chunks_exact(Q4_0_BYTES)
-        .zip(xq.chunks_exact(BLOCK))
-        .enumerate()
-    {
+    let block = |b: usize, acc: __m256| {
+        let blk = &bytes[b * Q4_0_BYTES..][..Q4_0_BYTES];
         let (lo, hi) = q4_0_codes(blk);
-        let p = dot_i8(_mm256_set_m128i(hi, lo), load_u8x32(arr(xb)));
+        let p = dot_i8(
+            _mm256_set_m128i(hi, lo),
+            load_u8x32(arr(&xq[b * BLOCK..][..BLOCK])),
+        );
         let f = _mm256_set1_ps(f16c_at(blk, 0) * xd[b]);
-        acc[b & 1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), f, acc[b & 1]);
+        _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), f, acc)
+    };
+    let blocks = bytes.len() / Q4_0_BYTES;
+    let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    let mut b = 0;
+    while b + 2 <= blocks {
+        a0 = block(b, a0);
+        a1 = block(b + 1, a1);
+        b += 2;
     }
-    hsum(_mm256_add_ps(acc[0], acc[1]))
+    if b < blocks {
+        a0 = block(b, a0);
+    }
+    hsum(_mm256_add_ps(a0, a1))
 }
 
 // ---------------------------------------------------------------- Q8_0, AVX2
@@ -328,34 +368,51 @@ pub(crate) fn q8_0_dequant(bytes: &[u8], out: &mut [f32]) {
 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) fn q8_0_dot_f32(bytes: &[u8], x: &[f32]) -> f32 {
-    let mut total = [_mm256_setzero_ps(); 2];
-    for (b, (blk, xb)) in bytes
-        .chunks_exact(Q8_0_BYTES)
-        .zip(x.chunks_exact(BLOCK))
-        .enumerate()
-    {
+    let block = |b: usize, acc: __m256| {
+        let blk = &bytes[b * Q8_0_BYTES..][..Q8_0_BYTES];
         let q = load_u8x32(arr(&blk[2..]));
         let (lo, hi) = (_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
         let d = _mm256_set1_ps(f16c_at(blk, 0));
-        total[b & 1] = _mm256_fmadd_ps(block_dot_i8_f32(lo, hi, xb), d, total[b & 1]);
+        _mm256_fmadd_ps(block_dot_i8_f32(lo, hi, &x[b * BLOCK..][..BLOCK]), d, acc)
+    };
+    let blocks = bytes.len() / Q8_0_BYTES;
+    let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    let mut b = 0;
+    while b + 2 <= blocks {
+        a0 = block(b, a0);
+        a1 = block(b + 1, a1);
+        b += 2;
     }
-    hsum(_mm256_add_ps(total[0], total[1]))
+    if b < blocks {
+        a0 = block(b, a0);
+    }
+    hsum(_mm256_add_ps(a0, a1))
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) fn q8_0_dot_q8(bytes: &[u8], xq: &[i8], xd: &[f32]) -> f32 {
     let xq: &[u8] = bytemuck::cast_slice(xq);
-    let mut acc = [_mm256_setzero_ps(); 2];
-    for (b, (blk, xb)) in bytes
-        .chunks_exact(Q8_0_BYTES)
-        .zip(xq.chunks_exact(BLOCK))
-        .enumerate()
-    {
-        let p = dot_i8(load_u8x32(arr(&blk[2..])), load_u8x32(arr(xb)));
+    let block = |b: usize, acc: __m256| {
+        let blk = &bytes[b * Q8_0_BYTES..][..Q8_0_BYTES];
+        let p = dot_i8(
+            load_u8x32(arr(&blk[2..])),
+            load_u8x32(arr(&xq[b * BLOCK..][..BLOCK])),
+        );
         let f = _mm256_set1_ps(f16c_at(blk, 0) * xd[b]);
-        acc[b & 1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), f, acc[b & 1]);
+        _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), f, acc)
+    };
+    let blocks = bytes.len() / Q8_0_BYTES;
+    let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    let mut b = 0;
+    while b + 2 <= blocks {
+        a0 = block(b, a0);
+        a1 = block(b + 1, a1);
+        b += 2;
     }
-    hsum(_mm256_add_ps(acc[0], acc[1]))
+    if b < blocks {
+        a0 = block(b, a0);
+    }
+    hsum(_mm256_add_ps(a0, a1))
 }
 
 // ------------------------------------------------------------------ AVX-512
@@ -365,7 +422,13 @@ pub(crate) fn q8_0_dot_q8(bytes: &[u8], xq: &[i8], xd: &[f32]) -> f32 {
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw")]
 fn nibbles512(qs: &[u8; 32]) -> __m512i {
-    let raw = load_u8x32(qs);
+    nibbles512_raw(load_u8x32(qs))
+}
+
+/// [`nibbles512`] of two blocks' 16 bytes already in one register.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+fn nibbles512_raw(raw: __m256i) -> __m512i {
     let mask = _mm256_set1_epi8(0x0f);
     let lo = _mm256_and_si256(raw, mask); // [b0 lo, b1 lo]
     let hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), mask); // [b0 hi, b1 hi]
@@ -379,30 +442,46 @@ fn hsum512(v: __m512) -> f32 {
     _mm512_reduce_add_ps(v)
 }
 
+/// One block of unsigned nibble codes times 32 f32 activations, as 16
+/// lanes added to `acc`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
+fn nib_block_dot_f32_512(qs: &[u8; 16], xb: &[f32; 32], acc: __m512) -> __m512 {
+    let (lo, hi) = nibbles(qs);
+    let qlo = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(lo));
+    let qhi = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(hi));
+    let acc = _mm512_fmadd_ps(qlo, load_f32x16(arr(&xb[..16])), acc);
+    _mm512_fmadd_ps(qhi, load_f32x16(arr(&xb[16..])), acc)
+}
+
 /// AVX-512 f32 product of an int4 row: 16 codes per FMA.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma,avx2,f16c")]
 pub(crate) fn int4_dot_f32_512(row: &Int4Row<'_>, x: &[f32], xgsum: &[f32]) -> f32 {
+    let blocks = row.qs.len() / NIB_BYTES;
+    let per_group = row.group / BLOCK;
+    let block = |b: usize, acc: __m512| {
+        nib_block_dot_f32_512(
+            arr(&row.qs[b * NIB_BYTES..][..NIB_BYTES]),
+            arr(&x[b * BLOCK..][..BLOCK]),
+            acc,
+        )
+    };
     let mut total = _mm512_setzero_ps();
-    let mut mins = 0.0f32;
-    for (g, (qg, xg)) in row
-        .qs
-        .chunks(row.group / 2)
-        .zip(x.chunks(row.group))
-        .enumerate()
-    {
-        let mut acc = [_mm512_setzero_ps(); 2];
-        for (qs, xb) in qg.chunks_exact(NIB_BYTES).zip(xg.chunks_exact(BLOCK)) {
-            let (lo, hi) = nibbles(arr(qs));
-            let qlo = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(lo));
-            let qhi = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(hi));
-            acc[0] = _mm512_fmadd_ps(qlo, load_f32x16(arr(&xb[..16])), acc[0]);
-            acc[1] = _mm512_fmadd_ps(qhi, load_f32x16(arr(&xb[16..])), acc[1]);
+    for (g, &scale) in row.scales.iter().enumerate() {
+        let (mut a0, mut a1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+        let range = group_blocks(g, per_group, blocks);
+        let mut b = range.start;
+        while b + 2 <= range.end {
+            a0 = block(b, a0);
+            a1 = block(b + 1, a1);
+            b += 2;
         }
-        let acc = _mm512_add_ps(acc[0], acc[1]);
-        total = _mm512_fmadd_ps(acc, _mm512_set1_ps(row.scales[g]), total);
-        mins += row.mins[g] * xgsum[g];
+        if b < range.end {
+            a0 = block(b, a0);
+        }
+        total = _mm512_fmadd_ps(_mm512_add_ps(a0, a1), _mm512_set1_ps(scale), total);
     }
-    hsum512(total) + mins
+    hsum512(total) + dot_f32(row.mins, xgsum)
 }
 
 /// Per-block factors of two blocks, each broadcast over its 8 lanes.
@@ -419,69 +498,247 @@ fn load_u8x64(x: &[u8; 64]) -> __m512i {
     unsafe { _mm512_loadu_si512(x.as_ptr().cast()) }
 }
 
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn load_i32x16(x: &[i32; 16]) -> __m512i {
+    // SAFETY: `x` is 16 readable i32; `loadu` has no alignment requirement.
+    unsafe { _mm512_loadu_si512(x.as_ptr().cast()) }
+}
+
 /// AVX-512 VNNI int8 product of an int4 row, two blocks per `vpdpbusd`
 /// (groups of an even number of blocks; others take the AVX2 kernel).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512dq,fma,avx2,f16c")]
 pub(crate) fn int4_dot_q8_512(row: &Int4Row<'_>, xq: &[i8], xd: &[f32], xgsum: &[f32]) -> f32 {
     let per_group = row.group / BLOCK;
-    let cols = row.qs.len() * 2;
-    if !per_group.is_multiple_of(2) || !(cols % row.group).is_multiple_of(2 * BLOCK) {
+    let blocks = row.qs.len() / NIB_BYTES;
+    if !per_group.is_multiple_of(2) || !blocks.is_multiple_of(2) {
         return int4_dot_q8(row, xq, xd, xgsum);
     }
     let xq: &[u8] = bytemuck::cast_slice(xq);
-    let mut total = _mm512_setzero_ps();
-    for (g, (qg, xg)) in row
-        .qs
-        .chunks(row.group / 2)
-        .zip(xq.chunks(row.group))
-        .enumerate()
-    {
-        let xd = &xd[g * per_group..];
-        let mut acc = [_mm512_setzero_ps(); 2];
-        for (i, (qs, xb)) in qg
-            .chunks_exact(2 * NIB_BYTES)
-            .zip(xg.chunks_exact(2 * BLOCK))
-            .enumerate()
-        {
-            let p = _mm512_dpbusd_epi32(
-                _mm512_setzero_si512(),
-                nibbles512(arr(qs)),
-                load_u8x64(arr(xb)),
-            );
-            let f = pair_factors(xd[2 * i], xd[2 * i + 1]);
-            acc[i & 1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), f, acc[i & 1]);
+    // Blocks `b` and `b + 1` of group scale `scale`.
+    let pair = |b: usize, scale: f32, acc: __m512| {
+        let codes = nibbles512(arr(&row.qs[b * NIB_BYTES..][..2 * NIB_BYTES]));
+        let xb = load_u8x64(arr(&xq[b * BLOCK..][..2 * BLOCK]));
+        let p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), codes, xb);
+        let f = pair_factors(scale * xd[b], scale * xd[b + 1]);
+        _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), f, acc)
+    };
+    let (mut a0, mut a1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+    for (g, &scale) in row.scales.iter().enumerate() {
+        let range = group_blocks(g, per_group, blocks);
+        let mut b = range.start;
+        while b + 4 <= range.end {
+            a0 = pair(b, scale, a0);
+            a1 = pair(b + 2, scale, a1);
+            b += 4;
         }
-        let acc = _mm512_add_ps(acc[0], acc[1]);
-        total = _mm512_fmadd_ps(acc, _mm512_set1_ps(row.scales[g]), total);
+        if b < range.end {
+            a0 = pair(b, scale, a0);
+        }
     }
-    let mins: f32 = row.mins.iter().zip(xgsum).map(|(m, s)| m * s).sum();
-    hsum512(total) + mins
+    hsum512(_mm512_add_ps(a0, a1)) + dot_f32(row.mins, xgsum)
 }
 
-/// AVX-512 VNNI int8 product of a Q4_0 row: codes stay unsigned (0–15) and
-/// the offset 8 is taken off with the activation block sums.
+/// AVX-512 VNNI int8 product of a Q4_0 row. Codes stay unsigned (0–15);
+/// `lane_offsets` holds, for each activation block, `−Σ q` in each of the 8
+/// lanes the block's products land in, so `vpdpbusd` starting from it sums
+/// `Σ (code − 8) · q` per block without a correction afterwards.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512dq,fma,avx2,f16c")]
-pub(crate) fn q4_0_dot_q8_512(bytes: &[u8], xq: &[i8], xd: &[f32], xsums: &[i32]) -> f32 {
+pub(crate) fn q4_0_dot_q8_512(bytes: &[u8], xq: &[i8], xd: &[f32], lane_offsets: &[i32]) -> f32 {
     let xu: &[u8] = bytemuck::cast_slice(xq);
     let blocks = bytes.len() / Q4_0_BYTES;
-    let mut acc = _mm512_setzero_ps();
-    let mut offset = 0.0f32;
-    for b in (0..blocks & !1).step_by(2) {
-        let b0 = &bytes[b * Q4_0_BYTES..(b + 1) * Q4_0_BYTES];
-        let b1 = &bytes[(b + 1) * Q4_0_BYTES..(b + 2) * Q4_0_BYTES];
-        let mut qs = [0u8; 32];
-        qs[..16].copy_from_slice(&b0[2..]);
-        qs[16..].copy_from_slice(&b1[2..]);
-        let xb = &xu[b * BLOCK..(b + 2) * BLOCK];
-        let p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), nibbles512(&qs), load_u8x64(arr(xb)));
-        let (f0, f1) = (f16c_at(b0, 0) * xd[b], f16c_at(b1, 0) * xd[b + 1]);
-        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), pair_factors(f0, f1), acc);
-        offset += f0 * xsums[b] as f32 + f1 * xsums[b + 1] as f32;
+    let pair = |b: usize, acc: __m512| {
+        let b0 = &bytes[b * Q4_0_BYTES..][..Q4_0_BYTES];
+        let b1 = &bytes[(b + 1) * Q4_0_BYTES..][..Q4_0_BYTES];
+        let raw = _mm256_set_m128i(load_u8x16(arr(&b1[2..])), load_u8x16(arr(&b0[2..])));
+        let codes = nibbles512_raw(raw);
+        let off = load_i32x16(arr(&lane_offsets[b * 8..][..16]));
+        let p = _mm512_dpbusd_epi32(off, codes, load_u8x64(arr(&xu[b * BLOCK..][..2 * BLOCK])));
+        let f = pair_factors(f16c_at(b0, 0) * xd[b], f16c_at(b1, 0) * xd[b + 1]);
+        _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), f, acc)
+    };
+    let (mut a0, mut a1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+    let mut b = 0;
+    while b + 4 <= blocks {
+        a0 = pair(b, a0);
+        a1 = pair(b + 2, a1);
+        b += 4;
     }
-    let mut total = hsum512(acc) - 8.0 * offset;
-    if !blocks.is_multiple_of(2) {
-        let b = blocks - 1;
+    if b + 2 <= blocks {
+        a0 = pair(b, a0);
+        b += 2;
+    }
+    let mut total = hsum512(_mm512_add_ps(a0, a1));
+    if b < blocks {
         total += q4_0_dot_q8(&bytes[b * Q4_0_BYTES..], &xq[b * BLOCK..], &xd[b..]);
     }
     total
+}
+
+// ------------------------------------------------- AVX-512, units of 128 columns
+//
+// A unit is 4 consecutive nibble blocks (64 code bytes, 128 columns) inside
+// one group. Instead of moving codes into column order in every row, the
+// activations are put once per product into the order in which the codes
+// come out of the raw bytes (`int4::unit_x_f32`, `int4::unit_x_q8`), so the
+// inner loops need no shuffles.
+
+/// How far ahead of the unit being read the unit kernels prefetch weights,
+/// in bytes (past the row's end it reaches into the next row, which follows
+/// in memory). Overridable for tuning with `TENSORPRESS_PREFETCH`.
+fn prefetch_distance() -> usize {
+    static DIST: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *DIST.get_or_init(|| {
+        std::env::var("TENSORPRESS_PREFETCH")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1024)
+    })
+}
+
+/// Asks for the cache line at `base + offset` (a hint: it never faults, so
+/// the address may lie past the slice).
+#[inline]
+#[target_feature(enable = "sse")]
+fn prefetch(base: &[u8], offset: usize) {
+    _mm_prefetch::<_MM_HINT_T0>(base.as_ptr().wrapping_add(offset).cast());
+}
+
+/// Bytes of codes in a unit.
+pub(crate) const UNIT_BYTES: usize = 64;
+/// Columns in a unit.
+pub(crate) const UNIT: usize = 128;
+
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn load_f32x16_at(x: &[f32], at: usize) -> __m512 {
+    load_f32x16(arr(&x[at..][..16]))
+}
+
+/// Σ_j w_j·x_j over the row, f32 activations: per group a 16-entry table
+/// `scale·k + min` that `vpermps` indexes with the nibbles directly (it reads
+/// the low 4 bits of each lane), one FMA per 16 weights. `xr` is
+/// `unit_x_f32(x)`; columns past the last whole unit (a narrower last group)
+/// are summed from `x`. Needs `group` a multiple of [`UNIT`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,fma,avx2,f16c")]
+pub(crate) fn int4_dot_f32_units(row: &Int4Row<'_>, xr: &[f32], x: &[f32]) -> f32 {
+    let units = row.qs.len() / UNIT_BYTES;
+    let per_group = row.group / UNIT;
+    let iota = _mm512_setr_ps(
+        0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0, 13.0, 14.0, 15.0,
+    );
+    let mut acc = [_mm512_setzero_ps(); 4];
+    let ahead = prefetch_distance();
+    let mut u = 0;
+    for (g, (&s, &m)) in row.scales.iter().zip(row.mins).enumerate() {
+        let lut = _mm512_fmadd_ps(iota, _mm512_set1_ps(s), _mm512_set1_ps(m));
+        let end = ((g + 1) * per_group).min(units);
+        while u < end {
+            prefetch(row.qs, u * UNIT_BYTES + ahead);
+            let raw = load_u8x64(arr(&row.qs[u * UNIT_BYTES..][..UNIT_BYTES]));
+            let xu = &xr[u * UNIT..][..UNIT];
+            let w = |idx: __m512i| _mm512_permutexvar_ps(idx, lut);
+            acc[0] = _mm512_fmadd_ps(w(raw), load_f32x16_at(xu, 0), acc[0]);
+            acc[1] = _mm512_fmadd_ps(
+                w(_mm512_srli_epi32::<4>(raw)),
+                load_f32x16_at(xu, 16),
+                acc[1],
+            );
+            acc[2] = _mm512_fmadd_ps(
+                w(_mm512_srli_epi32::<8>(raw)),
+                load_f32x16_at(xu, 32),
+                acc[2],
+            );
+            acc[3] = _mm512_fmadd_ps(
+                w(_mm512_srli_epi32::<12>(raw)),
+                load_f32x16_at(xu, 48),
+                acc[3],
+            );
+            acc[0] = _mm512_fmadd_ps(
+                w(_mm512_srli_epi32::<16>(raw)),
+                load_f32x16_at(xu, 64),
+                acc[0],
+            );
+            acc[1] = _mm512_fmadd_ps(
+                w(_mm512_srli_epi32::<20>(raw)),
+                load_f32x16_at(xu, 80),
+                acc[1],
+            );
+            acc[2] = _mm512_fmadd_ps(
+                w(_mm512_srli_epi32::<24>(raw)),
+                load_f32x16_at(xu, 96),
+                acc[2],
+            );
+            acc[3] = _mm512_fmadd_ps(
+                w(_mm512_srli_epi32::<28>(raw)),
+                load_f32x16_at(xu, 112),
+                acc[3],
+            );
+            u += 1;
+        }
+    }
+    let total = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
+    let mut tail = _mm256_setzero_ps();
+    let first = units * UNIT / BLOCK;
+    if let (Some(&s), Some(&m)) = (row.scales.last(), row.mins.last()) {
+        let (s, m) = (_mm256_set1_ps(s), _mm256_set1_ps(m));
+        for b in first..row.qs.len() / NIB_BYTES {
+            let (lo, hi) = nibbles(arr(&row.qs[b * NIB_BYTES..][..NIB_BYTES]));
+            let xb = &x[b * BLOCK..][..BLOCK];
+            for (k, q) in block_f32(lo, hi, false).into_iter().enumerate() {
+                let w = _mm256_fmadd_ps(q, s, m);
+                tail = _mm256_fmadd_ps(w, load_f32x8(arr(&xb[8 * k..][..8])), tail);
+            }
+        }
+    }
+    hsum512(total) + hsum(tail)
+}
+
+/// Σ_j w_j·x_j over the row, int8 activations: per unit two `vpdpbusd`
+/// (low nibbles, high nibbles) against activations in the same order, one
+/// conversion and one FMA. `xu`/`xd4` are `unit_x_q8(x)`; blocks past the
+/// last whole unit take the AVX2 path. `xgsum[g]` as for [`int4_dot_q8`].
+/// Needs `group` a multiple of [`UNIT`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512dq,fma,avx2,f16c")]
+pub(crate) fn int4_dot_q8_units(
+    row: &Int4Row<'_>,
+    xu: &[u8],
+    xd4: &[f32],
+    xq: &[i8],
+    xd: &[f32],
+    xgsum: &[f32],
+) -> f32 {
+    let units = row.qs.len() / UNIT_BYTES;
+    let per_group = row.group / UNIT;
+    let mask = _mm512_set1_epi8(0x0f);
+    let (mut a0, mut a1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+    let ahead = prefetch_distance();
+    let mut u = 0;
+    for (g, &s) in row.scales.iter().enumerate() {
+        let s = _mm512_set1_ps(s);
+        let end = ((g + 1) * per_group).min(units);
+        while u < end {
+            prefetch(row.qs, u * UNIT_BYTES + ahead);
+            let raw = load_u8x64(arr(&row.qs[u * UNIT_BYTES..][..UNIT_BYTES]));
+            let lo = _mm512_and_si512(raw, mask);
+            let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(raw), mask);
+            let x = &xu[u * UNIT..][..UNIT];
+            let p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, load_u8x64(arr(&x[..64])));
+            let p = _mm512_dpbusd_epi32(p, hi, load_u8x64(arr(&x[64..])));
+            let f = _mm512_mul_ps(load_f32x16_at(xd4, u * 16), s);
+            a0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), f, a0);
+            std::mem::swap(&mut a0, &mut a1);
+            u += 1;
+        }
+    }
+    let xq: &[u8] = bytemuck::cast_slice(xq);
+    let mut tail = _mm256_setzero_ps();
+    if let Some(&s) = row.scales.last() {
+        for b in units * UNIT / BLOCK..row.qs.len() / NIB_BYTES {
+            let codes = nibbles256(arr(&row.qs[b * NIB_BYTES..][..NIB_BYTES]));
+            let p = dot_u8i8(codes, load_u8x32(arr(&xq[b * BLOCK..][..BLOCK])));
+            tail = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(s * xd[b]), tail);
+        }
+    }
+    hsum512(_mm512_add_ps(a0, a1)) + hsum(tail) + dot_f32(row.mins, xgsum)
 }
