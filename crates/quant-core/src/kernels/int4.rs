@@ -4,9 +4,8 @@ use std::borrow::Cow;
 
 use super::scalar::{self, Int4Row, NIB_BYTES};
 use super::{check_len, check_rows, par_rows, Isa, Q8Vector, QuantMatrix, BLOCK};
-
-/// Columns in a unit of the AVX-512 kernels: 4 nibble blocks, 64 code bytes.
-const UNIT: usize = 4 * BLOCK;
+#[cfg(target_arch = "x86_64")]
+use super::{unit_x_f32, unit_x_q8, UNIT};
 use crate::spec::Format;
 use crate::{Error, QuantizedTensor, Result};
 
@@ -286,45 +285,4 @@ impl QuantMatrix for Int4Matrix {
         });
         Ok(())
     }
-}
-
-/// f32 activations of the whole units of a row (columns `0..128·⌊cols/128⌋`)
-/// in the order the AVX-512 unit kernel reads codes: lane `j` of step `n`
-/// (the `4n`-bit shift of the unit's 16 little-endian words) holds the code
-/// in nibble `n % 2` of byte `4j + n / 2`, and byte `t` of a block holds
-/// codes `t` (low nibble) and `t + 16` (high).
-fn unit_x_f32(x: &[f32]) -> Vec<f32> {
-    let mut out = Vec::with_capacity(x.len() / UNIT * UNIT);
-    for xu in x.chunks_exact(UNIT) {
-        for n in 0..8 {
-            for j in 0..16 {
-                let byte = 4 * j + n / 2;
-                out.push(xu[(byte / NIB_BYTES) * BLOCK + byte % NIB_BYTES + NIB_BYTES * (n % 2)]);
-            }
-        }
-    }
-    out
-}
-
-/// int8 activations of the whole units in the order of the unit kernel's
-/// two products: the first 16 codes of each of the 4 blocks, then the last
-/// 16 of each; and each block's scale repeated over the 4 lanes its
-/// products land in.
-fn unit_x_q8(xq: &[i8], xd: &[f32]) -> (Vec<u8>, Vec<f32>) {
-    let units = xq.len() / UNIT;
-    let mut codes = Vec::with_capacity(units * UNIT);
-    let mut scales = Vec::with_capacity(units * 16);
-    for (xu, du) in xq.chunks_exact(UNIT).zip(xd.chunks_exact(4)) {
-        for half in 0..2 {
-            for blk in xu.chunks_exact(BLOCK) {
-                codes.extend(
-                    blk[half * NIB_BYTES..][..NIB_BYTES]
-                        .iter()
-                        .map(|&q| q as u8),
-                );
-            }
-        }
-        scales.extend(du.iter().flat_map(|&d| [d; 4]));
-    }
-    (codes, scales)
 }

@@ -77,6 +77,9 @@ use crate::{Error, Result};
 /// Values per block of the kernels' layouts and of [`Q8Vector`].
 pub const BLOCK: usize = 32;
 
+/// Columns in a unit of the AVX-512 nibble kernels: 4 blocks, 64 code bytes.
+pub(crate) const UNIT: usize = 4 * BLOCK;
+
 /// Rows each rayon task takes in a matrix-vector product.
 const ROWS_PER_TASK: usize = 16;
 
@@ -368,6 +371,60 @@ pub(crate) fn dot_f32(isa: Isa, a: &[f32], b: &[f32]) -> f32 {
         }
         _ => scalar::dot_f32(a, b),
     }
+}
+
+/// f32 activations of the whole units of a row (columns `0..128·⌊cols/128⌋`)
+/// in the order the AVX-512 unit kernel reads codes: lane `j` of step `n`
+/// (the `4n`-bit shift of the unit's 16 little-endian words) holds the code
+/// in nibble `n % 2` of byte `4j + n / 2`, and byte `t` of a block holds
+/// codes `t` (low nibble) and `t + 16` (high).
+pub(crate) fn unit_x_f32(x: &[f32]) -> Vec<f32> {
+    let mut out = Vec::with_capacity(x.len() / UNIT * UNIT);
+    for xu in x.chunks_exact(UNIT) {
+        for n in 0..8 {
+            for j in 0..16 {
+                let byte = 4 * j + n / 2;
+                out.push(
+                    xu[(byte / scalar::NIB_BYTES) * BLOCK
+                        + byte % scalar::NIB_BYTES
+                        + scalar::NIB_BYTES * (n % 2)],
+                );
+            }
+        }
+    }
+    out
+}
+
+/// int8 activations of the whole units in the order of the unit kernel's
+/// two products: the first 16 codes of each of the 4 blocks, then the last
+/// 16 of each; and each block's scale repeated over the 4 lanes its
+/// products land in.
+pub(crate) fn unit_x_q8(xq: &[i8], xd: &[f32]) -> (Vec<u8>, Vec<f32>) {
+    let units = xq.len() / UNIT;
+    let mut codes = Vec::with_capacity(units * UNIT);
+    let mut scales = Vec::with_capacity(units * 16);
+    for (xu, du) in xq.chunks_exact(UNIT).zip(xd.chunks_exact(4)) {
+        for half in 0..2 {
+            for blk in xu.chunks_exact(BLOCK) {
+                codes.extend(
+                    blk[half * scalar::NIB_BYTES..][..scalar::NIB_BYTES]
+                        .iter()
+                        .map(|&q| q as u8),
+                );
+            }
+        }
+        scales.extend(du.iter().flat_map(|&d| [d; 4]));
+    }
+    (codes, scales)
+}
+
+/// For the int8 unit kernels of codes stored with an offset (Q4_0's
+/// `code − 8`): each block's `−8 Σ x_q` spread over the 4 lanes its products
+/// land in (`−2 Σ x_q` each), the starting value of the integer sums.
+pub(crate) fn unit_offsets_q8(sums: &[i32], offset: i32) -> Vec<i32> {
+    sums.chunks_exact(4)
+        .flat_map(|s| s.iter().flat_map(move |&s| [-offset / 4 * s; 4]))
+        .collect()
 }
 
 #[cfg(test)]

@@ -107,45 +107,47 @@ pub(crate) fn int4_dot_q8(row: &Int4Row<'_>, xq: &[i8], xd: &[f32], xsums: &[i32
     total
 }
 
-pub(crate) fn q4_0_dequant(bytes: &[u8], out: &mut [f32]) {
-    for (blk, o) in bytes
-        .chunks_exact(Q4_0_BYTES)
+/// A Q4_0 row held split: `qs` the blocks' nibbles, `d` their f16 scales.
+pub(crate) fn q4_0_dequant(qs: &[u8], d: &[u16], out: &mut [f32]) {
+    for ((q, &d), o) in qs
+        .chunks_exact(NIB_BYTES)
+        .zip(d)
         .zip(out.chunks_exact_mut(BLOCK))
     {
-        let d = f16_at(blk, 0);
-        for (o, q) in o.iter_mut().zip(nibbles(&blk[2..])) {
+        let d = half::f16::from_bits(d).to_f32();
+        for (o, q) in o.iter_mut().zip(nibbles(q)) {
             *o = d * (q as i32 - 8) as f32;
         }
     }
 }
 
-pub(crate) fn q4_0_dot_f32(bytes: &[u8], x: &[f32]) -> f32 {
+pub(crate) fn q4_0_dot_f32(qs: &[u8], d: &[u16], x: &[f32]) -> f32 {
     let mut total = 0.0f32;
-    for (blk, x) in bytes.chunks_exact(Q4_0_BYTES).zip(x.chunks_exact(BLOCK)) {
-        let d = f16_at(blk, 0);
-        let acc: f32 = nibbles(&blk[2..])
+    for ((q, &d), x) in qs.chunks_exact(NIB_BYTES).zip(d).zip(x.chunks_exact(BLOCK)) {
+        let acc: f32 = nibbles(q)
             .into_iter()
             .zip(x)
             .map(|(q, x)| (q as i32 - 8) as f32 * x)
             .sum();
-        total += d * acc;
+        total += half::f16::from_bits(d).to_f32() * acc;
     }
     total
 }
 
-pub(crate) fn q4_0_dot_q8(bytes: &[u8], xq: &[i8], xd: &[f32]) -> f32 {
+pub(crate) fn q4_0_dot_q8(qs: &[u8], d: &[u16], xq: &[i8], xd: &[f32]) -> f32 {
     let mut total = 0.0f32;
-    for ((blk, xq), &dx) in bytes
-        .chunks_exact(Q4_0_BYTES)
+    for (((q, &d), xq), &dx) in qs
+        .chunks_exact(NIB_BYTES)
+        .zip(d)
         .zip(xq.chunks_exact(BLOCK))
         .zip(xd)
     {
-        let isum: i32 = nibbles(&blk[2..])
+        let isum: i32 = nibbles(q)
             .into_iter()
             .zip(xq)
             .map(|(q, &x)| (q as i32 - 8) * x as i32)
             .sum();
-        total += f16_at(blk, 0) * dx * isum as f32;
+        total += half::f16::from_bits(d).to_f32() * dx * isum as f32;
     }
     total
 }

@@ -147,7 +147,14 @@ fn ggml_kernels_match_the_codec_at_every_level() {
             let w = randn(&mut rng, rows * cols);
             let m = GgmlMatrix::quantize(ty, rows, cols, &w).unwrap();
             let mut dq = vec![0.0f32; rows * cols];
-            codec::dequantize(ty, m.bytes(), &mut dq).unwrap();
+            let bytes = m.to_bytes();
+            let mut encoded = Vec::new();
+            crate::ggml::quantize_par(ty, &w, &mut encoded).unwrap();
+            assert_eq!(
+                bytes, encoded,
+                "{ty} {rows}x{cols}: the GGUF blocks come back"
+            );
+            codec::dequantize(ty, &bytes, &mut dq).unwrap();
             let buf = randn(&mut rng, cols + 1);
             let x = &buf[1..];
             let xq = m.quantize_input(x).unwrap();

@@ -8,8 +8,8 @@
 
 use std::arch::x86_64::*;
 
-use super::scalar::{Int4Row, NIB_BYTES, Q4_0_BYTES, Q8_0_BYTES};
-use super::BLOCK;
+use super::scalar::{Int4Row, NIB_BYTES, Q8_0_BYTES};
+use super::{BLOCK, UNIT};
 
 #[inline]
 #[target_feature(enable = "avx2")]
@@ -220,6 +220,7 @@ fn nib_block_dot_f32(qs: &[u8; 16], xb: &[f32; 32], acc: [__m256; 2]) -> [__m256
 /// `xgsum[g]` is the sum of `x` over group `g` (shared by all rows).
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) fn int4_dot_f32(row: &Int4Row<'_>, x: &[f32], xgsum: &[f32]) -> f32 {
+    let ahead = prefetch_distance();
     let blocks = row.qs.len() / NIB_BYTES;
     let per_group = row.group / BLOCK;
     let mut total = _mm256_setzero_ps();
@@ -230,6 +231,7 @@ pub(crate) fn int4_dot_f32(row: &Int4Row<'_>, x: &[f32], xgsum: &[f32]) -> f32 {
         let range = group_blocks(g, per_group, blocks);
         let mut b = range.start;
         while b + 2 <= range.end {
+            prefetch(row.qs, b * NIB_BYTES + ahead);
             a = nib_block_dot_f32(arr(&row.qs[b * 16..][..16]), arr(&x[b * 32..][..32]), a);
             c = nib_block_dot_f32(
                 arr(&row.qs[b * 16 + 16..][..16]),
@@ -250,6 +252,7 @@ pub(crate) fn int4_dot_f32(row: &Int4Row<'_>, x: &[f32], xgsum: &[f32]) -> f32 {
 /// `xgsum[g]` is `Σ_b d_b · sums_b` over the activation blocks of group `g`.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) fn int4_dot_q8(row: &Int4Row<'_>, xq: &[i8], xd: &[f32], xgsum: &[f32]) -> f32 {
+    let ahead = prefetch_distance();
     let blocks = row.qs.len() / NIB_BYTES;
     let per_group = row.group / BLOCK;
     let xq: &[u8] = bytemuck::cast_slice(xq);
@@ -265,6 +268,7 @@ pub(crate) fn int4_dot_q8(row: &Int4Row<'_>, xq: &[i8], xd: &[f32], xgsum: &[f32
         let range = group_blocks(g, per_group, blocks);
         let mut b = range.start;
         while b + 2 <= range.end {
+            prefetch(row.qs, b * NIB_BYTES + ahead);
             a0 = block(b, scale, a0);
             a1 = block(b + 1, scale, a1);
             b += 2;
@@ -278,40 +282,52 @@ pub(crate) fn int4_dot_q8(row: &Int4Row<'_>, xq: &[i8], xd: &[f32], xgsum: &[f32
 
 // ---------------------------------------------------------------- Q4_0, AVX2
 
+/// The f16 `bits` as f32, through F16C.
 #[inline]
-#[target_feature(enable = "avx2,f16c")]
-fn q4_0_codes(blk: &[u8]) -> (__m128i, __m128i) {
-    let (lo, hi) = nibbles(arr(&blk[2..Q4_0_BYTES]));
+#[target_feature(enable = "f16c")]
+fn f16c(bits: u16) -> f32 {
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(bits))))
+}
+
+/// The 32 codes of Q4_0 block `b` of a row, minus 8, as signed bytes
+/// (codes 0–15, codes 16–31).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn q4_0_codes(qs: &[u8], b: usize) -> (__m128i, __m128i) {
+    let (lo, hi) = nibbles(arr(&qs[b * NIB_BYTES..][..NIB_BYTES]));
     let eight = _mm_set1_epi8(8);
     (_mm_sub_epi8(lo, eight), _mm_sub_epi8(hi, eight))
 }
 
+/// A Q4_0 row held split: `qs` the blocks' nibbles, `d` their f16 scales.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) fn q4_0_dequant(bytes: &[u8], out: &mut [f32]) {
-    for (blk, o) in bytes
-        .chunks_exact(Q4_0_BYTES)
-        .zip(out.chunks_exact_mut(BLOCK))
-    {
-        let d = _mm256_set1_ps(f16c_at(blk, 0));
-        let (lo, hi) = q4_0_codes(blk);
+pub(crate) fn q4_0_dequant(qs: &[u8], d: &[u16], out: &mut [f32]) {
+    for (b, o) in out.chunks_exact_mut(BLOCK).enumerate() {
+        let scale = _mm256_set1_ps(f16c(d[b]));
+        let (lo, hi) = q4_0_codes(qs, b);
         for (o, q) in o.chunks_exact_mut(8).zip(block_f32(lo, hi, true)) {
-            store_f32x8(arr_mut(o), _mm256_mul_ps(q, d));
+            store_f32x8(arr_mut(o), _mm256_mul_ps(q, scale));
         }
     }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) fn q4_0_dot_f32(bytes: &[u8], x: &[f32]) -> f32 {
+pub(crate) fn q4_0_dot_f32(qs: &[u8], d: &[u16], x: &[f32]) -> f32 {
+    let ahead = prefetch_distance();
     let block = |b: usize, acc: __m256| {
-        let blk = &bytes[b * Q4_0_BYTES..][..Q4_0_BYTES];
-        let (lo, hi) = q4_0_codes(blk);
-        let d = _mm256_set1_ps(f16c_at(blk, 0));
-        _mm256_fmadd_ps(block_dot_i8_f32(lo, hi, &x[b * BLOCK..][..BLOCK]), d, acc)
+        let (lo, hi) = q4_0_codes(qs, b);
+        let scale = _mm256_set1_ps(f16c(d[b]));
+        _mm256_fmadd_ps(
+            block_dot_i8_f32(lo, hi, &x[b * BLOCK..][..BLOCK]),
+            scale,
+            acc,
+        )
     };
-    let blocks = bytes.len() / Q4_0_BYTES;
+    let blocks = d.len();
     let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
     let mut b = 0;
     while b + 2 <= blocks {
+        prefetch(qs, b * NIB_BYTES + ahead);
         a0 = block(b, a0);
         a1 = block(b + 1, a1);
         b += 2;
@@ -323,22 +339,23 @@ pub(crate) fn q4_0_dot_f32(bytes: &[u8], x: &[f32]) -> f32 {
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) fn q4_0_dot_q8(bytes: &[u8], xq: &[i8], xd: &[f32]) -> f32 {
+pub(crate) fn q4_0_dot_q8(qs: &[u8], d: &[u16], xq: &[i8], xd: &[f32]) -> f32 {
+    let ahead = prefetch_distance();
     let xq: &[u8] = bytemuck::cast_slice(xq);
     let block = |b: usize, acc: __m256| {
-        let blk = &bytes[b * Q4_0_BYTES..][..Q4_0_BYTES];
-        let (lo, hi) = q4_0_codes(blk);
+        let (lo, hi) = q4_0_codes(qs, b);
         let p = dot_i8(
             _mm256_set_m128i(hi, lo),
             load_u8x32(arr(&xq[b * BLOCK..][..BLOCK])),
         );
-        let f = _mm256_set1_ps(f16c_at(blk, 0) * xd[b]);
+        let f = _mm256_set1_ps(f16c(d[b]) * xd[b]);
         _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), f, acc)
     };
-    let blocks = bytes.len() / Q4_0_BYTES;
+    let blocks = d.len();
     let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
     let mut b = 0;
     while b + 2 <= blocks {
+        prefetch(qs, b * NIB_BYTES + ahead);
         a0 = block(b, a0);
         a1 = block(b + 1, a1);
         b += 2;
@@ -539,42 +556,6 @@ pub(crate) fn int4_dot_q8_512(row: &Int4Row<'_>, xq: &[i8], xd: &[f32], xgsum: &
     hsum512(_mm512_add_ps(a0, a1)) + dot_f32(row.mins, xgsum)
 }
 
-/// AVX-512 VNNI int8 product of a Q4_0 row. Codes stay unsigned (0–15);
-/// `lane_offsets` holds, for each activation block, `−Σ q` in each of the 8
-/// lanes the block's products land in, so `vpdpbusd` starting from it sums
-/// `Σ (code − 8) · q` per block without a correction afterwards.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512dq,fma,avx2,f16c")]
-pub(crate) fn q4_0_dot_q8_512(bytes: &[u8], xq: &[i8], xd: &[f32], lane_offsets: &[i32]) -> f32 {
-    let xu: &[u8] = bytemuck::cast_slice(xq);
-    let blocks = bytes.len() / Q4_0_BYTES;
-    let pair = |b: usize, acc: __m512| {
-        let b0 = &bytes[b * Q4_0_BYTES..][..Q4_0_BYTES];
-        let b1 = &bytes[(b + 1) * Q4_0_BYTES..][..Q4_0_BYTES];
-        let raw = _mm256_set_m128i(load_u8x16(arr(&b1[2..])), load_u8x16(arr(&b0[2..])));
-        let codes = nibbles512_raw(raw);
-        let off = load_i32x16(arr(&lane_offsets[b * 8..][..16]));
-        let p = _mm512_dpbusd_epi32(off, codes, load_u8x64(arr(&xu[b * BLOCK..][..2 * BLOCK])));
-        let f = pair_factors(f16c_at(b0, 0) * xd[b], f16c_at(b1, 0) * xd[b + 1]);
-        _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), f, acc)
-    };
-    let (mut a0, mut a1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
-    let mut b = 0;
-    while b + 4 <= blocks {
-        a0 = pair(b, a0);
-        a1 = pair(b + 2, a1);
-        b += 4;
-    }
-    if b + 2 <= blocks {
-        a0 = pair(b, a0);
-        b += 2;
-    }
-    let mut total = hsum512(_mm512_add_ps(a0, a1));
-    if b < blocks {
-        total += q4_0_dot_q8(&bytes[b * Q4_0_BYTES..], &xq[b * BLOCK..], &xd[b..]);
-    }
-    total
-}
-
 // ------------------------------------------------- AVX-512, units of 128 columns
 //
 // A unit is 4 consecutive nibble blocks (64 code bytes, 128 columns) inside
@@ -605,9 +586,7 @@ fn prefetch(base: &[u8], offset: usize) {
 }
 
 /// Bytes of codes in a unit.
-pub(crate) const UNIT_BYTES: usize = 64;
-/// Columns in a unit.
-pub(crate) const UNIT: usize = 128;
+const UNIT_BYTES: usize = UNIT / 2;
 
 #[inline]
 #[target_feature(enable = "avx512f")]
@@ -741,4 +720,90 @@ pub(crate) fn int4_dot_q8_units(
         }
     }
     hsum512(_mm512_add_ps(a0, a1)) + hsum(tail) + dot_f32(row.mins, xgsum)
+}
+
+/// The f16 scales of the 4 blocks of unit `u`, each over the 4 lanes the
+/// block's products land in.
+#[inline]
+#[target_feature(enable = "avx512f,f16c")]
+fn unit_scales_f16(d: &[u16], u: usize) -> __m512 {
+    let bits: &[u16; 4] = arr(&d[4 * u..][..4]);
+    // SAFETY: `bits` is 8 readable bytes; `loadl_epi64` reads 8 bytes, unaligned.
+    let v = _mm_cvtph_ps(unsafe { _mm_loadl_epi64(bits.as_ptr().cast()) });
+    let spread = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+    _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(v))
+}
+
+/// Q4_0 row (split: nibbles `qs`, f16 scales `d`) times f32 activations:
+/// `vpermps` turns nibbles into `code − 8` as f32 directly, 8 FMAs per unit
+/// against `xr = unit_x_f32(x)`, then one FMA with the blocks' scales.
+/// Blocks past the last whole unit take the AVX2 path.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,fma,avx2,f16c")]
+pub(crate) fn q4_0_dot_f32_units(qs: &[u8], d: &[u16], xr: &[f32], x: &[f32]) -> f32 {
+    let units = qs.len() / UNIT_BYTES;
+    let lut = _mm512_setr_ps(
+        -8.0, -7.0, -6.0, -5.0, -4.0, -3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0,
+    );
+    let w = |idx: __m512i| _mm512_permutexvar_ps(idx, lut);
+    let ahead = prefetch_distance();
+    let mut total = _mm512_setzero_ps();
+    for u in 0..units {
+        prefetch(qs, u * UNIT_BYTES + ahead);
+        let raw = load_u8x64(arr(&qs[u * UNIT_BYTES..][..UNIT_BYTES]));
+        let xu = &xr[u * UNIT..][..UNIT];
+        let a0 = _mm512_mul_ps(w(raw), load_f32x16_at(xu, 0));
+        let a1 = _mm512_mul_ps(w(_mm512_srli_epi32::<4>(raw)), load_f32x16_at(xu, 16));
+        let a0 = _mm512_fmadd_ps(w(_mm512_srli_epi32::<8>(raw)), load_f32x16_at(xu, 32), a0);
+        let a1 = _mm512_fmadd_ps(w(_mm512_srli_epi32::<12>(raw)), load_f32x16_at(xu, 48), a1);
+        let a0 = _mm512_fmadd_ps(w(_mm512_srli_epi32::<16>(raw)), load_f32x16_at(xu, 64), a0);
+        let a1 = _mm512_fmadd_ps(w(_mm512_srli_epi32::<20>(raw)), load_f32x16_at(xu, 80), a1);
+        let a0 = _mm512_fmadd_ps(w(_mm512_srli_epi32::<24>(raw)), load_f32x16_at(xu, 96), a0);
+        let a1 = _mm512_fmadd_ps(w(_mm512_srli_epi32::<28>(raw)), load_f32x16_at(xu, 112), a1);
+        total = _mm512_fmadd_ps(_mm512_add_ps(a0, a1), unit_scales_f16(d, u), total);
+    }
+    let first = units * UNIT / BLOCK;
+    let tail = q4_0_dot_f32(&qs[first * NIB_BYTES..], &d[first..], &x[first * BLOCK..]);
+    hsum512(total) + tail
+}
+
+/// Q4_0 row (split) times int8 activations: codes stay unsigned, the
+/// integer sums start at `offsets = unit_offsets_q8(sums, 8)` (taking off
+/// `8 Σ x_q` per block), two `vpdpbusd` per unit against `xu`, one FMA with
+/// the weight scales times `xd4`. Blocks past the last whole unit take the
+/// AVX2 path.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512dq,fma,avx2,f16c")]
+pub(crate) fn q4_0_dot_q8_units(
+    qs: &[u8],
+    d: &[u16],
+    xu: &[u8],
+    xd4: &[f32],
+    offsets: &[i32],
+    xq: &[i8],
+    xd: &[f32],
+) -> f32 {
+    let units = qs.len() / UNIT_BYTES;
+    let mask = _mm512_set1_epi8(0x0f);
+    let ahead = prefetch_distance();
+    let (mut a0, mut a1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+    for u in 0..units {
+        prefetch(qs, u * UNIT_BYTES + ahead);
+        let raw = load_u8x64(arr(&qs[u * UNIT_BYTES..][..UNIT_BYTES]));
+        let lo = _mm512_and_si512(raw, mask);
+        let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(raw), mask);
+        let x = &xu[u * UNIT..][..UNIT];
+        let p = load_i32x16(arr(&offsets[u * 16..][..16]));
+        let p = _mm512_dpbusd_epi32(p, lo, load_u8x64(arr(&x[..64])));
+        let p = _mm512_dpbusd_epi32(p, hi, load_u8x64(arr(&x[64..])));
+        let f = _mm512_mul_ps(unit_scales_f16(d, u), load_f32x16_at(xd4, u * 16));
+        a0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), f, a0);
+        std::mem::swap(&mut a0, &mut a1);
+    }
+    let first = units * UNIT / BLOCK;
+    let tail = q4_0_dot_q8(
+        &qs[first * NIB_BYTES..],
+        &d[first..],
+        &xq[first * BLOCK..],
+        &xd[first..],
+    );
+    hsum512(_mm512_add_ps(a0, a1)) + tail
 }
