@@ -50,7 +50,7 @@ impl QuantMatrix for F32Matrix {
         check_len("x", self.cols, x.len())?;
         check_len("y", self.rows, y.len())?;
         let c = self.cols;
-        par_rows(y, |r| dot_f32(isa, &self.w[r * c..(r + 1) * c], x));
+        par_rows(y, 4 * c, |r| dot_f32(isa, &self.w[r * c..(r + 1) * c], x));
         Ok(())
     }
 

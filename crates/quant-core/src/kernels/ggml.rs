@@ -177,7 +177,7 @@ impl QuantMatrix for GgmlMatrix {
                 } else {
                     Vec::new()
                 };
-                par_rows(y, |r| {
+                par_rows(y, self.weight_bytes() / self.rows.max(1), |r| {
                     let (qs, d) = self.q4_row(qs, d, r);
                     match isa {
                         #[cfg(target_arch = "x86_64")]
@@ -198,7 +198,7 @@ impl QuantMatrix for GgmlMatrix {
             }
             Store::Blocks { row_bytes, bytes } => {
                 let row = |r: usize| &bytes[r * row_bytes..(r + 1) * row_bytes];
-                par_rows(y, |r| match isa {
+                par_rows(y, self.weight_bytes() / self.rows.max(1), |r| match isa {
                     #[cfg(target_arch = "x86_64")]
                     Isa::Avx2 | Isa::Avx512 => {
                         // SAFETY: `isa.check()` passed (AVX2+FMA+F16C); the row
@@ -225,7 +225,7 @@ impl QuantMatrix for GgmlMatrix {
                 } else {
                     ((Vec::new(), Vec::new()), Vec::new())
                 };
-                par_rows(y, |r| {
+                par_rows(y, self.weight_bytes() / self.rows.max(1), |r| {
                     let (qs, d) = self.q4_row(qs, d, r);
                     match isa {
                         #[cfg(target_arch = "x86_64")]
@@ -249,7 +249,7 @@ impl QuantMatrix for GgmlMatrix {
             }
             Store::Blocks { row_bytes, bytes } => {
                 let row = |r: usize| &bytes[r * row_bytes..(r + 1) * row_bytes];
-                par_rows(y, |r| match isa {
+                par_rows(y, self.weight_bytes() / self.rows.max(1), |r| match isa {
                     #[cfg(target_arch = "x86_64")]
                     Isa::Avx2 | Isa::Avx512 => {
                         // SAFETY: `isa.check()` passed (AVX2+FMA+F16C); the

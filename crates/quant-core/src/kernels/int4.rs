@@ -212,7 +212,7 @@ impl QuantMatrix for Int4Matrix {
         #[cfg(target_arch = "x86_64")]
         if isa == Isa::Avx512 && self.group.is_multiple_of(UNIT) {
             let xr = unit_x_f32(&x);
-            par_rows(y, |r| {
+            par_rows(y, self.weight_bytes() / self.rows.max(1), |r| {
                 // SAFETY: `isa.check()` passed (AVX-512 F/BW/VL/DQ, AVX2,
                 // FMA); `xr` is `unit_x_f32` of `x`, which has `cols` values;
                 // the group is a multiple of a unit.
@@ -221,7 +221,7 @@ impl QuantMatrix for Int4Matrix {
             return Ok(());
         }
         let xgsum: Vec<f32> = x.chunks(self.group).map(|g| g.iter().sum()).collect();
-        par_rows(y, |r| match isa {
+        par_rows(y, self.weight_bytes() / self.rows.max(1), |r| match isa {
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 => {
                 // SAFETY: `isa.check()` passed (AVX-512 F/BW/VL/VNNI, AVX2, FMA);
@@ -261,7 +261,7 @@ impl QuantMatrix for Int4Matrix {
         #[cfg(target_arch = "x86_64")]
         if isa == Isa::Avx512 && self.group.is_multiple_of(UNIT) {
             let (xu, xd4) = unit_x_q8(xq, xd);
-            par_rows(y, |r| {
+            par_rows(y, self.weight_bytes() / self.rows.max(1), |r| {
                 // SAFETY: `isa.check()` passed (AVX-512 F/BW/VL/VNNI/DQ, AVX2,
                 // FMA); `xu`/`xd4` are `unit_x_q8` of the activation blocks,
                 // which match the row; the group is a multiple of a unit.
@@ -269,7 +269,7 @@ impl QuantMatrix for Int4Matrix {
             });
             return Ok(());
         }
-        par_rows(y, |r| match isa {
+        par_rows(y, self.weight_bytes() / self.rows.max(1), |r| match isa {
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 => {
                 // SAFETY: `isa.check()` passed (AVX-512 F/BW/VL/VNNI, AVX2, FMA);

@@ -349,8 +349,33 @@ pub(crate) fn check_rows(rows: usize, cols: usize, first: usize, out: &[f32]) ->
     Ok(n)
 }
 
-/// Runs `row_dot(r)` for every row into `y`, split across rayon's pool.
-pub(crate) fn par_rows(y: &mut [f32], row_dot: impl Fn(usize) -> f32 + Sync) {
+/// Weight bytes below which a product runs on the calling thread: waking
+/// rayon's workers costs tens of microseconds, as much as streaming a few
+/// hundred kilobytes (SmolLM2's per-layer matrices are 60–500 KB at 4 bits;
+/// decoding it ran best at 1 MiB on 2 cores).
+/// `TENSORPRESS_PAR_BYTES` overrides it.
+fn serial_bytes() -> usize {
+    static BYTES: OnceLock<usize> = OnceLock::new();
+    *BYTES.get_or_init(|| {
+        std::env::var("TENSORPRESS_PAR_BYTES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(DEFAULT_SERIAL_BYTES)
+    })
+}
+
+/// Default of [`serial_bytes`].
+const DEFAULT_SERIAL_BYTES: usize = 1 << 20;
+
+/// Runs `row_dot(r)` for every row into `y`, split across rayon's pool when
+/// the rows hold at least [`serial_bytes`] of weights (`row_bytes` each).
+pub(crate) fn par_rows(y: &mut [f32], row_bytes: usize, row_dot: impl Fn(usize) -> f32 + Sync) {
+    if y.len().saturating_mul(row_bytes) < serial_bytes() {
+        for (r, y) in y.iter_mut().enumerate() {
+            *y = row_dot(r);
+        }
+        return;
+    }
     y.par_chunks_mut(ROWS_PER_TASK)
         .enumerate()
         .for_each(|(t, ys)| {

@@ -239,6 +239,40 @@ fn gemm_equals_one_gemv_per_token() {
 }
 
 #[test]
+fn products_large_enough_to_split_across_threads_match() {
+    // Above `DEFAULT_SERIAL_BYTES` of weights, rows go to rayon's pool.
+    let mut rng = SeededRng::new(13);
+    let (rows, cols) = (2048, 1024);
+    let w = randn(&mut rng, rows * cols);
+    let x = randn(&mut rng, cols);
+    let q = Rtn::new(QuantSpec::int(4).group(128))
+        .quantize(
+            Array2::from_shape_vec((rows, cols), w.clone())
+                .unwrap()
+                .view(),
+            None,
+        )
+        .unwrap();
+    let int4 = Int4Matrix::from_quantized(&q).unwrap();
+    let q4 = GgmlMatrix::quantize(GgmlType::Q4_0, rows, cols, &w).unwrap();
+    let matrices: [(&dyn QuantMatrix, Vec<f32>); 2] = [
+        (&int4, q.dequantize().iter().copied().collect()),
+        (&q4, q4.dequantize().unwrap()),
+    ];
+    for (m, dq) in matrices {
+        assert!(m.weight_bytes() >= DEFAULT_SERIAL_BYTES);
+        let xq = m.quantize_input(&x).unwrap();
+        for isa in Isa::available() {
+            let mut y = vec![0.0f32; rows];
+            m.gemv_with(isa, &x, &mut y).unwrap();
+            check_product(&format!("{isa:?} split gemv"), &dq, &x, &y);
+            m.gemv_q8_with(isa, &xq, &mut y).unwrap();
+            check_product(&format!("{isa:?} split gemv_q8"), &dq, &xq.dequantize(), &y);
+        }
+    }
+}
+
+#[test]
 fn f32_baseline_matches_the_reference() {
     let mut rng = SeededRng::new(9);
     let (rows, cols) = (19, 100); // a length with a tail after the SIMD chunks

@@ -385,6 +385,7 @@ pub(crate) fn q8_0_dequant(bytes: &[u8], out: &mut [f32]) {
 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) fn q8_0_dot_f32(bytes: &[u8], x: &[f32]) -> f32 {
+    let ahead = prefetch_distance();
     let block = |b: usize, acc: __m256| {
         let blk = &bytes[b * Q8_0_BYTES..][..Q8_0_BYTES];
         let q = load_u8x32(arr(&blk[2..]));
@@ -396,6 +397,7 @@ pub(crate) fn q8_0_dot_f32(bytes: &[u8], x: &[f32]) -> f32 {
     let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
     let mut b = 0;
     while b + 2 <= blocks {
+        prefetch(bytes, b * Q8_0_BYTES + ahead);
         a0 = block(b, a0);
         a1 = block(b + 1, a1);
         b += 2;
@@ -408,6 +410,7 @@ pub(crate) fn q8_0_dot_f32(bytes: &[u8], x: &[f32]) -> f32 {
 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) fn q8_0_dot_q8(bytes: &[u8], xq: &[i8], xd: &[f32]) -> f32 {
+    let ahead = prefetch_distance();
     let xq: &[u8] = bytemuck::cast_slice(xq);
     let block = |b: usize, acc: __m256| {
         let blk = &bytes[b * Q8_0_BYTES..][..Q8_0_BYTES];
@@ -422,6 +425,7 @@ pub(crate) fn q8_0_dot_q8(bytes: &[u8], xq: &[i8], xd: &[f32]) -> f32 {
     let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
     let mut b = 0;
     while b + 2 <= blocks {
+        prefetch(bytes, b * Q8_0_BYTES + ahead);
         a0 = block(b, a0);
         a1 = block(b + 1, a1);
         b += 2;
