@@ -1,7 +1,10 @@
 //! Quantized matrix-vector products against their baselines, measured in the
 //! same run: each SIMD level against the scalar reference, int4 / Q4_0 / Q8_0
-//! against the f32 product of the same shape, and the weight bytes streamed
-//! per second against a streaming-read probe of this machine's memory.
+//! against the f32 product of the same shape, the weight bytes streamed per
+//! second against a streaming-read probe of this machine's memory, and the
+//! Q4_0 / Q8_0 kernels against candle's quantized matmul (`QMatMul`, which
+//! quantizes the activations to Q8_0 and uses its own AVX2 / repacked VNNI
+//! kernels) on the same bytes.
 //!
 //! ```sh
 //! cargo bench -p tensorpress-quant-core --bench kernels
@@ -82,6 +85,56 @@ fn time_gemv<M: QuantMatrix + Clone>(m: &M, isa: Isa, q8: bool, x: &[f32], reps:
     t.elapsed().as_secs_f64() / n as f64
 }
 
+/// Seconds per candle `QMatMul` product of the GGML bytes of `m` with `x`
+/// (`[1, cols]`), cycling over copies as [`time_gemv`] does; checks that
+/// candle's result agrees with ours first.
+fn time_candle(m: &GgmlMatrix, x: &[f32], reps: usize) -> f64 {
+    use candle_core::quantized::{ggml_file::qtensor_from_ggml, GgmlDType, QMatMul};
+    use candle_core::{Device, Module, Tensor};
+    let dtype = match m.ggml_type() {
+        GgmlType::Q4_0 => GgmlDType::Q4_0,
+        GgmlType::Q8_0 => GgmlDType::Q8_0,
+        other => panic!("no candle comparison for {other}"),
+    };
+    let bytes = m.to_bytes();
+    let (rows, cols) = (m.rows(), m.cols());
+    let copies: Vec<QMatMul> = (0..WORKING_SET.div_ceil(bytes.len()).max(2))
+        .map(|_| {
+            let q = qtensor_from_ggml(dtype, &bytes, vec![rows, cols], &Device::Cpu).unwrap();
+            QMatMul::from_qtensor(q).unwrap()
+        })
+        .collect();
+    let xt = Tensor::from_slice(x, (1, cols), &Device::Cpu).unwrap();
+    let theirs: Vec<f32> = copies[0]
+        .forward(&xt)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let mut ours = vec![0.0f32; rows];
+    m.gemv_q8(&m.quantize_input(x).unwrap(), &mut ours).unwrap();
+    // Candle quantizes the activations its own way (Q8_0 or Q8_K blocks), so
+    // the two agree to the activation rounding, not bit for bit; a wrong
+    // layout would be off by the whole norm.
+    let norm = |v: &mut dyn Iterator<Item = f32>| v.map(|v| (v as f64).powi(2)).sum::<f64>().sqrt();
+    let diff = norm(&mut ours.iter().zip(&theirs).map(|(a, b)| a - b));
+    let rel = diff / norm(&mut ours.iter().copied());
+    assert!(
+        rel < 0.02,
+        "candle's product is {rel:.4} of the norm away from ours"
+    );
+    for c in &copies {
+        black_box(c.forward(&xt).unwrap()); // warm up (candle repacks some types once)
+    }
+    let n = reps.max(copies.len());
+    let t = Instant::now();
+    for i in 0..n {
+        black_box(copies[i % copies.len()].forward(&xt).unwrap());
+    }
+    t.elapsed().as_secs_f64() / n as f64
+}
+
 fn env_list(name: &str, default: &str) -> Vec<String> {
     std::env::var(name)
         .unwrap_or_else(|_| default.to_string())
@@ -143,6 +196,19 @@ fn report() {
                     ("Q4_0", &|isa, q8| (time_gemv(&q4_0, isa, q8, &x, 50), q4_0.weight_bytes())),
                     ("Q8_0", &|isa, q8| (time_gemv(&q8_0, isa, q8, &x, 50), q8_0.weight_bytes())),
                 ];
+                for m in [&q4_0, &q8_0] {
+                    let ty = m.ggml_type();
+                    let theirs = time_candle(m, &x, 50);
+                    let ours = time_gemv(m, best, true, &x, 50);
+                    println!(
+                        "| {ty} candle QMatMul | int8 | {:.3} | {:.1} | {:.0}% | ×{:.2} | ours (int8, {best:?}) ×{:.2} candle |",
+                        theirs * 1e3,
+                        m.weight_bytes() as f64 / theirs / 1e9,
+                        100.0 * m.weight_bytes() as f64 / theirs / bw,
+                        f32_t / theirs,
+                        theirs / ours
+                    );
+                }
                 for (name, run) in cases {
                     for q8 in [false, true] {
                         let (scalar_t, _) = run(Isa::Scalar, q8);
