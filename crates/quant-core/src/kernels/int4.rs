@@ -25,8 +25,9 @@ pub struct Int4Matrix {
     cols: usize,
     group: usize,
     qs: Vec<u8>,
-    scales: Vec<f32>,
-    mins: Vec<f32>,
+    /// Per row: the row's group scales, then its group mins (one stream of
+    /// parameters next to the codes instead of two).
+    params: Vec<f32>,
     perm: Option<Vec<u32>>,
 }
 
@@ -103,14 +104,17 @@ impl Int4Matrix {
                 }
             }
         }
-        let mins = scales.iter().zip(zeros).map(|(s, z)| -s * z).collect();
+        let mut params = Vec::with_capacity(2 * scales.len());
+        for (s, z) in scales.chunks(groups).zip(zeros.chunks(groups)) {
+            params.extend_from_slice(s);
+            params.extend(s.iter().zip(z).map(|(s, z)| -s * z));
+        }
         Ok(Int4Matrix {
             rows,
             cols,
             group,
             qs,
-            scales: scales.to_vec(),
-            mins,
+            params,
             perm,
         })
     }
@@ -152,8 +156,8 @@ impl Int4Matrix {
         let groups = self.cols.div_ceil(self.group);
         Int4Row {
             qs: &self.qs[r * self.cols / 2..(r + 1) * self.cols / 2],
-            scales: &self.scales[r * groups..(r + 1) * groups],
-            mins: &self.mins[r * groups..(r + 1) * groups],
+            scales: &self.params[2 * r * groups..(2 * r + 1) * groups],
+            mins: &self.params[(2 * r + 1) * groups..(2 * r + 2) * groups],
             group: self.group,
         }
     }
@@ -177,7 +181,7 @@ impl QuantMatrix for Int4Matrix {
     }
 
     fn weight_bytes(&self) -> usize {
-        self.qs.len() + 4 * (self.scales.len() + self.mins.len())
+        self.qs.len() + 4 * self.params.len()
     }
 
     fn dequantize_rows_with(&self, isa: Isa, first: usize, out: &mut [f32]) -> Result<()> {
