@@ -592,12 +592,6 @@ fn prefetch(base: &[u8], offset: usize) {
 /// Bytes of codes in a unit.
 const UNIT_BYTES: usize = UNIT / 2;
 
-#[inline]
-#[target_feature(enable = "avx512f")]
-fn load_f32x16_at(x: &[f32], at: usize) -> __m512 {
-    load_f32x16(arr(&x[at..][..16]))
-}
-
 /// Σ_j w_j·x_j over the row, f32 activations: per group a 16-entry table
 /// `scale·k + min` that `vpermps` indexes with the nibbles directly (it reads
 /// the low 4 bits of each lane), one FMA per 16 weights. `xr` is
@@ -612,53 +606,31 @@ pub(crate) fn int4_dot_f32_units(row: &Int4Row<'_>, xr: &[f32], x: &[f32]) -> f3
     );
     let mut acc = [_mm512_setzero_ps(); 4];
     let ahead = prefetch_distance();
-    let mut u = 0;
-    for (g, (&s, &m)) in row.scales.iter().zip(row.mins).enumerate() {
-        let lut = _mm512_fmadd_ps(iota, _mm512_set1_ps(s), _mm512_set1_ps(m));
-        let end = ((g + 1) * per_group).min(units);
-        while u < end {
-            prefetch(row.qs, u * UNIT_BYTES + ahead);
-            let raw = load_u8x64(arr(&row.qs[u * UNIT_BYTES..][..UNIT_BYTES]));
-            let xu = &xr[u * UNIT..][..UNIT];
-            let w = |idx: __m512i| _mm512_permutexvar_ps(idx, lut);
-            acc[0] = _mm512_fmadd_ps(w(raw), load_f32x16_at(xu, 0), acc[0]);
-            acc[1] = _mm512_fmadd_ps(
-                w(_mm512_srli_epi32::<4>(raw)),
-                load_f32x16_at(xu, 16),
-                acc[1],
-            );
-            acc[2] = _mm512_fmadd_ps(
-                w(_mm512_srli_epi32::<8>(raw)),
-                load_f32x16_at(xu, 32),
-                acc[2],
-            );
-            acc[3] = _mm512_fmadd_ps(
-                w(_mm512_srli_epi32::<12>(raw)),
-                load_f32x16_at(xu, 48),
-                acc[3],
-            );
-            acc[0] = _mm512_fmadd_ps(
-                w(_mm512_srli_epi32::<16>(raw)),
-                load_f32x16_at(xu, 64),
-                acc[0],
-            );
-            acc[1] = _mm512_fmadd_ps(
-                w(_mm512_srli_epi32::<20>(raw)),
-                load_f32x16_at(xu, 80),
-                acc[1],
-            );
-            acc[2] = _mm512_fmadd_ps(
-                w(_mm512_srli_epi32::<24>(raw)),
-                load_f32x16_at(xu, 96),
-                acc[2],
-            );
-            acc[3] = _mm512_fmadd_ps(
-                w(_mm512_srli_epi32::<28>(raw)),
-                load_f32x16_at(xu, 112),
-                acc[3],
-            );
-            u += 1;
+    // Zipped slices keep the loop free of index checks; the group's
+    // parameters change every `per_group` units.
+    let (mut params, mut left) = (row.scales.iter().zip(row.mins), 0);
+    let (mut s, mut m) = (0.0f32, 0.0f32);
+    for (q, xu) in row.qs.chunks_exact(UNIT_BYTES).zip(xr.chunks_exact(UNIT)) {
+        if left == 0 {
+            if let Some((&gs, &gm)) = params.next() {
+                (s, m) = (gs, gm);
+            }
+            left = per_group;
         }
+        left -= 1;
+        prefetch(q, ahead);
+        let lut = _mm512_fmadd_ps(iota, _mm512_set1_ps(s), _mm512_set1_ps(m));
+        let raw = load_u8x64(arr(q));
+        let w = |idx: __m512i| _mm512_permutexvar_ps(idx, lut);
+        let xs = |k: usize| load_f32x16(arr(&xu[16 * k..16 * k + 16]));
+        acc[0] = _mm512_fmadd_ps(w(raw), xs(0), acc[0]);
+        acc[1] = _mm512_fmadd_ps(w(_mm512_srli_epi32::<4>(raw)), xs(1), acc[1]);
+        acc[2] = _mm512_fmadd_ps(w(_mm512_srli_epi32::<8>(raw)), xs(2), acc[2]);
+        acc[3] = _mm512_fmadd_ps(w(_mm512_srli_epi32::<12>(raw)), xs(3), acc[3]);
+        acc[0] = _mm512_fmadd_ps(w(_mm512_srli_epi32::<16>(raw)), xs(4), acc[0]);
+        acc[1] = _mm512_fmadd_ps(w(_mm512_srli_epi32::<20>(raw)), xs(5), acc[1]);
+        acc[2] = _mm512_fmadd_ps(w(_mm512_srli_epi32::<24>(raw)), xs(6), acc[2]);
+        acc[3] = _mm512_fmadd_ps(w(_mm512_srli_epi32::<28>(raw)), xs(7), acc[3]);
     }
     let total = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
     let mut tail = _mm256_setzero_ps();
@@ -696,23 +668,28 @@ pub(crate) fn int4_dot_q8_units(
     let mask = _mm512_set1_epi8(0x0f);
     let (mut a0, mut a1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
     let ahead = prefetch_distance();
-    let mut u = 0;
-    for (g, &s) in row.scales.iter().enumerate() {
-        let s = _mm512_set1_ps(s);
-        let end = ((g + 1) * per_group).min(units);
-        while u < end {
-            prefetch(row.qs, u * UNIT_BYTES + ahead);
-            let raw = load_u8x64(arr(&row.qs[u * UNIT_BYTES..][..UNIT_BYTES]));
-            let lo = _mm512_and_si512(raw, mask);
-            let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(raw), mask);
-            let x = &xu[u * UNIT..][..UNIT];
-            let p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, load_u8x64(arr(&x[..64])));
-            let p = _mm512_dpbusd_epi32(p, hi, load_u8x64(arr(&x[64..])));
-            let f = _mm512_mul_ps(load_f32x16_at(xd4, u * 16), s);
-            a0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), f, a0);
-            std::mem::swap(&mut a0, &mut a1);
-            u += 1;
+    let (mut scales, mut left, mut s) = (row.scales.iter(), 0, 0.0f32);
+    for (q, (x, d4)) in row
+        .qs
+        .chunks_exact(UNIT_BYTES)
+        .zip(xu.chunks_exact(UNIT).zip(xd4.chunks_exact(16)))
+    {
+        if left == 0 {
+            if let Some(&gs) = scales.next() {
+                s = gs;
+            }
+            left = per_group;
         }
+        left -= 1;
+        prefetch(q, ahead);
+        let raw = load_u8x64(arr(q));
+        let lo = _mm512_and_si512(raw, mask);
+        let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(raw), mask);
+        let p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, load_u8x64(arr(&x[..64])));
+        let p = _mm512_dpbusd_epi32(p, hi, load_u8x64(arr(&x[64..])));
+        let f = _mm512_mul_ps(load_f32x16(arr(d4)), _mm512_set1_ps(s));
+        a0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), f, a0);
+        std::mem::swap(&mut a0, &mut a1);
     }
     let xq: &[u8] = bytemuck::cast_slice(xq);
     let mut tail = _mm256_setzero_ps();
@@ -726,12 +703,11 @@ pub(crate) fn int4_dot_q8_units(
     hsum512(_mm512_add_ps(a0, a1)) + hsum(tail) + dot_f32(row.mins, xgsum)
 }
 
-/// The f16 scales of the 4 blocks of unit `u`, each over the 4 lanes the
-/// block's products land in.
+/// The f16 scales of a unit's 4 blocks, each over the 4 lanes the block's
+/// products land in.
 #[inline]
 #[target_feature(enable = "avx512f,f16c")]
-fn unit_scales_f16(d: &[u16], u: usize) -> __m512 {
-    let bits: &[u16; 4] = arr(&d[4 * u..][..4]);
+fn unit_scales_f16(bits: &[u16; 4]) -> __m512 {
     // SAFETY: `bits` is 8 readable bytes; `loadl_epi64` reads 8 bytes, unaligned.
     let v = _mm_cvtph_ps(unsafe { _mm_loadl_epi64(bits.as_ptr().cast()) });
     let spread = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
@@ -751,19 +727,23 @@ pub(crate) fn q4_0_dot_f32_units(qs: &[u8], d: &[u16], xr: &[f32], x: &[f32]) ->
     let w = |idx: __m512i| _mm512_permutexvar_ps(idx, lut);
     let ahead = prefetch_distance();
     let mut total = _mm512_setzero_ps();
-    for u in 0..units {
-        prefetch(qs, u * UNIT_BYTES + ahead);
-        let raw = load_u8x64(arr(&qs[u * UNIT_BYTES..][..UNIT_BYTES]));
-        let xu = &xr[u * UNIT..][..UNIT];
-        let a0 = _mm512_mul_ps(w(raw), load_f32x16_at(xu, 0));
-        let a1 = _mm512_mul_ps(w(_mm512_srli_epi32::<4>(raw)), load_f32x16_at(xu, 16));
-        let a0 = _mm512_fmadd_ps(w(_mm512_srli_epi32::<8>(raw)), load_f32x16_at(xu, 32), a0);
-        let a1 = _mm512_fmadd_ps(w(_mm512_srli_epi32::<12>(raw)), load_f32x16_at(xu, 48), a1);
-        let a0 = _mm512_fmadd_ps(w(_mm512_srli_epi32::<16>(raw)), load_f32x16_at(xu, 64), a0);
-        let a1 = _mm512_fmadd_ps(w(_mm512_srli_epi32::<20>(raw)), load_f32x16_at(xu, 80), a1);
-        let a0 = _mm512_fmadd_ps(w(_mm512_srli_epi32::<24>(raw)), load_f32x16_at(xu, 96), a0);
-        let a1 = _mm512_fmadd_ps(w(_mm512_srli_epi32::<28>(raw)), load_f32x16_at(xu, 112), a1);
-        total = _mm512_fmadd_ps(_mm512_add_ps(a0, a1), unit_scales_f16(d, u), total);
+    for ((q, xu), d4) in qs
+        .chunks_exact(UNIT_BYTES)
+        .zip(xr.chunks_exact(UNIT))
+        .zip(d.chunks_exact(4))
+    {
+        prefetch(q, ahead);
+        let raw = load_u8x64(arr(q));
+        let xs = |k: usize| load_f32x16(arr(&xu[16 * k..16 * k + 16]));
+        let a0 = _mm512_mul_ps(w(raw), xs(0));
+        let a1 = _mm512_mul_ps(w(_mm512_srli_epi32::<4>(raw)), xs(1));
+        let a0 = _mm512_fmadd_ps(w(_mm512_srli_epi32::<8>(raw)), xs(2), a0);
+        let a1 = _mm512_fmadd_ps(w(_mm512_srli_epi32::<12>(raw)), xs(3), a1);
+        let a0 = _mm512_fmadd_ps(w(_mm512_srli_epi32::<16>(raw)), xs(4), a0);
+        let a1 = _mm512_fmadd_ps(w(_mm512_srli_epi32::<20>(raw)), xs(5), a1);
+        let a0 = _mm512_fmadd_ps(w(_mm512_srli_epi32::<24>(raw)), xs(6), a0);
+        let a1 = _mm512_fmadd_ps(w(_mm512_srli_epi32::<28>(raw)), xs(7), a1);
+        total = _mm512_fmadd_ps(_mm512_add_ps(a0, a1), unit_scales_f16(arr(d4)), total);
     }
     let first = units * UNIT / BLOCK;
     let tail = q4_0_dot_f32(&qs[first * NIB_BYTES..], &d[first..], &x[first * BLOCK..]);
@@ -789,16 +769,18 @@ pub(crate) fn q4_0_dot_q8_units(
     let mask = _mm512_set1_epi8(0x0f);
     let ahead = prefetch_distance();
     let (mut a0, mut a1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
-    for u in 0..units {
-        prefetch(qs, u * UNIT_BYTES + ahead);
-        let raw = load_u8x64(arr(&qs[u * UNIT_BYTES..][..UNIT_BYTES]));
+    for ((q, d4), (x, (xd4, off))) in qs.chunks_exact(UNIT_BYTES).zip(d.chunks_exact(4)).zip(
+        xu.chunks_exact(UNIT)
+            .zip(xd4.chunks_exact(16).zip(offsets.chunks_exact(16))),
+    ) {
+        prefetch(q, ahead);
+        let raw = load_u8x64(arr(q));
         let lo = _mm512_and_si512(raw, mask);
         let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(raw), mask);
-        let x = &xu[u * UNIT..][..UNIT];
-        let p = load_i32x16(arr(&offsets[u * 16..][..16]));
+        let p = load_i32x16(arr(off));
         let p = _mm512_dpbusd_epi32(p, lo, load_u8x64(arr(&x[..64])));
         let p = _mm512_dpbusd_epi32(p, hi, load_u8x64(arr(&x[64..])));
-        let f = _mm512_mul_ps(unit_scales_f16(d, u), load_f32x16_at(xd4, u * 16));
+        let f = _mm512_mul_ps(unit_scales_f16(arr(d4)), load_f32x16(arr(xd4)));
         a0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), f, a0);
         std::mem::swap(&mut a0, &mut a1);
     }
