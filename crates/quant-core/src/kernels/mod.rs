@@ -80,6 +80,29 @@ pub const BLOCK: usize = 32;
 /// Columns in a unit of the AVX-512 nibble kernels: 4 blocks, 64 code bytes.
 pub(crate) const UNIT: usize = 4 * BLOCK;
 
+/// Weight rows per task of [`QuantMatrix::gemm`]: each task dequantizes
+/// this many rows into a buffer that stays in cache (64 × 1536 f32 = 384 KB)
+/// and multiplies it with a single-threaded SGEMM, so a prompt reads the
+/// quantized weights once and never writes the f32 matrix to memory.
+const GEMM_TILE: usize = 64;
+
+/// The output of a tiled GEMM, shared by the tasks that write disjoint
+/// columns of it.
+struct SharedOut(*mut f32);
+
+// SAFETY: the tasks of `QuantMatrix::gemm` write disjoint elements through
+// the pointer, and the buffer outlives them (the parallel loop joins before
+// `gemm` returns).
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    /// The pointer `offset` elements in; `wrapping_add` keeps this safe, the
+    /// callers' SAFETY comments cover the writes.
+    fn at(&self, offset: usize) -> *mut f32 {
+        self.0.wrapping_add(offset)
+    }
+}
+
 /// Rows each rayon task takes in a matrix-vector product.
 const ROWS_PER_TASK: usize = 16;
 
@@ -224,10 +247,11 @@ pub trait QuantMatrix: Send + Sync {
     }
 
     /// `Y = X Wᵀ` for a batch of `tokens` activation rows `x` (`[tokens, cols]`),
-    /// written to `y` (`[tokens, rows]`): prompt processing. The weight is
-    /// dequantized once (row tiles in parallel, at the SIMD level) and
-    /// multiplied by the `gemm` crate's parallel SGEMM (candle's CPU GEMM), so
-    /// a prompt reads the quantized weights once; one token is a GEMV.
+    /// written to `y` (`[tokens, rows]`): prompt processing. Tiles of 64
+    /// weight rows are dequantized in parallel (at the SIMD level) into a
+    /// cache-sized buffer and multiplied by the `gemm` crate's SGEMM
+    /// (candle's CPU GEMM), so a prompt reads the quantized weights once and
+    /// the f32 matrix never goes to memory; one token is a GEMV.
     fn gemm(&self, x: &[f32], tokens: usize, y: &mut [f32]) -> Result<()> {
         let (rows, cols) = (self.rows(), self.cols());
         check_len(
@@ -243,40 +267,46 @@ pub trait QuantMatrix: Send + Sync {
         if tokens == 1 {
             return self.gemv(x, y);
         }
-        const TILE: usize = 64;
         let isa = Isa::detect();
-        let mut w = vec![0.0f32; rows * cols];
-        w.par_chunks_mut(TILE * cols)
-            .enumerate()
-            .try_for_each(|(t, tile)| self.dequantize_rows_with(isa, t * TILE, tile))?;
-        // SAFETY: `y` is `[tokens, rows]` (row stride `rows`), `x` is
-        // `[tokens, cols]` (row stride `cols`) and `w` is `[rows, cols]`, read
-        // as the `[cols, rows]` matrix Wᵀ (row stride 1, column stride
-        // `cols`): every index the strides produce lies inside its buffer
-        // (lengths checked above); `y` does not alias the inputs.
-        unsafe {
-            gemm::gemm(
-                tokens,
-                rows,
-                cols,
-                y.as_mut_ptr(),
-                1,
-                rows as isize,
-                false,
-                x.as_ptr(),
-                1,
-                cols as isize,
-                w.as_ptr(),
-                cols as isize,
-                1,
-                0.0f32,
-                1.0f32,
-                false,
-                false,
-                false,
-                gemm::Parallelism::Rayon(0),
-            );
-        }
+        let out = SharedOut(y.as_mut_ptr());
+        (0..rows.div_ceil(GEMM_TILE))
+            .into_par_iter()
+            .try_for_each_init(Vec::new, |w: &mut Vec<f32>, t| {
+                let (r0, n) = (t * GEMM_TILE, GEMM_TILE.min(rows - t * GEMM_TILE));
+                w.resize(n * cols, 0.0);
+                self.dequantize_rows_with(isa, r0, w)?;
+                // SAFETY: `x` is `[tokens, cols]` (row stride `cols`) and `w`
+                // the tile's `[n, cols]` rows, read as the `[cols, n]` matrix
+                // Wᵀ (row stride 1, column stride `cols`); the destination is
+                // columns `r0..r0 + n` of `y` (`[tokens, rows]`, row stride
+                // `rows`), inside `y` (lengths checked above). Tiles write
+                // disjoint columns, so no two tasks touch the same element,
+                // and `y` does not alias the inputs.
+                unsafe {
+                    gemm::gemm(
+                        tokens,
+                        n,
+                        cols,
+                        out.at(r0),
+                        1,
+                        rows as isize,
+                        false,
+                        x.as_ptr(),
+                        1,
+                        cols as isize,
+                        w.as_ptr(),
+                        cols as isize,
+                        1,
+                        0.0f32,
+                        1.0f32,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                }
+                Ok::<(), Error>(())
+            })?;
         Ok(())
     }
 
