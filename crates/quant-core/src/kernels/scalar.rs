@@ -30,9 +30,21 @@ pub(crate) fn quantize_block_q8(x: &[f32], q: &mut [i8]) -> f32 {
     let d = amax / 127.0;
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
     for (q, &x) in q.iter_mut().zip(x) {
-        *q = (x * id).round() as i8;
+        *q = round_away(x * id) as i8;
     }
     d
+}
+
+/// `v.round()` (ties away from zero, GGML's `roundf`) for `|v| ≤ 127.5`,
+/// without the libm call `f32::round` becomes on baseline x86-64: the
+/// truncation and the fraction `v − trunc(v)` are exact, and the compiler
+/// vectorizes the comparisons (quantizing a prompt's activations went
+/// through `roundf` once per value).
+#[inline]
+pub(crate) fn round_away(v: f32) -> i32 {
+    let t = v as i32;
+    let frac = v - t as f32;
+    t + i32::from(frac >= 0.5) - i32::from(frac <= -0.5)
 }
 
 /// The 32 codes of one nibble block.

@@ -178,6 +178,21 @@ fn ggml_kernels_match_the_codec_at_every_level() {
 }
 
 #[test]
+fn round_away_is_f32_round_over_the_q8_range() {
+    // Every multiple of 1/64 in [-127.5, 127.5] (ties included), then
+    // values next to the ties.
+    for i in -8160..=8160 {
+        let v = i as f32 / 64.0;
+        assert_eq!(scalar::round_away(v), v.round() as i32, "{v}");
+        for w in [v.next_up(), v.next_down()] {
+            if w.abs() <= 127.5 {
+                assert_eq!(scalar::round_away(w), w.round() as i32, "{w}");
+            }
+        }
+    }
+}
+
+#[test]
 fn q8_activations_are_ggml_q8_0_codes() {
     let mut rng = SeededRng::new(3);
     let mut x = randn(&mut rng, 32 * 9);
