@@ -282,6 +282,32 @@ pub(crate) fn int4_dot_q8(row: &Int4Row<'_>, xq: &[i8], xd: &[f32], xgsum: &[f32
 
 // ---------------------------------------------------------------- Q4_0, AVX2
 
+/// `Σ_b block(b, ·)` over `blocks` blocks in two FMA chains (even and odd
+/// blocks, so the FMA latency hides), prefetching `stride` bytes per block
+/// ahead in `bytes`.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn two_chains(
+    blocks: usize,
+    bytes: &[u8],
+    stride: usize,
+    block: impl Fn(usize, __m256) -> __m256,
+) -> f32 {
+    let ahead = prefetch_distance();
+    let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    let mut b = 0;
+    while b + 2 <= blocks {
+        prefetch(bytes, b * stride + ahead);
+        a0 = block(b, a0);
+        a1 = block(b + 1, a1);
+        b += 2;
+    }
+    if b < blocks {
+        a0 = block(b, a0);
+    }
+    hsum(_mm256_add_ps(a0, a1))
+}
+
 /// The f16 `bits` as f32, through F16C.
 #[inline]
 #[target_feature(enable = "f16c")]
@@ -313,7 +339,6 @@ pub(crate) fn q4_0_dequant(qs: &[u8], d: &[u16], out: &mut [f32]) {
 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) fn q4_0_dot_f32(qs: &[u8], d: &[u16], x: &[f32]) -> f32 {
-    let ahead = prefetch_distance();
     let block = |b: usize, acc: __m256| {
         let (lo, hi) = q4_0_codes(qs, b);
         let scale = _mm256_set1_ps(f16c(d[b]));
@@ -323,24 +348,11 @@ pub(crate) fn q4_0_dot_f32(qs: &[u8], d: &[u16], x: &[f32]) -> f32 {
             acc,
         )
     };
-    let blocks = d.len();
-    let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-    let mut b = 0;
-    while b + 2 <= blocks {
-        prefetch(qs, b * NIB_BYTES + ahead);
-        a0 = block(b, a0);
-        a1 = block(b + 1, a1);
-        b += 2;
-    }
-    if b < blocks {
-        a0 = block(b, a0);
-    }
-    hsum(_mm256_add_ps(a0, a1))
+    two_chains(d.len(), qs, NIB_BYTES, block)
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) fn q4_0_dot_q8(qs: &[u8], d: &[u16], xq: &[i8], xd: &[f32]) -> f32 {
-    let ahead = prefetch_distance();
     let xq: &[u8] = bytemuck::cast_slice(xq);
     let block = |b: usize, acc: __m256| {
         let (lo, hi) = q4_0_codes(qs, b);
@@ -351,19 +363,7 @@ pub(crate) fn q4_0_dot_q8(qs: &[u8], d: &[u16], xq: &[i8], xd: &[f32]) -> f32 {
         let f = _mm256_set1_ps(f16c(d[b]) * xd[b]);
         _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), f, acc)
     };
-    let blocks = d.len();
-    let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-    let mut b = 0;
-    while b + 2 <= blocks {
-        prefetch(qs, b * NIB_BYTES + ahead);
-        a0 = block(b, a0);
-        a1 = block(b + 1, a1);
-        b += 2;
-    }
-    if b < blocks {
-        a0 = block(b, a0);
-    }
-    hsum(_mm256_add_ps(a0, a1))
+    two_chains(d.len(), qs, NIB_BYTES, block)
 }
 
 // ---------------------------------------------------------------- Q8_0, AVX2
@@ -385,7 +385,6 @@ pub(crate) fn q8_0_dequant(bytes: &[u8], out: &mut [f32]) {
 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) fn q8_0_dot_f32(bytes: &[u8], x: &[f32]) -> f32 {
-    let ahead = prefetch_distance();
     let block = |b: usize, acc: __m256| {
         let blk = &bytes[b * Q8_0_BYTES..][..Q8_0_BYTES];
         let q = load_u8x32(arr(&blk[2..]));
@@ -393,24 +392,11 @@ pub(crate) fn q8_0_dot_f32(bytes: &[u8], x: &[f32]) -> f32 {
         let d = _mm256_set1_ps(f16c_at(blk, 0));
         _mm256_fmadd_ps(block_dot_i8_f32(lo, hi, &x[b * BLOCK..][..BLOCK]), d, acc)
     };
-    let blocks = bytes.len() / Q8_0_BYTES;
-    let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-    let mut b = 0;
-    while b + 2 <= blocks {
-        prefetch(bytes, b * Q8_0_BYTES + ahead);
-        a0 = block(b, a0);
-        a1 = block(b + 1, a1);
-        b += 2;
-    }
-    if b < blocks {
-        a0 = block(b, a0);
-    }
-    hsum(_mm256_add_ps(a0, a1))
+    two_chains(bytes.len() / Q8_0_BYTES, bytes, Q8_0_BYTES, block)
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) fn q8_0_dot_q8(bytes: &[u8], xq: &[i8], xd: &[f32]) -> f32 {
-    let ahead = prefetch_distance();
     let xq: &[u8] = bytemuck::cast_slice(xq);
     let block = |b: usize, acc: __m256| {
         let blk = &bytes[b * Q8_0_BYTES..][..Q8_0_BYTES];
@@ -421,19 +407,7 @@ pub(crate) fn q8_0_dot_q8(bytes: &[u8], xq: &[i8], xd: &[f32]) -> f32 {
         let f = _mm256_set1_ps(f16c_at(blk, 0) * xd[b]);
         _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), f, acc)
     };
-    let blocks = bytes.len() / Q8_0_BYTES;
-    let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-    let mut b = 0;
-    while b + 2 <= blocks {
-        prefetch(bytes, b * Q8_0_BYTES + ahead);
-        a0 = block(b, a0);
-        a1 = block(b + 1, a1);
-        b += 2;
-    }
-    if b < blocks {
-        a0 = block(b, a0);
-    }
-    hsum(_mm256_add_ps(a0, a1))
+    two_chains(bytes.len() / Q8_0_BYTES, bytes, Q8_0_BYTES, block)
 }
 
 // ------------------------------------------------------------------ AVX-512
