@@ -2,6 +2,7 @@
 //! sliding windows): loading from GGUF or Hugging Face folders, and the forward pass.
 
 mod config;
+mod generate;
 mod model;
 mod names;
 mod permute;
@@ -10,6 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use config::{LlamaParams, RopeLayout};
+pub use generate::{generate, Generation, Sampler, Sampling};
 pub use model::{BlockNorm, DecodeCache, LlamaBlock, LlamaModel};
 pub use names::{gguf_tensor_to_hf, hf_module_to_gguf, Naming};
 pub use permute::{permute_qk, QkPermutation};
@@ -40,7 +42,7 @@ impl LlamaModel {
         let config = LlamaConfig::from_file(dir.join("config.json"))?;
         let add_bos = read_add_bos(dir)?;
         let params = LlamaParams::from_hf_config(&config, add_bos)?;
-        if is_quantized(dir)? {
+        if is_quantized_checkpoint(dir)? {
             let weights = QuantizedCheckpoint::open(dir)?;
             let mut model = LlamaModel::load(&weights, params, Naming::HuggingFace, options)?;
             apply_input_activations(&mut model, &weights)?;
@@ -93,7 +95,15 @@ fn apply_input_activations(model: &mut LlamaModel, weights: &QuantizedCheckpoint
 }
 
 /// Whether `dir` holds a quantized checkpoint.
-fn is_quantized(dir: &Path) -> Result<bool> {
+/// Whether the Hugging Face folder `dir` holds a quantized checkpoint
+/// (compressed-tensors or GPTQ: a `quantization_config` in `config.json`, or
+/// a `quantize_config.json`), which [`LlamaModel::from_hf_dir`] dequantizes
+/// as it loads.
+///
+/// # Errors
+/// [`Error::File`] when `config.json` cannot be read, [`Error::Config`] when
+/// it is not JSON.
+pub fn is_quantized_checkpoint(dir: &Path) -> Result<bool> {
     if dir.join("quantize_config.json").is_file() {
         return Ok(true);
     }
