@@ -221,6 +221,17 @@ fn exports_of_smollm2_reload_as_the_compressed_model() {
             1e-3
         };
         assert!(diff < tol, "{format:?}: {diff}");
+        // The int4 layers of the folder run on the kernels, straight from the file.
+        let (k, kr) = tensorpress::compress::load_llama_kernels(
+            dir.path(),
+            LoadOptions::default(),
+            tensorpress::models::linear::KernelActivations::F32,
+        )
+        .unwrap();
+        assert_eq!(kr.attached.len(), 7, "{format:?}: {kr:?}");
+        assert!(kr.attached.iter().all(|n| n.starts_with("model.layers.3.")));
+        let diff = max_gap(&k.logits(&tokens, 0).unwrap(), &got);
+        assert!(diff < 1e-3, "{format:?} on the kernels: {diff}");
     }
     // compressed-tensors cannot hold groups that do not tile the 576-wide rows.
     let mut m = LlamaModel::from_gguf(&gguf, LoadOptions::default()).unwrap();

@@ -12,6 +12,7 @@ use tensorpress::models::llama::{hf_module_to_gguf, LlamaModel, LlamaParams, Rop
 use tensorpress::models::weights::WeightSource;
 use tensorpress::models::weights::{LoadOptions, MemoryWeights};
 use tensorpress::quant::ggml::{GgmlRtn, GgmlType};
+use tensorpress::quant::kernels::GgmlMatrix;
 use tensorpress::quant::{QuantSpec, Rtn};
 use tensorpress::tensor::SeededRng;
 use tensorpress::Error;
@@ -139,6 +140,39 @@ fn written_file_loads_back_with_the_same_logits_and_the_asked_types() {
     assert_eq!(a, b, "the file computes what the compressed model computes");
     let plain = LlamaModel::from_gguf(&src, LoadOptions::default()).unwrap();
     assert_ne!(logits(&plain, &tokens), b, "and differs from the source");
+
+    // Run from the file on the kernels: every layer whose type has a kernel
+    // multiplies the file's blocks; the others (the tied F32 lm_head, and
+    // any type without a kernel) stay f32, with the reason.
+    let (k, kr) = tensorpress::compress::load_llama_kernels(
+        &path,
+        LoadOptions::default(),
+        tensorpress::models::linear::KernelActivations::F32,
+    )
+    .unwrap();
+    assert_eq!(kr.attached.len() + kr.skipped.len(), 15, "{kr:?}");
+    for name in &kr.attached {
+        let t = out
+            .tensor(&format!("{}.weight", hf_module_to_gguf(name)))
+            .unwrap();
+        assert!(GgmlMatrix::TYPES.contains(&t.ggml_type()), "{name}");
+    }
+    assert!(kr
+        .attached
+        .iter()
+        .any(|n| n.ends_with("attn_q") || n.ends_with("q_proj")));
+    assert!(kr.attached.iter().any(|n| n.ends_with("down_proj")));
+    assert!(kr
+        .skipped
+        .iter()
+        .any(|(n, why)| n == "lm_head" && why.contains("F32")));
+    let got = logits(&k, &tokens);
+    let gap = got
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max);
+    assert!(gap < 1e-4, "kernels vs dequantized: {gap}");
 }
 
 #[test]

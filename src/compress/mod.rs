@@ -25,7 +25,10 @@ pub use capture::{Collected, HessianCollector};
 pub use export::{write_hf_checkpoint, ExportFormat, ExportOptions, ExportReport};
 pub use filter::LayerFilter;
 pub use gguf::{llama_file_type, write_gguf, GgufExportOptions, GgufExportSummary};
-pub use kernels::{attach_kernels, kernel_matrix, KernelReport};
+pub use kernels::{
+    attach_checkpoint_kernels, attach_gguf_kernels, attach_kernels, kernel_matrix,
+    load_llama_kernels, KernelReport,
+};
 pub use recipe::Recipe;
 pub use rotate::{fold_llama_norms, merge_reports, rotate_llama, RotateOptions};
 pub use scheme::{parse_scheme, Scheme};
