@@ -13,6 +13,7 @@ use tensorpress::models::weights::LoadOptions;
 use tensorpress::tensor::DType;
 
 mod compress_cmd;
+mod generate_cmd;
 mod inspect_cmd;
 
 /// Compress, evaluate, inspect and convert neural-network checkpoints.
@@ -35,6 +36,9 @@ enum Command {
     /// Evaluate a model: perplexity of a language model on text files, or
     /// sentence-embedding similarities for a BERT encoder.
     Eval(EvalArgs),
+    /// Generate text from a prompt (greedy or top-p sampling) with a Llama
+    /// model, its quantized layers running on the kernels.
+    Generate(generate_cmd::GenerateArgs),
     /// List a checkpoint's tensors: dtype, shape, bytes, and bits per weight.
     Inspect(InspectArgs),
     /// Convert a checkpoint: a GGUF Llama model to a Hugging Face folder
@@ -64,6 +68,12 @@ struct EvalArgs {
     /// A file with one sentence per line to embed (BERT models).
     #[arg(long, value_name = "FILE")]
     sentences: Option<PathBuf>,
+    /// How a quantized Llama checkpoint's layers run: `off` dequantizes
+    /// them to f32 on load; `f32` and `int8` run GGUF Q4_0/Q8_0 tensors and
+    /// int4 compressed-tensors/GPTQ layers on the quantized kernels, with
+    /// f32 activations or int8 ones (per block of 32, as llama.cpp).
+    #[arg(long, value_enum, default_value_t = generate_cmd::KernelMode::Off)]
+    kernels: generate_cmd::KernelMode,
     /// Print the result as JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -114,6 +124,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Compress(args) => compress_cmd::run(args),
         Command::Eval(args) => eval(args),
+        Command::Generate(args) => generate_cmd::run(args),
         Command::Inspect(args) => {
             inspect_cmd::run(&args.path, args.metadata, args.summary, args.json)
         }
@@ -205,7 +216,7 @@ fn eval_perplexity(args: &EvalArgs) -> CliResult {
     let text = read_text(&args.text)?;
 
     let t0 = Instant::now();
-    let model = tensorpress::convert::load_llama(&args.model, LoadOptions::default())?;
+    let model = generate_cmd::load_model(&args.model, args.kernels, args.json)?;
     let tokenizer = if args.model.is_dir() {
         TextTokenizer::from_file(&args.model.join("tokenizer.json"))?
     } else {
@@ -240,6 +251,7 @@ fn eval_perplexity(args: &EvalArgs) -> CliResult {
             "text_tokens": report.text_tokens,
             "seconds": report.seconds,
             "load_seconds": load_s,
+            "kernels": format!("{:?}", args.kernels).to_lowercase(),
             "tokens_per_second": tps,
             "running": report.running,
         });
