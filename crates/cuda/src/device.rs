@@ -46,7 +46,12 @@ fn loads(names: &[&str]) -> bool {
 
 /// Fails with [`CudaError::NotAvailable`] unless the driver and NVRTC load.
 fn check_libraries() -> Result<()> {
-    for (library, names) in [("libcuda", CUDA_LIBS), ("libnvrtc", NVRTC_LIBS)] {
+    check(&[("libcuda", CUDA_LIBS), ("libnvrtc", NVRTC_LIBS)])
+}
+
+/// Fails with [`CudaError::NotAvailable`] unless each library loads.
+fn check(libraries: &[(&'static str, &[&str])]) -> Result<()> {
+    for &(library, names) in libraries {
         if !loads(names) {
             return Err(CudaError::NotAvailable {
                 library,
@@ -322,6 +327,21 @@ impl CudaDevice {
             Ok(ms as f64 * 1e-3 / reps as f64)
         })
     }
+}
+
+/// Compiles the kernels to PTX for compute capability `arch` (`90` for
+/// sm_90) with NVRTC alone: no driver or device needed, so it checks an
+/// NVRTC install and the kernel source on a machine without a GPU.
+/// [`CudaError::NotAvailable`] when NVRTC does not load,
+/// [`CudaError::Compile`] with the compiler's log when the source fails.
+pub fn compile_ptx(arch: u32) -> Result<String> {
+    check(&[("libnvrtc", NVRTC_LIBS)])?;
+    guard("compile_ptx", || {
+        let ptx = build(&format!("compute_{arch}"), false)?;
+        Ok(String::from_utf8_lossy(&ptx)
+            .trim_end_matches('\0')
+            .to_string())
+    })
 }
 
 /// Compiles [`KERNELS`] for compute capability `cc` and loads the module:

@@ -78,7 +78,7 @@ mod device;
 mod error;
 mod matrix;
 
-pub use device::{CudaDevice, DeviceInfo};
+pub use device::{compile_ptx, CudaDevice, DeviceInfo};
 pub use error::{CudaError, Result};
 pub use matrix::{CudaFormat, CudaMatrix};
 

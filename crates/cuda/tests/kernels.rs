@@ -61,6 +61,38 @@ fn without_a_driver_new_is_not_available() {
     assert!(matches!(err, CudaError::NotAvailable { .. }), "{err:?}");
 }
 
+#[test]
+fn nvrtc_compiles_the_kernels() {
+    // NVRTC alone (no driver needed): the source compiles for Ampere and
+    // Hopper, and every kernel the crate loads is in the PTX.
+    for arch in [80, 90] {
+        match tensorpress_cuda::compile_ptx(arch) {
+            Ok(ptx) => {
+                for name in [
+                    "tp_int4_gemv",
+                    "tp_q4_0_gemv",
+                    "tp_q8_0_gemv",
+                    "tp_gather",
+                    "tp_int4_dequant",
+                    "tp_q4_0_dequant",
+                    "tp_q8_0_dequant",
+                    "tp_spin",
+                ] {
+                    assert!(
+                        ptx.contains(&format!(".entry {name}(")),
+                        "{name} missing from the PTX"
+                    );
+                }
+            }
+            Err(e) if e.is_not_available() => {
+                eprintln!("skipping: no NVRTC here ({e})");
+                return;
+            }
+            Err(e) => panic!("the kernels do not compile: {e}"),
+        }
+    }
+}
+
 /// A random int4 matrix; with `act_order`, a random column permutation as
 /// GPTQ's `g_idx` makes.
 fn int4(rng: &mut Rng, rows: usize, cols: usize, group: usize, act_order: bool) -> Int4Matrix {
