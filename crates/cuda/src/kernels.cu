@@ -48,7 +48,16 @@ __device__ __forceinline__ float warp_sum(float v) {
     return v;
 }
 
-// Σ q_j x_j over a nibble block (32 codes), q in 0..15.
+// A nibble (byte k of w, 0..15) as the float 0.5 + q / 256: one byte
+// permute puts it in the mantissa of 0.5 (0x3F000000), exact.
+__device__ __forceinline__ float nib_f(u32 w, int k) {
+    return __int_as_float(__byte_perm(w, 0x3F000000u, 0x7044u | ((u32)k << 8)));
+}
+
+// Σ f_j x_j over a nibble block (32 codes) with f = 0.5 + q / 256: two
+// instructions per code (permute, FMA). The caller takes Σ q x back as
+// 256 Σ f x − 128 Σ x, folded into the block's scale and min; f − 0.5 is
+// of the order of f, so no accuracy is lost to cancellation.
 __device__ __forceinline__ float dot_nib(uint4 w, const float* xv) {
     const u32 ws[4] = {w.x, w.y, w.z, w.w};
     float a0 = 0.0f, a1 = 0.0f;
@@ -58,8 +67,8 @@ __device__ __forceinline__ float dot_nib(uint4 w, const float* xv) {
         const u32 hi = (ws[k] >> 4) & 0x0F0F0F0Fu;
 #pragma unroll
         for (int j = 0; j < 4; j++) {
-            a0 = fmaf(byte_f(lo, j), xv[4 * k + j], a0);
-            a1 = fmaf(byte_f(hi, j), xv[16 + 4 * k + j], a1);
+            a0 = fmaf(nib_f(lo, j), xv[4 * k + j], a0);
+            a1 = fmaf(nib_f(hi, j), xv[16 + 4 * k + j], a1);
         }
     }
     return a0 + a1;
@@ -109,17 +118,21 @@ __device__ __forceinline__ void gemv_nib(const uint4* __restrict__ qs,
     const int nb = cols / 32;
     const int groups = Q4 ? 0 : (cols + group - 1) / group;
     const int bpg = Q4 ? 1 : group / 32;
-    int r[ROWS];
+    // Pointers at the warp's first row, 32-bit offsets from there (fewer
+    // registers); rows past the end read the last row and are not written.
+    const uint4* __restrict__ q0 = qs + (size_t)row0 * nb;
+    const float* __restrict__ p0 = Q4 ? params : params + (size_t)(2 * row0) * groups;
+    const u16* __restrict__ d0 = Q4 ? d + (size_t)row0 * nb : d;
+    int dr[ROWS];
 #pragma unroll
-    for (int i = 0; i < ROWS; i++) r[i] = min(row0 + i, rows - 1);
+    for (int i = 0; i < ROWS; i++) dr[i] = min(i, rows - 1 - row0);
     float acc[ROWS];
 #pragma unroll
     for (int i = 0; i < ROWS; i++) acc[i] = 0.0f;
-#pragma unroll 2
     for (int b = lane; b < nb; b += WARP) {
         uint4 w[ROWS];
 #pragma unroll
-        for (int i = 0; i < ROWS; i++) w[i] = load_w(qs + (size_t)r[i] * nb + b);
+        for (int i = 0; i < ROWS; i++) w[i] = load_w(q0 + dr[i] * nb + b);
         float xv[32];
         load_x(x, 32 * b, 8, xv);
         float xs = 0.0f;
@@ -129,14 +142,15 @@ __device__ __forceinline__ void gemv_nib(const uint4* __restrict__ qs,
         for (int i = 0; i < ROWS; i++) {
             float s, m;
             if (Q4) {
-                s = h2f(__ldg(d + (size_t)r[i] * nb + b));
+                s = h2f(__ldg(d0 + dr[i] * nb + b));
                 m = -8.0f * s;
             } else {
-                const int g = b / bpg;
-                s = __ldg(params + (size_t)(2 * r[i]) * groups + g);
-                m = __ldg(params + (size_t)(2 * r[i] + 1) * groups + g);
+                const int at = 2 * dr[i] * groups + b / bpg;
+                s = __ldg(p0 + at);
+                m = __ldg(p0 + at + groups);
             }
-            acc[i] += s * dot_nib(w[i], xv) + m * xs;
+            // s Σ q x + m Σ x with Σ q x = 256 Σ f x − 128 Σ x.
+            acc[i] += (256.0f * s) * dot_nib(w[i], xv) + (m - 128.0f * s) * xs;
         }
     }
 #pragma unroll
@@ -163,7 +177,6 @@ __device__ __forceinline__ void gemv_q8(const uint4* __restrict__ qs, const u16*
     float acc[ROWS];
 #pragma unroll
     for (int i = 0; i < ROWS; i++) acc[i] = 0.0f;
-#pragma unroll 2
     for (int h = lane; h < nh; h += WARP) {
         uint4 w[ROWS];
 #pragma unroll
@@ -186,21 +199,21 @@ __device__ __forceinline__ void gemv_q8(const uint4* __restrict__ qs, const u16*
 #define NIB_ROWS 4
 #define Q8_ROWS 2
 
-extern "C" __global__ void tp_int4_gemv(const uint4* __restrict__ qs,
+extern "C" __global__ void __launch_bounds__(256, 3) tp_int4_gemv(const uint4* __restrict__ qs,
                                         const float* __restrict__ params,
                                         const float* __restrict__ x, float* __restrict__ y,
                                         int rows, int cols, int group) {
     gemv_nib<NIB_ROWS, false>(qs, params, 0, x, y, rows, cols, group);
 }
 
-extern "C" __global__ void tp_q4_0_gemv(const uint4* __restrict__ qs,
+extern "C" __global__ void __launch_bounds__(256, 3) tp_q4_0_gemv(const uint4* __restrict__ qs,
                                         const u16* __restrict__ d,
                                         const float* __restrict__ x, float* __restrict__ y,
                                         int rows, int cols) {
     gemv_nib<NIB_ROWS, true>(qs, 0, d, x, y, rows, cols, 32);
 }
 
-extern "C" __global__ void tp_q8_0_gemv(const uint4* __restrict__ qs,
+extern "C" __global__ void __launch_bounds__(256, 3) tp_q8_0_gemv(const uint4* __restrict__ qs,
                                         const u16* __restrict__ d,
                                         const float* __restrict__ x, float* __restrict__ y,
                                         int rows, int cols) {
