@@ -29,6 +29,12 @@ impl Rng {
     }
 }
 
+/// Whether `TENSORPRESS_CUDA_REQUIRED` is set (`scripts/cuda_check.sh` on a
+/// GPU machine): then a missing GPU fails the tests instead of skipping them.
+fn required() -> bool {
+    std::env::var_os("TENSORPRESS_CUDA_REQUIRED").is_some_and(|v| !v.is_empty() && v != "0")
+}
+
 /// The device, or `None` (with the reason printed) when this machine has no GPU.
 fn device() -> Option<CudaDevice> {
     match CudaDevice::new(0) {
@@ -36,18 +42,18 @@ fn device() -> Option<CudaDevice> {
             eprintln!("CUDA device: {:?}", dev.info());
             Some(dev)
         }
-        Err(e) if e.is_not_available() => {
+        Err(e) if e.is_not_available() && !required() => {
             eprintln!("skipping: no CUDA device here ({e})");
             None
         }
-        Err(e) => panic!("CUDA is present but failed: {e}"),
+        Err(e) => panic!("CUDA device 0 failed: {e}"),
     }
 }
 
 #[test]
 fn without_a_driver_new_is_not_available() {
-    if CudaDevice::libraries_present() {
-        eprintln!("skipping: the CUDA libraries load on this machine");
+    if CudaDevice::libraries_present() || required() {
+        eprintln!("skipping: the CUDA libraries load here, or a GPU is required");
         return;
     }
     let err = CudaDevice::new(0).expect_err("no CUDA libraries, yet a device opened");
@@ -84,7 +90,7 @@ fn nvrtc_compiles_the_kernels() {
                     );
                 }
             }
-            Err(e) if e.is_not_available() => {
+            Err(e) if e.is_not_available() && !required() => {
                 eprintln!("skipping: no NVRTC here ({e})");
                 return;
             }
