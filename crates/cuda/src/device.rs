@@ -276,7 +276,11 @@ impl CudaDevice {
         data: &CudaSlice<T>,
     ) -> Result<Vec<T>> {
         guard("CudaDevice::download", || {
-            Ok(self.inner.stream.clone_dtoh(data)?)
+            let out = self.inner.stream.clone_dtoh(data)?;
+            // The copy is asynchronous in form: wait for it before the
+            // vector is handed out.
+            self.inner.stream.synchronize()?;
+            Ok(out)
         })
     }
 
@@ -375,8 +379,13 @@ fn compile(
 }
 
 /// The architectures NVRTC compiles for (`[90, 100, …]`), empty when it
-/// cannot say.
+/// cannot say (an NVRTC before 11.2 lacks the call: the bindings' panic for
+/// the missing symbol is caught here).
 fn supported_archs() -> Vec<i32> {
+    catch_unwind(query_archs).unwrap_or_default()
+}
+
+fn query_archs() -> Vec<i32> {
     let mut n: std::ffi::c_int = 0;
     // SAFETY: `n` is a valid place for the count.
     if unsafe { nvrtc_sys::nvrtcGetNumSupportedArchs(&mut n) }

@@ -103,6 +103,19 @@ fn check_len(what: &'static str, expected: usize, actual: usize) -> Result<()> {
     }
 }
 
+/// GGML blocks (an f16 scale, then `code_bytes` of codes) split into the
+/// codes, contiguous, and the scales' bits.
+fn split_blocks(bytes: &[u8], code_bytes: usize) -> (Vec<u8>, Vec<u16>) {
+    let blocks = bytes.len() / (2 + code_bytes);
+    let mut qs = Vec::with_capacity(blocks * code_bytes);
+    let mut d = Vec::with_capacity(blocks);
+    for blk in bytes.chunks_exact(2 + code_bytes) {
+        d.push(u16::from_le_bytes([blk[0], blk[1]]));
+        qs.extend_from_slice(&blk[2..]);
+    }
+    (qs, d)
+}
+
 /// A 1-D launch of `n` threads.
 fn grid(n: usize) -> LaunchConfig {
     LaunchConfig {
@@ -163,15 +176,12 @@ impl CudaMatrix {
             }
         };
         let bytes = m.to_bytes();
-        let block_bytes = 2 + code_bytes;
-        let blocks = rows * (cols / BLOCK);
-        check_len("GGML bytes", blocks * block_bytes, bytes.len())?;
-        let mut qs = Vec::with_capacity(blocks * code_bytes);
-        let mut d = Vec::with_capacity(blocks);
-        for blk in bytes.chunks_exact(block_bytes) {
-            d.push(u16::from_le_bytes([blk[0], blk[1]]));
-            qs.extend_from_slice(&blk[2..]);
-        }
+        check_len(
+            "GGML bytes",
+            rows * (cols / BLOCK) * (2 + code_bytes),
+            bytes.len(),
+        )?;
+        let (qs, d) = split_blocks(&bytes, code_bytes);
         guard("CudaMatrix::from_ggml", || {
             let stream = dev.stream();
             Ok(CudaMatrix {
@@ -362,5 +372,32 @@ impl CudaMatrix {
             }
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The split layout the kernels read holds the GGUF blocks' bytes: the
+    /// codes of block `i` at `i · code_bytes`, its scale at `d[i]`.
+    #[test]
+    fn split_blocks_keeps_every_byte() {
+        let (rows, cols) = (3, 96);
+        let w: Vec<f32> = (0..rows * cols).map(|i| (i as f32 * 0.71).sin()).collect();
+        for (ty, code_bytes) in [(GgmlType::Q4_0, 16), (GgmlType::Q8_0, 32)] {
+            let m = GgmlMatrix::quantize(ty, rows, cols, &w).expect("quantize");
+            let bytes = m.to_bytes();
+            let (qs, d) = split_blocks(&bytes, code_bytes);
+            assert_eq!(d.len(), rows * cols / BLOCK);
+            assert_eq!(qs.len(), d.len() * code_bytes);
+            let mut back = Vec::new();
+            for (q, d) in qs.chunks_exact(code_bytes).zip(&d) {
+                back.extend_from_slice(&d.to_le_bytes());
+                back.extend_from_slice(q);
+            }
+            assert_eq!(back, bytes, "{ty:?}");
+            assert_eq!(qs.len() + 2 * d.len(), m.weight_bytes(), "{ty:?}");
+        }
     }
 }
