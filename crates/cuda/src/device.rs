@@ -4,13 +4,18 @@ use std::ffi::{c_char, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
-use cudarc::driver::sys::CUdevice_attribute as Attr;
+use cudarc::driver::sys::{CUdevice_attribute as Attr, CUfunction_attribute};
 use cudarc::driver::{
     CudaContext, CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg,
 };
 use cudarc::nvrtc::{result as nvrtc, sys as nvrtc_sys, Ptx};
 
 use crate::{CudaError, Result};
+
+/// Dynamic shared memory any kernel may take without opting in.
+const SMEM_DEFAULT: usize = 48 * 1024;
+/// Dynamic shared memory the GEMV kernels opt in to, where the device allows.
+const SMEM_WANTED: usize = 96 * 1024;
 
 /// The kernels' CUDA C source.
 pub(crate) const KERNELS: &str = include_str!("kernels.cu");
@@ -131,9 +136,17 @@ impl DeviceInfo {
 
 /// The compiled kernels of one device.
 pub(crate) struct Kernels {
+    /// GEMV with the activations staged in shared memory (`_s`).
     pub int4_gemv: CudaFunction,
     pub q4_0_gemv: CudaFunction,
     pub q8_0_gemv: CudaFunction,
+    /// GEMV reading the activations from global memory (`_g`), for rows
+    /// whose activations do not fit in `smem_limit` bytes.
+    pub int4_gemv_g: CudaFunction,
+    pub q4_0_gemv_g: CudaFunction,
+    pub q8_0_gemv_g: CudaFunction,
+    /// The dynamic shared memory the `_s` kernels may take, bytes.
+    pub smem_limit: usize,
     pub gather: CudaFunction,
     pub int4_dequant: CudaFunction,
     pub q4_0_dequant: CudaFunction,
@@ -199,10 +212,34 @@ impl CudaDevice {
             let cc = ctx.compute_capability()?;
             let (kernel_target, module) = compile(&ctx, cc)?;
             let f = |name: &str| module.load_function(name);
+            let (int4_gemv, q4_0_gemv, q8_0_gemv) = (
+                f("tp_int4_gemv_s")?,
+                f("tp_q4_0_gemv_s")?,
+                f("tp_q8_0_gemv_s")?,
+            );
+            // Past 48 KiB of dynamic shared memory a kernel must opt in; up
+            // to 96 KiB (21,845 columns) three blocks still fit on an SM.
+            let optin = ctx
+                .attribute(Attr::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
+                .unwrap_or(0)
+                .max(0) as usize;
+            let want = SMEM_WANTED.min(optin);
+            let opted = want > SMEM_DEFAULT
+                && [&int4_gemv, &q4_0_gemv, &q8_0_gemv].iter().all(|k| {
+                    k.set_attribute(
+                        CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                        want as i32,
+                    )
+                    .is_ok()
+                });
             let kernels = Kernels {
-                int4_gemv: f("tp_int4_gemv")?,
-                q4_0_gemv: f("tp_q4_0_gemv")?,
-                q8_0_gemv: f("tp_q8_0_gemv")?,
+                int4_gemv,
+                q4_0_gemv,
+                q8_0_gemv,
+                int4_gemv_g: f("tp_int4_gemv_g")?,
+                q4_0_gemv_g: f("tp_q4_0_gemv_g")?,
+                q8_0_gemv_g: f("tp_q8_0_gemv_g")?,
+                smem_limit: if opted { want } else { SMEM_DEFAULT },
                 gather: f("tp_gather")?,
                 int4_dequant: f("tp_int4_dequant")?,
                 q4_0_dequant: f("tp_q4_0_dequant")?,

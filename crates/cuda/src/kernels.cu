@@ -9,7 +9,9 @@
 // - Q4_0: the same nibble blocks; one f16 scale per block, w = d * (q - 8).
 // - Q8_0: 32 signed bytes per block; one f16 scale per block, w = d * q.
 //
-// GEMV: one warp per ROWS rows. Lane l reads 16 bytes of each row at a time
+// GEMV: one warp per ROWS rows, the block's activations staged once in
+// shared memory (padded, conflict-free; `_g` variants read them from global
+// memory for very wide rows). Lane l reads 16 bytes of each row at a time
 // (a whole nibble block, or half an int8 block): a warp's loads are 512
 // contiguous bytes per row, and the 32 activations of a block are loaded once
 // into registers for the warp's ROWS rows. Codes become floats without I2F:
@@ -90,12 +92,21 @@ __device__ __forceinline__ float dot_i8(uint4 w, const float* xv) {
     return a0 + a1;
 }
 
-__device__ __forceinline__ void load_x(const float* __restrict__ x, int first, int n4, float* xv) {
-    const float4* x4 = reinterpret_cast<const float4*>(x + first);
+// Activations of a block of 32 columns as the lane reads them: from shared
+// memory (SMEM: x staged there with 4 floats of padding per 32, so a
+// quarter warp's 16-byte reads of 8 consecutive blocks fall in distinct
+// banks) or from global memory (rows too wide for shared memory).
+#define XPAD 36
+
+template <bool SMEM>
+__device__ __forceinline__ void load_x(const float* __restrict__ x, const float* xs, int blk,
+                                       int off, int n4, float* xv) {
+    const float4* x4 = SMEM ? reinterpret_cast<const float4*>(xs + XPAD * blk + off)
+                            : reinterpret_cast<const float4*>(x + 32 * blk + off);
 #pragma unroll
     for (int i = 0; i < 8; i++) {
         if (i < n4) {
-            const float4 v = __ldg(x4 + i);
+            const float4 v = SMEM ? x4[i] : __ldg(x4 + i);
             xv[4 * i] = v.x;
             xv[4 * i + 1] = v.y;
             xv[4 * i + 2] = v.z;
@@ -104,13 +115,35 @@ __device__ __forceinline__ void load_x(const float* __restrict__ x, int first, i
     }
 }
 
+// Stages x (gathered through `perm` when not null: act-order) into shared
+// memory, coalesced, once per thread block. Every thread must call it.
+template <bool SMEM>
+__device__ __forceinline__ void stage_x(const float* __restrict__ x, const u32* __restrict__ perm,
+                                        int cols, float* xs) {
+    if (!SMEM) return;
+    if (perm) {
+        for (int j = threadIdx.x; j < cols; j += blockDim.x)
+            xs[XPAD * (j >> 5) + (j & 31)] = __ldg(x + __ldg(perm + j));
+    } else {
+        const float4* x4 = reinterpret_cast<const float4*>(x);
+        for (int i = threadIdx.x; i < cols / 4; i += blockDim.x)
+            *reinterpret_cast<float4*>(xs + XPAD * (i >> 3) + 4 * (i & 7)) = __ldg(x4 + i);
+    }
+    __syncthreads();
+}
+
+extern __shared__ float4 x_shared[];
+
 // Nibble GEMV, int4 groups (Q4 == false) or Q4_0 (Q4 == true).
-template <int ROWS, bool Q4>
+template <int ROWS, bool Q4, bool SMEM>
 __device__ __forceinline__ void gemv_nib(const uint4* __restrict__ qs,
                                          const float* __restrict__ params,
                                          const u16* __restrict__ d,
+                                         const u32* __restrict__ perm,
                                          const float* __restrict__ x, float* __restrict__ y,
                                          int rows, int cols, int group) {
+    float* xs = reinterpret_cast<float*>(x_shared);
+    stage_x<SMEM>(x, perm, cols, xs);
     const int lane = threadIdx.x & (WARP - 1);
     const int warp = (blockIdx.x * blockDim.x + threadIdx.x) / WARP;
     const int row0 = warp * ROWS;
@@ -134,10 +167,10 @@ __device__ __forceinline__ void gemv_nib(const uint4* __restrict__ qs,
 #pragma unroll
         for (int i = 0; i < ROWS; i++) w[i] = load_w(q0 + dr[i] * nb + b);
         float xv[32];
-        load_x(x, 32 * b, 8, xv);
-        float xs = 0.0f;
+        load_x<SMEM>(x, xs, b, 0, 8, xv);
+        float xsum = 0.0f;
 #pragma unroll
-        for (int j = 0; j < 32; j++) xs += xv[j];
+        for (int j = 0; j < 32; j++) xsum += xv[j];
 #pragma unroll
         for (int i = 0; i < ROWS; i++) {
             float s, m;
@@ -150,7 +183,7 @@ __device__ __forceinline__ void gemv_nib(const uint4* __restrict__ qs,
                 m = __ldg(p0 + at + groups);
             }
             // s Σ q x + m Σ x with Σ q x = 256 Σ f x − 128 Σ x.
-            acc[i] += (256.0f * s) * dot_nib(w[i], xv) + (m - 128.0f * s) * xs;
+            acc[i] += (256.0f * s) * dot_nib(w[i], xv) + (m - 128.0f * s) * xsum;
         }
     }
 #pragma unroll
@@ -161,31 +194,35 @@ __device__ __forceinline__ void gemv_nib(const uint4* __restrict__ qs,
 }
 
 // Q8_0 GEMV: lane reads half blocks (16 codes).
-template <int ROWS>
+template <int ROWS, bool SMEM>
 __device__ __forceinline__ void gemv_q8(const uint4* __restrict__ qs, const u16* __restrict__ d,
                                         const float* __restrict__ x, float* __restrict__ y,
                                         int rows, int cols) {
+    float* xs = reinterpret_cast<float*>(x_shared);
+    stage_x<SMEM>(x, 0, cols, xs);
     const int lane = threadIdx.x & (WARP - 1);
     const int warp = (blockIdx.x * blockDim.x + threadIdx.x) / WARP;
     const int row0 = warp * ROWS;
     if (row0 >= rows) return;
     const int nb = cols / 32;
     const int nh = 2 * nb;
-    int r[ROWS];
+    const uint4* __restrict__ q0 = qs + (size_t)row0 * nh;
+    const u16* __restrict__ d0 = d + (size_t)row0 * nb;
+    int dr[ROWS];
 #pragma unroll
-    for (int i = 0; i < ROWS; i++) r[i] = min(row0 + i, rows - 1);
+    for (int i = 0; i < ROWS; i++) dr[i] = min(i, rows - 1 - row0);
     float acc[ROWS];
 #pragma unroll
     for (int i = 0; i < ROWS; i++) acc[i] = 0.0f;
     for (int h = lane; h < nh; h += WARP) {
         uint4 w[ROWS];
 #pragma unroll
-        for (int i = 0; i < ROWS; i++) w[i] = load_w(qs + (size_t)r[i] * nh + h);
+        for (int i = 0; i < ROWS; i++) w[i] = load_w(q0 + dr[i] * nh + h);
         float xv[32];
-        load_x(x, 16 * h, 4, xv);
+        load_x<SMEM>(x, xs, h >> 1, 16 * (h & 1), 4, xv);
 #pragma unroll
         for (int i = 0; i < ROWS; i++) {
-            const float s = h2f(__ldg(d + (size_t)r[i] * nb + h / 2));
+            const float s = h2f(__ldg(d0 + dr[i] * nb + (h >> 1)));
             acc[i] += s * dot_i8(w[i], xv);
         }
     }
@@ -199,26 +236,30 @@ __device__ __forceinline__ void gemv_q8(const uint4* __restrict__ qs, const u16*
 #define NIB_ROWS 4
 #define Q8_ROWS 2
 
-extern "C" __global__ void __launch_bounds__(256, 3) tp_int4_gemv(const uint4* __restrict__ qs,
-                                        const float* __restrict__ params,
-                                        const float* __restrict__ x, float* __restrict__ y,
-                                        int rows, int cols, int group) {
-    gemv_nib<NIB_ROWS, false>(qs, params, 0, x, y, rows, cols, group);
-}
+// Entry points: `_s` stages x in shared memory (dynamic shared memory of
+// XPAD * cols / 32 floats), `_g` reads it from global memory.
+#define GEMV_ENTRIES(SUFFIX, SMEM)                                                              \
+    extern "C" __global__ void __launch_bounds__(256, 3)                                        \
+        tp_int4_gemv##SUFFIX(const uint4* __restrict__ qs, const float* __restrict__ params,    \
+                             const u32* __restrict__ perm, const float* __restrict__ x,         \
+                             float* __restrict__ y, int rows, int cols, int group) {            \
+        gemv_nib<NIB_ROWS, false, SMEM>(qs, params, 0, perm, x, y, rows, cols, group);          \
+    }                                                                                           \
+    extern "C" __global__ void __launch_bounds__(256, 3)                                        \
+        tp_q4_0_gemv##SUFFIX(const uint4* __restrict__ qs, const u16* __restrict__ d,           \
+                             const float* __restrict__ x, float* __restrict__ y, int rows,      \
+                             int cols) {                                                        \
+        gemv_nib<NIB_ROWS, true, SMEM>(qs, 0, d, 0, x, y, rows, cols, 32);                      \
+    }                                                                                           \
+    extern "C" __global__ void __launch_bounds__(256, 3)                                        \
+        tp_q8_0_gemv##SUFFIX(const uint4* __restrict__ qs, const u16* __restrict__ d,           \
+                             const float* __restrict__ x, float* __restrict__ y, int rows,      \
+                             int cols) {                                                        \
+        gemv_q8<Q8_ROWS, SMEM>(qs, d, x, y, rows, cols);                                        \
+    }
 
-extern "C" __global__ void __launch_bounds__(256, 3) tp_q4_0_gemv(const uint4* __restrict__ qs,
-                                        const u16* __restrict__ d,
-                                        const float* __restrict__ x, float* __restrict__ y,
-                                        int rows, int cols) {
-    gemv_nib<NIB_ROWS, true>(qs, 0, d, x, y, rows, cols, 32);
-}
-
-extern "C" __global__ void __launch_bounds__(256, 3) tp_q8_0_gemv(const uint4* __restrict__ qs,
-                                        const u16* __restrict__ d,
-                                        const float* __restrict__ x, float* __restrict__ y,
-                                        int rows, int cols) {
-    gemv_q8<Q8_ROWS>(qs, d, x, y, rows, cols);
-}
+GEMV_ENTRIES(_s, true)
+GEMV_ENTRIES(_g, false)
 
 // out[j] = x[perm[j]]: activations in the stored column order (act-order).
 extern "C" __global__ void tp_gather(const float* __restrict__ x,

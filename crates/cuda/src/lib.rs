@@ -66,13 +66,18 @@
 //!
 //! # Kernels
 //!
-//! GEMV runs one warp per 4 rows (2 for Q8_0): each lane reads 16 bytes of a
-//! row at a time, so a warp's load is 512 contiguous bytes, and the 32
-//! activations of a block are loaded once for the warp's rows. Codes become
-//! floats by a byte permute into the mantissa of 2²³ and one subtraction
-//! (exact, no integer-to-float conversion), f16 scales by `cvt.f32.f16`, and
-//! each row ends with a warp-shuffle reduction. Int4 groups use
-//! `Σ_g scale_g Σ q·x + min_g Σ x`, as the CPU kernels do.
+//! GEMV runs one warp per 4 rows (2 for Q8_0), 8 warps per block. The block
+//! first stages the activations in shared memory, coalesced, with 4 floats
+//! of padding per 32 so that the lanes' 16-byte reads hit distinct banks
+//! (act-order gathers them on the way; rows wider than 21,845 columns read
+//! them from global memory instead). Each lane then reads 16 bytes of a row
+//! at a time, so a warp's load is 512 contiguous bytes, and a block's 32
+//! activations serve the warp's 4 rows. Codes become floats by one byte
+//! permute into the mantissa of 0.5 (`0.5 + q/256` for a nibble; int8 codes
+//! into 2²³ and one subtraction), exact and without integer-to-float
+//! conversions; f16 scales by `cvt.f32.f16`; each row ends with a
+//! warp-shuffle reduction. Int4 groups use `Σ_g scale_g Σ q·x + min_g Σ x`,
+//! as the CPU kernels do.
 
 mod device;
 mod error;

@@ -13,6 +13,9 @@ const THREADS: u32 = 256;
 const NIB_ROWS: u32 = 4;
 /// Rows per warp of the Q8_0 GEMV kernel (`Q8_ROWS` in the source).
 const Q8_ROWS: u32 = 2;
+/// Floats of shared memory per 32 activations (`XPAD` in the source): 4 of
+/// padding keep the lanes' 16-byte reads free of bank conflicts.
+const XPAD: usize = 36;
 /// Largest `rows` or `cols` the kernels' 32-bit indices take.
 const MAX_DIM: usize = (i32::MAX / 2) as usize;
 
@@ -314,7 +317,14 @@ impl CudaMatrix {
             let k = &self.dev.inner.kernels;
             let stream = self.dev.stream();
             let (rows, cols) = (self.rows as i32, self.cols as i32);
-            let warps = |per_warp: u32| self.rows.div_ceil(per_warp as usize);
+            // x staged in shared memory, 36 floats per 32 columns, unless
+            // the row is too wide: then read from global memory.
+            let smem = self.cols / BLOCK * XPAD * 4;
+            let shared = smem <= k.smem_limit;
+            let launch = |per_warp: u32| LaunchConfig {
+                shared_mem_bytes: if shared { smem as u32 } else { 0 },
+                ..grid(self.rows.div_ceil(per_warp as usize) * 32)
+            };
             match &self.store {
                 Store::Int4 {
                     group,
@@ -323,9 +333,12 @@ impl CudaMatrix {
                     perm,
                 } => {
                     let group = *group as i32;
+                    let null = 0u64;
                     let gathered;
-                    let x = match perm {
-                        Some(p) => {
+                    // The shared-memory kernel gathers x itself (act-order);
+                    // the global one reads it gathered by `tp_gather`.
+                    let (x, perm) = match perm {
+                        Some(p) if !shared => {
                             let mut xg = stream.alloc_zeros::<f32>(self.cols)?;
                             let mut b = stream.launch_builder(&k.gather);
                             b.arg(x).arg(p).arg(&mut xg).arg(&cols);
@@ -334,40 +347,44 @@ impl CudaMatrix {
                             // below `cols`; bounds-checked in the kernel.
                             unsafe { b.launch(grid(self.cols)) }?;
                             gathered = xg;
-                            &gathered
+                            (&gathered, None)
                         }
-                        None => x,
+                        p => (x, p.as_ref()),
                     };
-                    let mut b = stream.launch_builder(&k.int4_gemv);
-                    b.arg(qs)
-                        .arg(params)
-                        .arg(x)
-                        .arg(y)
-                        .arg(&rows)
-                        .arg(&cols)
-                        .arg(&group);
-                    // SAFETY: `tp_int4_gemv(qs, params, x, y, rows, cols,
-                    // group)`: `qs` holds rows·cols/2 bytes (16-byte aligned
-                    // rows: cols is a multiple of 32), `params`
-                    // 2·⌈cols/group⌉ floats per row, `x` `cols` floats,
-                    // `y` `rows` (checked above); the kernel clamps the rows
-                    // it reads and writes only rows below `rows`.
-                    unsafe { b.launch(grid(warps(NIB_ROWS) * 32)) }?;
+                    let f = if shared { &k.int4_gemv } else { &k.int4_gemv_g };
+                    let mut b = stream.launch_builder(f);
+                    b.arg(qs).arg(params);
+                    match perm {
+                        Some(p) => b.arg(p),
+                        None => b.arg(&null),
+                    };
+                    b.arg(x).arg(y).arg(&rows).arg(&cols).arg(&group);
+                    // SAFETY: `tp_int4_gemv_{s,g}(qs, params, perm, x, y,
+                    // rows, cols, group)`: `qs` holds rows·cols/2 bytes
+                    // (16-byte aligned rows: cols is a multiple of 32),
+                    // `params` 2·⌈cols/group⌉ floats per row, `perm` (or
+                    // null) `cols` indices below `cols`, `x` `cols` floats,
+                    // `y` `rows` (checked above); the shared memory is the
+                    // XPAD·cols/32 floats `_s` stages x in. The kernel clamps
+                    // the rows it reads and writes only rows below `rows`.
+                    unsafe { b.launch(launch(NIB_ROWS)) }?;
                 }
                 Store::Ggml { ty, qs, d } => {
-                    let (f, per_warp) = if *ty == GgmlType::Q4_0 {
-                        (&k.q4_0_gemv, NIB_ROWS)
-                    } else {
-                        (&k.q8_0_gemv, Q8_ROWS)
+                    let (f, per_warp) = match (*ty == GgmlType::Q4_0, shared) {
+                        (true, true) => (&k.q4_0_gemv, NIB_ROWS),
+                        (true, false) => (&k.q4_0_gemv_g, NIB_ROWS),
+                        (false, true) => (&k.q8_0_gemv, Q8_ROWS),
+                        (false, false) => (&k.q8_0_gemv_g, Q8_ROWS),
                     };
                     let mut b = stream.launch_builder(f);
                     b.arg(qs).arg(d).arg(x).arg(y).arg(&rows).arg(&cols);
-                    // SAFETY: `tp_q4_0_gemv`/`tp_q8_0_gemv(qs, d, x, y, rows,
-                    // cols)`: `qs` holds 16 or 32 code bytes per block (rows
-                    // 16-byte aligned), `d` one scale per block, `x` `cols`
-                    // floats, `y` `rows` (checked above); rows clamped and
-                    // bounds-checked in the kernel.
-                    unsafe { b.launch(grid(warps(per_warp) * 32)) }?;
+                    // SAFETY: `tp_q4_0_gemv_{s,g}`/`tp_q8_0_gemv_{s,g}(qs, d,
+                    // x, y, rows, cols)`: `qs` holds 16 or 32 code bytes per
+                    // block (rows 16-byte aligned), `d` one scale per block,
+                    // `x` `cols` floats, `y` `rows` (checked above), shared
+                    // memory as above; rows clamped and bounds-checked in the
+                    // kernel.
+                    unsafe { b.launch(launch(per_warp)) }?;
                 }
             }
             Ok(())

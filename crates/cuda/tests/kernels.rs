@@ -75,9 +75,12 @@ fn nvrtc_compiles_the_kernels() {
         match tensorpress_cuda::compile_ptx(arch) {
             Ok(ptx) => {
                 for name in [
-                    "tp_int4_gemv",
-                    "tp_q4_0_gemv",
-                    "tp_q8_0_gemv",
+                    "tp_int4_gemv_s",
+                    "tp_q4_0_gemv_s",
+                    "tp_q8_0_gemv_s",
+                    "tp_int4_gemv_g",
+                    "tp_q4_0_gemv_g",
+                    "tp_q8_0_gemv_g",
                     "tp_gather",
                     "tp_int4_dequant",
                     "tp_q4_0_dequant",
@@ -192,11 +195,16 @@ fn check(dev: &CudaDevice, cpu: &dyn QuantMatrix, gpu: &CudaMatrix, rng: &mut Rn
     ));
 }
 
+/// Shapes swept: tails of the 4-row (2-row) warps, a narrower last group
+/// (576 = 4·128 + 64), the acceptance shape, and rows too wide for the
+/// activations to be staged in shared memory (22528 columns: 99 KB), which
+/// take the global-memory kernels (and the gather kernel, with act-order).
 const SHAPES: &[(usize, usize)] = &[
     (1, 32),
     (7, 256),
     (100, 576),
     (257, 1024),
+    (5, 22528),
     (4096, 4096),
     (11008, 4096),
 ];
