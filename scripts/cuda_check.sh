@@ -47,6 +47,7 @@ stage() {
         grep -o '"executable":"[^"]*/kernels-[^"]*"' | tail -1 | sed 's/.*"executable":"\([^"]*\)"/\1/')
     cargo build -p tensorpress-cuda --release --example cuda_gemv
     [ -n "$test_bin" ] && [ -x "$test_bin" ] || { echo "stage: no test binary found" >&2; exit 1; }
+    rm -rf "$dir"
     mkdir -p "$dir"
     cp "$test_bin" "$dir/kernels"
     cp "$target/release/examples/cuda_gemv" "$dir/cuda_gemv"
