@@ -513,3 +513,54 @@ unsafe fn get_cubin(
     unsafe { nvrtc_sys::nvrtcGetCUBIN(prog, out.as_mut_ptr().cast()) }.result()?;
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guard_turns_panics_into_errors() {
+        // (The two panics print their messages; the hook is left alone, as
+        // tests run in parallel.)
+        let missing = guard("test", || -> Result<()> {
+            panic!("Unable to dynamically load the \"nvrtc\" shared library")
+        });
+        let other = guard("test", || -> Result<()> { panic!("Missing symbol cuFoo") });
+        assert!(
+            matches!(
+                missing,
+                Err(CudaError::NotAvailable {
+                    library: "libnvrtc",
+                    ..
+                })
+            ),
+            "{missing:?}"
+        );
+        assert!(
+            matches!(&other, Err(CudaError::Panicked { op: "test", message }) if message.contains("cuFoo")),
+            "{other:?}"
+        );
+        assert_eq!(guard("test", || Ok(7)).ok(), Some(7));
+    }
+
+    #[test]
+    fn peak_bandwidth_from_attributes() {
+        let mut info = DeviceInfo {
+            ordinal: 0,
+            name: "test".into(),
+            compute_capability: (9, 0),
+            multiprocessors: 132,
+            memory_bytes: 80 << 30,
+            // H100 SXM: 2619 MHz, 5120-bit HBM3: 3.35 TB/s.
+            memory_clock_khz: 2_619_000,
+            bus_width_bits: 5120,
+            l2_cache_bytes: 50 << 20,
+            sm_clock_khz: 1_980_000,
+            kernel_target: "sm_90".into(),
+        };
+        let bw = info.peak_bandwidth().expect("reported");
+        assert!((bw - 3.352e12).abs() < 1e9, "{bw}");
+        info.memory_clock_khz = 0;
+        assert_eq!(info.peak_bandwidth(), None);
+    }
+}
