@@ -5,6 +5,8 @@ pub mod convert;
 pub mod inspect;
 
 pub use tensorpress_codecs as codecs;
+#[cfg(feature = "cuda-kernels")]
+pub use tensorpress_cuda as cuda;
 pub use tensorpress_io as io;
 pub use tensorpress_kvcache as kvcache;
 pub use tensorpress_lowrank as lowrank;

@@ -152,6 +152,23 @@ impl Int4Matrix {
         self.group
     }
 
+    /// The packed codes, `cols / 2` bytes per row, row after row, in stored
+    /// column order ([`QuantMatrix::input_order`]): blocks of 32 columns of
+    /// 16 bytes each, byte `j` of a block holding the code of column `j` in
+    /// its low nibble and that of column `j + 16` in its high nibble (GGML's
+    /// Q4_0 order). For other backends (GPU) that upload the matrix as is.
+    pub fn packed_codes(&self) -> &[u8] {
+        &self.qs
+    }
+
+    /// The group parameters, `2 · ⌈cols / group⌉` values per row: the row's
+    /// group scales, then its group mins, so that a stored column `c` of
+    /// row `r` dequantizes to `scale[r][c / group] · q + min[r][c / group]`.
+    /// For other backends (GPU) that upload the matrix as is.
+    pub fn group_params(&self) -> &[f32] {
+        &self.params
+    }
+
     fn row(&self, r: usize) -> Int4Row<'_> {
         let groups = self.cols.div_ceil(self.group);
         Int4Row {
