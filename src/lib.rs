@@ -5,7 +5,7 @@ pub mod convert;
 pub mod inspect;
 
 pub use tensorpress_codecs as codecs;
-#[cfg(feature = "cuda-kernels")]
+#[cfg(feature = "cuda")]
 pub use tensorpress_cuda as cuda;
 pub use tensorpress_io as io;
 pub use tensorpress_kvcache as kvcache;
