@@ -1,0 +1,254 @@
+//! AVX2+FMA kernels of the K-quants Q4_K, Q5_K and Q6_K. Each function
+//! computes what its namesake in `scalar_kquants` computes (up to float
+//! summation order); callers guarantee the CPU level and whole super-blocks,
+//! as for `x86`.
+//!
+//! A super-block's codes come out of its bytes 32 at a time, in column
+//! order, as one register per activation block: the int8 products are one
+//! `vpmaddubsw` per block (Q6_K: sign trick, then `vpmaddwd` against its two
+//! 16-wide sub-block scales) and one float multiply. There is no AVX-512
+//! variant: the per-block scales and the 144–210-byte super-blocks leave
+//! nothing for wider registers to win over a memory-bound AVX2 loop, so
+//! `Isa::Avx512` runs this code.
+
+use std::arch::x86_64::*;
+
+use super::scalar_kquants::{
+    k_bytes, k_factors, q6_k_scale, Q4_K_QS, Q5_K_QH, Q5_K_QS, Q6_K_BYTES, Q6_K_D, Q6_K_QH, SUPER,
+};
+use super::x86::{
+    arr, arr_mut, block_dot_i8_f32, block_f32, dot_u8i8, f16c_at, hsum, i8x8_f32, load_f32x8,
+    load_u8x32, prefetch, prefetch_distance, store_f32x8,
+};
+use super::x86_legacy::halves;
+use super::BLOCK;
+
+/// Sub-blocks (Q4_K/Q5_K) or 32-blocks (Q6_K) per super-block.
+const PER_SUPER: usize = SUPER / BLOCK;
+
+/// Prefetches the cache lines of super-block `s` (of `size` bytes) `ahead`
+/// bytes ahead.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn prefetch_super(bytes: &[u8], s: usize, size: usize, ahead: usize) {
+    for line in (0..size).step_by(64) {
+        prefetch(bytes, s * size + ahead + line);
+    }
+}
+
+/// The codes of sub-blocks `2c` and `2c + 1` of a Q4_K (`FIVE = false`)
+/// or Q5_K super-block, as 32 bytes each in column order.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn k_codes<const FIVE: bool>(blk: &[u8], c: usize) -> [__m256i; 2] {
+    let qs = if FIVE { Q5_K_QS } else { Q4_K_QS };
+    let raw = load_u8x32(arr(&blk[qs + 32 * c..][..32]));
+    let mask = _mm256_set1_epi8(0x0f);
+    let lo = _mm256_and_si256(raw, mask);
+    let hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), mask);
+    if !FIVE {
+        return [lo, hi];
+    }
+    let qh = load_u8x32(arr(&blk[Q5_K_QH..Q5_K_QH + 32]));
+    let sixteen = _mm256_set1_epi8(0x10);
+    let fifth = |j: usize| {
+        let bit = _mm256_set1_epi8((1u8 << j) as i8);
+        let set = _mm256_cmpeq_epi8(_mm256_and_si256(qh, bit), bit);
+        _mm256_and_si256(set, sixteen)
+    };
+    [
+        _mm256_or_si256(lo, fifth(2 * c)),
+        _mm256_or_si256(hi, fifth(2 * c + 1)),
+    ]
+}
+
+/// Q4_K or Q5_K row: `w = dl·q − ml`, multiplied and subtracted separately
+/// (the codec's values bit for bit).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) fn k_dequant<const FIVE: bool>(bytes: &[u8], out: &mut [f32]) {
+    for (blk, o) in bytes
+        .chunks_exact(k_bytes(FIVE))
+        .zip(out.chunks_exact_mut(SUPER))
+    {
+        let f = k_factors(blk);
+        for (c, o) in o.chunks_exact_mut(2 * BLOCK).enumerate() {
+            let codes = k_codes::<FIVE>(blk, c);
+            for (u, o) in o.chunks_exact_mut(BLOCK).enumerate() {
+                let (dl, ml) = f[2 * c + u];
+                let (dl, ml) = (_mm256_set1_ps(dl), _mm256_set1_ps(ml));
+                let (lo, hi) = halves(codes[u]);
+                for (o, q) in o.chunks_exact_mut(8).zip(block_f32(lo, hi, false)) {
+                    store_f32x8(arr_mut(o), _mm256_sub_ps(_mm256_mul_ps(q, dl), ml));
+                }
+            }
+        }
+    }
+}
+
+/// `xsum[b]` is the sum of `x` over block `b`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) fn k_dot_f32<const FIVE: bool>(bytes: &[u8], x: &[f32], xsum: &[f32]) -> f32 {
+    let size = k_bytes(FIVE);
+    let ahead = prefetch_distance();
+    let (mut t0, mut t1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    let mut mins = 0.0f32;
+    for (s, blk) in bytes.chunks_exact(size).enumerate() {
+        prefetch_super(bytes, s, size, ahead);
+        let f = k_factors(blk);
+        for c in 0..PER_SUPER / 2 {
+            let [c0, c1] = k_codes::<FIVE>(blk, c);
+            let b = PER_SUPER * s + 2 * c;
+            let (lo, hi) = halves(c0);
+            let p0 = block_dot_i8_f32(lo, hi, &x[b * BLOCK..][..BLOCK]);
+            let (lo, hi) = halves(c1);
+            let p1 = block_dot_i8_f32(lo, hi, &x[(b + 1) * BLOCK..][..BLOCK]);
+            t0 = _mm256_fmadd_ps(p0, _mm256_set1_ps(f[2 * c].0), t0);
+            t1 = _mm256_fmadd_ps(p1, _mm256_set1_ps(f[2 * c + 1].0), t1);
+        }
+        for (j, &(_, ml)) in f.iter().enumerate() {
+            mins += ml * xsum[PER_SUPER * s + j];
+        }
+    }
+    hsum(_mm256_add_ps(t0, t1)) - mins
+}
+
+/// `xms[b]` is `d_b · Σ q` of activation block `b`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) fn k_dot_q8<const FIVE: bool>(bytes: &[u8], xq: &[i8], xd: &[f32], xms: &[f32]) -> f32 {
+    let size = k_bytes(FIVE);
+    let ahead = prefetch_distance();
+    let xq: &[u8] = bytemuck::cast_slice(xq);
+    let (mut t0, mut t1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    let mut mins = 0.0f32;
+    for (s, blk) in bytes.chunks_exact(size).enumerate() {
+        prefetch_super(bytes, s, size, ahead);
+        let f = k_factors(blk);
+        for c in 0..PER_SUPER / 2 {
+            let [c0, c1] = k_codes::<FIVE>(blk, c);
+            let b = PER_SUPER * s + 2 * c;
+            let p0 = dot_u8i8(c0, load_u8x32(arr(&xq[b * BLOCK..][..BLOCK])));
+            let p1 = dot_u8i8(c1, load_u8x32(arr(&xq[(b + 1) * BLOCK..][..BLOCK])));
+            let f0 = _mm256_set1_ps(f[2 * c].0 * xd[b]);
+            let f1 = _mm256_set1_ps(f[2 * c + 1].0 * xd[b + 1]);
+            t0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0), f0, t0);
+            t1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p1), f1, t1);
+        }
+        for (j, &(_, ml)) in f.iter().enumerate() {
+            mins += ml * xms[PER_SUPER * s + j];
+        }
+    }
+    hsum(_mm256_add_ps(t0, t1)) - mins
+}
+
+// ------------------------------------------------------------------- Q6_K
+
+/// The codes minus 32 of the 4 blocks of half `h` of a Q6_K super-block,
+/// as signed bytes in column order.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn q6_k_codes(blk: &[u8], h: usize) -> [__m256i; 4] {
+    let ql0 = load_u8x32(arr(&blk[64 * h..][..32]));
+    let ql1 = load_u8x32(arr(&blk[64 * h + 32..][..32]));
+    let qh = load_u8x32(arr(&blk[Q6_K_QH + 32 * h..][..32]));
+    let m4 = _mm256_set1_epi8(0x0f);
+    let m2 = _mm256_set1_epi8(0x03);
+    let bias = _mm256_set1_epi8(32);
+    let high = |v: __m256i| _mm256_slli_epi16(_mm256_and_si256(v, m2), 4);
+    let code = |low: __m256i, hi2: __m256i| {
+        _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(low, m4), high(hi2)), bias)
+    };
+    [
+        code(ql0, qh),
+        code(ql1, _mm256_srli_epi16(qh, 2)),
+        code(_mm256_srli_epi16(ql0, 4), _mm256_srli_epi16(qh, 4)),
+        code(_mm256_srli_epi16(ql1, 4), _mm256_srli_epi16(qh, 6)),
+    ]
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) fn q6_k_dequant(bytes: &[u8], out: &mut [f32]) {
+    for (blk, o) in bytes
+        .chunks_exact(Q6_K_BYTES)
+        .zip(out.chunks_exact_mut(SUPER))
+    {
+        let d = f16c_at(blk, Q6_K_D);
+        for (h, o) in o.chunks_exact_mut(4 * BLOCK).enumerate() {
+            let codes = q6_k_codes(blk, h);
+            for (k, o) in o.chunks_exact_mut(BLOCK).enumerate() {
+                let b = 4 * h + k;
+                let (lo, hi) = halves(codes[k]);
+                let q = block_f32(lo, hi, true);
+                for (i, (o, q)) in o.chunks_exact_mut(8).zip(q).enumerate() {
+                    let dl = _mm256_set1_ps(d * q6_k_scale(blk, 2 * b + i / 2) as f32);
+                    store_f32x8(arr_mut(o), _mm256_mul_ps(q, dl));
+                }
+            }
+        }
+    }
+}
+
+/// `Σ q·x` over 16 signed codes (the low 16 bytes of `v`) as 8 f32 lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn half_dot_i8_f32(v: __m128i, x: &[f32]) -> __m256 {
+    let p = _mm256_mul_ps(i8x8_f32(v), load_f32x8(arr(&x[..8])));
+    _mm256_fmadd_ps(
+        i8x8_f32(_mm_srli_si128(v, 8)),
+        load_f32x8(arr(&x[8..16])),
+        p,
+    )
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) fn q6_k_dot_f32(bytes: &[u8], x: &[f32]) -> f32 {
+    let ahead = prefetch_distance();
+    let (mut t0, mut t1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    for (s, blk) in bytes.chunks_exact(Q6_K_BYTES).enumerate() {
+        prefetch_super(bytes, s, Q6_K_BYTES, ahead);
+        let d = f16c_at(blk, Q6_K_D);
+        for h in 0..2 {
+            for (k, codes) in q6_k_codes(blk, h).into_iter().enumerate() {
+                let b = 4 * h + k;
+                let xb = &x[(PER_SUPER * s + b) * BLOCK..][..BLOCK];
+                let (lo, hi) = halves(codes);
+                let s0 = _mm256_set1_ps(d * q6_k_scale(blk, 2 * b) as f32);
+                let s1 = _mm256_set1_ps(d * q6_k_scale(blk, 2 * b + 1) as f32);
+                t0 = _mm256_fmadd_ps(half_dot_i8_f32(lo, &xb[..16]), s0, t0);
+                t1 = _mm256_fmadd_ps(half_dot_i8_f32(hi, &xb[16..]), s1, t1);
+            }
+        }
+    }
+    hsum(_mm256_add_ps(t0, t1))
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) fn q6_k_dot_q8(bytes: &[u8], xq: &[i8], xd: &[f32]) -> f32 {
+    let ahead = prefetch_distance();
+    let xq: &[u8] = bytemuck::cast_slice(xq);
+    let (mut t0, mut t1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    for (s, blk) in bytes.chunks_exact(Q6_K_BYTES).enumerate() {
+        prefetch_super(bytes, s, Q6_K_BYTES, ahead);
+        let d = f16c_at(blk, Q6_K_D);
+        for h in 0..2 {
+            for (k, w) in q6_k_codes(blk, h).into_iter().enumerate() {
+                let b = 4 * h + k;
+                let ab = PER_SUPER * s + b;
+                let xb = load_u8x32(arr(&xq[ab * BLOCK..][..BLOCK]));
+                // |w| ≤ 32 and |x| ≤ 127: the pair sums fit in i16.
+                let p = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(xb, w));
+                let sc = _mm256_set_m128i(
+                    _mm_set1_epi16(i16::from(q6_k_scale(blk, 2 * b + 1))),
+                    _mm_set1_epi16(i16::from(q6_k_scale(blk, 2 * b))),
+                );
+                let isum = _mm256_cvtepi32_ps(_mm256_madd_epi16(p, sc));
+                let f = _mm256_set1_ps(d * xd[ab]);
+                if k % 2 == 0 {
+                    t0 = _mm256_fmadd_ps(isum, f, t0);
+                } else {
+                    t1 = _mm256_fmadd_ps(isum, f, t1);
+                }
+            }
+        }
+    }
+    hsum(_mm256_add_ps(t0, t1))
+}
