@@ -14,7 +14,8 @@
 use std::arch::x86_64::*;
 
 use super::scalar_kquants::{
-    k_bytes, k_factors, q6_k_scale, Q4_K_QS, Q5_K_QH, Q5_K_QS, Q6_K_BYTES, Q6_K_D, Q6_K_QH, SUPER,
+    k_bytes, k_factors, q6_k_scale, K_SCALES, Q4_K_QS, Q5_K_QH, Q5_K_QS, Q6_K_BYTES, Q6_K_D,
+    Q6_K_QH, SUPER,
 };
 use super::x86::{
     arr, arr_mut, block_dot_i8_f32, block_f32, dot_u8i8, f16c_at, hsum, i8x8_f32, load_f32x8,
@@ -85,59 +86,122 @@ pub(crate) fn k_dequant<const FIVE: bool>(bytes: &[u8], out: &mut [f32]) {
     }
 }
 
-/// `xsum[b]` is the sum of `x` over block `b`.
+/// The 8 six-bit scales and the 8 six-bit minima of a Q4_K/Q5_K
+/// super-block as i32 lanes (llama.cpp's `utmp` unpacking of the 12 bytes;
+/// the same values as `scale_min_k4`).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn k_scales_mins(blk: &[u8]) -> (__m256i, __m256i) {
+    const M6: u32 = 0x3f3f_3f3f;
+    const M4: u32 = 0x0f0f_0f0f;
+    const M2: u32 = 0x0303_0303;
+    let s: &[u8; 12] = arr(&blk[K_SCALES..K_SCALES + 12]);
+    let word = |i: usize| u32::from_le_bytes([s[4 * i], s[4 * i + 1], s[4 * i + 2], s[4 * i + 3]]);
+    let (u0, u1, u2) = (word(0), word(1), word(2));
+    let sc = [u0 & M6, (u2 & M4) | (((u0 >> 6) & M2) << 4)];
+    let mn = [u1 & M6, ((u2 >> 4) & M4) | (((u1 >> 6) & M2) << 4)];
+    let lanes = |w: [u32; 2]| {
+        let v = _mm_set_epi32(0, 0, w[1] as i32, w[0] as i32);
+        _mm256_cvtepu8_epi32(v)
+    };
+    (lanes(sc), lanes(mn))
+}
+
+/// The lane sums of 8 vectors: lane `j` of the result is `Σ v[j]`.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn hsum8_epi32(v: [__m256i; 8]) -> __m256i {
+    let h01 = _mm256_hadd_epi32(v[0], v[1]);
+    let h23 = _mm256_hadd_epi32(v[2], v[3]);
+    let h45 = _mm256_hadd_epi32(v[4], v[5]);
+    let h67 = _mm256_hadd_epi32(v[6], v[7]);
+    let a = _mm256_hadd_epi32(h01, h23);
+    let b = _mm256_hadd_epi32(h45, h67);
+    _mm256_add_epi32(
+        _mm256_permute2x128_si256(a, b, 0x20),
+        _mm256_permute2x128_si256(a, b, 0x31),
+    )
+}
+
+/// [`hsum8_epi32`] for f32 lanes.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn hsum8_ps(v: [__m256; 8]) -> __m256 {
+    let h01 = _mm256_hadd_ps(v[0], v[1]);
+    let h23 = _mm256_hadd_ps(v[2], v[3]);
+    let h45 = _mm256_hadd_ps(v[4], v[5]);
+    let h67 = _mm256_hadd_ps(v[6], v[7]);
+    let a = _mm256_hadd_ps(h01, h23);
+    let b = _mm256_hadd_ps(h45, h67);
+    _mm256_add_ps(
+        _mm256_permute2f128_ps(a, b, 0x20),
+        _mm256_permute2f128_ps(a, b, 0x31),
+    )
+}
+
+/// The f32 lanes of i32 lanes times a broadcast `f`.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn scaled(v: __m256i, f: f32) -> __m256 {
+    _mm256_mul_ps(_mm256_cvtepi32_ps(v), _mm256_set1_ps(f))
+}
+
+/// `xsum[b]` is the sum of `x` over block `b`. Per super-block: the 8
+/// sub-block sums `Σ q·x` gathered into one vector, one FMA with the 8
+/// factors `d·sc`, one with the minima `dmin·m` against `xsum`.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) fn k_dot_f32<const FIVE: bool>(bytes: &[u8], x: &[f32], xsum: &[f32]) -> f32 {
     let size = k_bytes(FIVE);
     let ahead = prefetch_distance();
-    let (mut t0, mut t1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-    let mut mins = 0.0f32;
+    let (mut acc, mut mins) = (_mm256_setzero_ps(), _mm256_setzero_ps());
     for (s, blk) in bytes.chunks_exact(size).enumerate() {
         prefetch_super(bytes, s, size, ahead);
-        let f = k_factors(blk);
+        let xs = &x[s * SUPER..][..SUPER];
+        let mut v = [_mm256_setzero_ps(); PER_SUPER];
         for c in 0..PER_SUPER / 2 {
-            let [c0, c1] = k_codes::<FIVE>(blk, c);
-            let b = PER_SUPER * s + 2 * c;
-            let (lo, hi) = halves(c0);
-            let p0 = block_dot_i8_f32(lo, hi, &x[b * BLOCK..][..BLOCK]);
-            let (lo, hi) = halves(c1);
-            let p1 = block_dot_i8_f32(lo, hi, &x[(b + 1) * BLOCK..][..BLOCK]);
-            t0 = _mm256_fmadd_ps(p0, _mm256_set1_ps(f[2 * c].0), t0);
-            t1 = _mm256_fmadd_ps(p1, _mm256_set1_ps(f[2 * c + 1].0), t1);
+            for (u, codes) in k_codes::<FIVE>(blk, c).into_iter().enumerate() {
+                let j = 2 * c + u;
+                let (lo, hi) = halves(codes);
+                v[j] = block_dot_i8_f32(lo, hi, &xs[j * BLOCK..][..BLOCK]);
+            }
         }
-        for (j, &(_, ml)) in f.iter().enumerate() {
-            mins += ml * xsum[PER_SUPER * s + j];
-        }
+        let (sc, mn) = k_scales_mins(blk);
+        let dl = scaled(sc, f16c_at(blk, 0));
+        let ml = scaled(mn, f16c_at(blk, 2));
+        acc = _mm256_fmadd_ps(hsum8_ps(v), dl, acc);
+        let xsum = load_f32x8(arr(&xsum[PER_SUPER * s..][..PER_SUPER]));
+        mins = _mm256_fmadd_ps(ml, xsum, mins);
     }
-    hsum(_mm256_add_ps(t0, t1)) - mins
+    hsum(_mm256_sub_ps(acc, mins))
 }
 
-/// `xms[b]` is `d_b · Σ q` of activation block `b`.
+/// `xms[b]` is `d_b · Σ q` of activation block `b`. Per super-block: the 8
+/// integer sums gathered into one vector, converted once, one FMA with the
+/// factors `d·sc·d_x`, one for the minima.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) fn k_dot_q8<const FIVE: bool>(bytes: &[u8], xq: &[i8], xd: &[f32], xms: &[f32]) -> f32 {
     let size = k_bytes(FIVE);
     let ahead = prefetch_distance();
     let xq: &[u8] = bytemuck::cast_slice(xq);
-    let (mut t0, mut t1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-    let mut mins = 0.0f32;
+    let (mut acc, mut mins) = (_mm256_setzero_ps(), _mm256_setzero_ps());
     for (s, blk) in bytes.chunks_exact(size).enumerate() {
         prefetch_super(bytes, s, size, ahead);
-        let f = k_factors(blk);
+        let xs = &xq[s * SUPER..][..SUPER];
+        let mut p = [_mm256_setzero_si256(); PER_SUPER];
         for c in 0..PER_SUPER / 2 {
-            let [c0, c1] = k_codes::<FIVE>(blk, c);
-            let b = PER_SUPER * s + 2 * c;
-            let p0 = dot_u8i8(c0, load_u8x32(arr(&xq[b * BLOCK..][..BLOCK])));
-            let p1 = dot_u8i8(c1, load_u8x32(arr(&xq[(b + 1) * BLOCK..][..BLOCK])));
-            let f0 = _mm256_set1_ps(f[2 * c].0 * xd[b]);
-            let f1 = _mm256_set1_ps(f[2 * c + 1].0 * xd[b + 1]);
-            t0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0), f0, t0);
-            t1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p1), f1, t1);
+            for (u, codes) in k_codes::<FIVE>(blk, c).into_iter().enumerate() {
+                let j = 2 * c + u;
+                p[j] = dot_u8i8(codes, load_u8x32(arr(&xs[j * BLOCK..][..BLOCK])));
+            }
         }
-        for (j, &(_, ml)) in f.iter().enumerate() {
-            mins += ml * xms[PER_SUPER * s + j];
-        }
+        let (sc, mn) = k_scales_mins(blk);
+        let xd = load_f32x8(arr(&xd[PER_SUPER * s..][..PER_SUPER]));
+        let f = _mm256_mul_ps(scaled(sc, f16c_at(blk, 0)), xd);
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(hsum8_epi32(p)), f, acc);
+        let xms = load_f32x8(arr(&xms[PER_SUPER * s..][..PER_SUPER]));
+        mins = _mm256_fmadd_ps(scaled(mn, f16c_at(blk, 2)), xms, mins);
     }
-    hsum(_mm256_add_ps(t0, t1)) - mins
+    hsum(_mm256_sub_ps(acc, mins))
 }
 
 // ------------------------------------------------------------------- Q6_K
