@@ -6,20 +6,21 @@
 //! A super-block's codes come out of its bytes 32 at a time, in column
 //! order, as one register per activation block: the int8 products are one
 //! `vpmaddubsw` per block (Q6_K: sign trick, then `vpmaddwd` against its two
-//! 16-wide sub-block scales) and one float multiply. There is no AVX-512
-//! variant: the per-block scales and the 144–210-byte super-blocks leave
-//! nothing for wider registers to win over a memory-bound AVX2 loop, so
-//! `Isa::Avx512` runs this code.
+//! 16-wide sub-block scales) and one float multiply. The int8 products
+//! stream near the memory rate at AVX2, so `Isa::Avx512` runs them as they
+//! are; the f32 products are bound by the code conversions, and Q4_K has an
+//! AVX-512 variant without them ([`q4_k_dot_f32_512`], tables indexed by
+//! `vpermps`). Q5_K and Q6_K f32 products run the AVX2 code at AVX-512.
 
 use std::arch::x86_64::*;
 
 use super::scalar_kquants::{
-    k_bytes, k_factors, q6_k_scale, K_SCALES, Q4_K_QS, Q5_K_QH, Q5_K_QS, Q6_K_BYTES, Q6_K_D,
-    Q6_K_QH, SUPER,
+    k_bytes, k_factors, q6_k_scale, K_SCALES, Q4_K_BYTES, Q4_K_QS, Q5_K_QH, Q5_K_QS, Q6_K_BYTES,
+    Q6_K_D, Q6_K_QH, Q6_K_SCALES, SUPER,
 };
 use super::x86::{
-    arr, arr_mut, block_dot_i8_f32, block_f32, dot_u8i8, f16c_at, hsum, i8x8_f32, load_f32x8,
-    load_u8x32, prefetch, prefetch_distance, store_f32x8,
+    arr, arr_mut, block_dot_i8_f32, block_f32, dot_u8i8, f16c_at, hsum, hsum512, i8x8_f32,
+    load_f32x16, load_f32x8, load_u8x16, load_u8x32, prefetch, prefetch_distance, store_f32x8,
 };
 use super::x86_legacy::halves;
 use super::BLOCK;
@@ -175,6 +176,42 @@ pub(crate) fn k_dot_f32<const FIVE: bool>(bytes: &[u8], x: &[f32], xsum: &[f32])
     hsum(_mm256_sub_ps(acc, mins))
 }
 
+/// AVX-512 f32 product of a Q4_K row: per sub-block a 16-entry table
+/// `dl·k − ml` that `vpermps` indexes with the nibbles (bytes zero-extended
+/// to 16 lanes: the low nibble directly, the high one after a 4-bit shift),
+/// one FMA per 16 weights against `x` in column order; no conversions and
+/// no minima term.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+pub(crate) fn q4_k_dot_f32_512(bytes: &[u8], x: &[f32]) -> f32 {
+    let ahead = prefetch_distance();
+    let iota = _mm512_setr_ps(
+        0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0, 13.0, 14.0, 15.0,
+    );
+    let (mut a0, mut a1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+    for (s, blk) in bytes.chunks_exact(Q4_K_BYTES).enumerate() {
+        prefetch_super(bytes, s, Q4_K_BYTES, ahead);
+        let xs = &x[s * SUPER..][..SUPER];
+        let (sc, mn) = k_scales_mins(blk);
+        let (mut dl, mut ml) = ([0.0f32; 8], [0.0f32; 8]);
+        store_f32x8(&mut dl, scaled(sc, f16c_at(blk, 0)));
+        store_f32x8(&mut ml, scaled(mn, f16c_at(blk, 2)));
+        let lut = |j: usize| _mm512_fmsub_ps(iota, _mm512_set1_ps(dl[j]), _mm512_set1_ps(ml[j]));
+        for c in 0..PER_SUPER / 2 {
+            let (lut_lo, lut_hi) = (lut(2 * c), lut(2 * c + 1));
+            for half in 0..2 {
+                let raw = load_u8x16(arr(&blk[Q4_K_QS + 32 * c + 16 * half..][..16]));
+                let idx = _mm512_cvtepu8_epi32(raw);
+                let xlo = load_f32x16(arr(&xs[64 * c + 16 * half..][..16]));
+                let xhi = load_f32x16(arr(&xs[64 * c + 32 + 16 * half..][..16]));
+                a0 = _mm512_fmadd_ps(_mm512_permutexvar_ps(idx, lut_lo), xlo, a0);
+                let hi = _mm512_srli_epi32::<4>(idx);
+                a1 = _mm512_fmadd_ps(_mm512_permutexvar_ps(hi, lut_hi), xhi, a1);
+            }
+        }
+    }
+    hsum512(_mm512_add_ps(a0, a1))
+}
+
 /// `xms[b]` is `d_b · Σ q` of activation block `b`. Per super-block: the 8
 /// integer sums gathered into one vector, converted once, one FMA with the
 /// factors `d·sc·d_x`, one for the minima.
@@ -263,24 +300,45 @@ fn half_dot_i8_f32(v: __m128i, x: &[f32]) -> __m256 {
     )
 }
 
+/// The 16 i8 sub-block scales of a Q6_K super-block times its `d`, as two
+/// vectors (sub-blocks 0–7, 8–15).
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+fn q6_k_factors(blk: &[u8]) -> [__m256; 2] {
+    let sc = load_u8x16(arr(&blk[Q6_K_SCALES..Q6_K_SCALES + 16]));
+    let d = _mm256_set1_ps(f16c_at(blk, Q6_K_D));
+    [
+        _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(sc)), d),
+        _mm256_mul_ps(
+            _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(sc, 8))),
+            d,
+        ),
+    ]
+}
+
+/// Per super-block: the 16 sub-block sums `Σ q·x` gathered into two
+/// vectors, one FMA each with the factors `d·sc`.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) fn q6_k_dot_f32(bytes: &[u8], x: &[f32]) -> f32 {
     let ahead = prefetch_distance();
     let (mut t0, mut t1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
     for (s, blk) in bytes.chunks_exact(Q6_K_BYTES).enumerate() {
         prefetch_super(bytes, s, Q6_K_BYTES, ahead);
-        let d = f16c_at(blk, Q6_K_D);
+        let xs = &x[s * SUPER..][..SUPER];
+        let mut v = [_mm256_setzero_ps(); 2 * PER_SUPER];
         for h in 0..2 {
             for (k, codes) in q6_k_codes(blk, h).into_iter().enumerate() {
                 let b = 4 * h + k;
-                let xb = &x[(PER_SUPER * s + b) * BLOCK..][..BLOCK];
+                let xb = &xs[b * BLOCK..][..BLOCK];
                 let (lo, hi) = halves(codes);
-                let s0 = _mm256_set1_ps(d * q6_k_scale(blk, 2 * b) as f32);
-                let s1 = _mm256_set1_ps(d * q6_k_scale(blk, 2 * b + 1) as f32);
-                t0 = _mm256_fmadd_ps(half_dot_i8_f32(lo, &xb[..16]), s0, t0);
-                t1 = _mm256_fmadd_ps(half_dot_i8_f32(hi, &xb[16..]), s1, t1);
+                v[2 * b] = half_dot_i8_f32(lo, &xb[..16]);
+                v[2 * b + 1] = half_dot_i8_f32(hi, &xb[16..]);
             }
         }
+        let [f0, f1] = q6_k_factors(blk);
+        let (v0, v1) = v.split_at(PER_SUPER);
+        t0 = _mm256_fmadd_ps(hsum8_ps(*arr(v0)), f0, t0);
+        t1 = _mm256_fmadd_ps(hsum8_ps(*arr(v1)), f1, t1);
     }
     hsum(_mm256_add_ps(t0, t1))
 }
