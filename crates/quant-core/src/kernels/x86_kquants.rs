@@ -343,34 +343,38 @@ pub(crate) fn q6_k_dot_f32(bytes: &[u8], x: &[f32]) -> f32 {
     hsum(_mm256_add_ps(t0, t1))
 }
 
+/// Per block of 32: the sign trick's `vpmaddubsw`, then `vpmaddwd` against
+/// the block's two 16-wide sub-block scales (picked from the 16 scale bytes
+/// by `vpshufb`); per super-block the 8 block sums gathered into one
+/// vector, converted once, one FMA with `d · d_x`.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) fn q6_k_dot_q8(bytes: &[u8], xq: &[i8], xd: &[f32]) -> f32 {
     let ahead = prefetch_distance();
     let xq: &[u8] = bytemuck::cast_slice(xq);
-    let (mut t0, mut t1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    let mut acc = _mm256_setzero_ps();
     for (s, blk) in bytes.chunks_exact(Q6_K_BYTES).enumerate() {
         prefetch_super(bytes, s, Q6_K_BYTES, ahead);
-        let d = f16c_at(blk, Q6_K_D);
+        let xs = &xq[s * SUPER..][..SUPER];
+        let scales = load_u8x16(arr(&blk[Q6_K_SCALES..Q6_K_SCALES + 16]));
+        let mut p = [_mm256_setzero_si256(); PER_SUPER];
         for h in 0..2 {
             for (k, w) in q6_k_codes(blk, h).into_iter().enumerate() {
                 let b = 4 * h + k;
-                let ab = PER_SUPER * s + b;
-                let xb = load_u8x32(arr(&xq[ab * BLOCK..][..BLOCK]));
+                let xb = load_u8x32(arr(&xs[b * BLOCK..][..BLOCK]));
                 // |w| ≤ 32 and |x| ≤ 127: the pair sums fit in i16.
-                let p = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(xb, w));
-                let sc = _mm256_set_m128i(
-                    _mm_set1_epi16(i16::from(q6_k_scale(blk, 2 * b + 1))),
-                    _mm_set1_epi16(i16::from(q6_k_scale(blk, 2 * b))),
+                let prod = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(xb, w));
+                // Bytes 0–7 pick scale 2b, bytes 8–15 scale 2b + 1.
+                let pick = _mm_set_epi64x(
+                    (0x0101_0101_0101_0101u64 * (2 * b as u64 + 1)) as i64,
+                    (0x0101_0101_0101_0101u64 * (2 * b as u64)) as i64,
                 );
-                let isum = _mm256_cvtepi32_ps(_mm256_madd_epi16(p, sc));
-                let f = _mm256_set1_ps(d * xd[ab]);
-                if k % 2 == 0 {
-                    t0 = _mm256_fmadd_ps(isum, f, t0);
-                } else {
-                    t1 = _mm256_fmadd_ps(isum, f, t1);
-                }
+                let sc = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales, pick));
+                p[b] = _mm256_madd_epi16(prod, sc);
             }
         }
+        let xd = load_f32x8(arr(&xd[PER_SUPER * s..][..PER_SUPER]));
+        let f = _mm256_mul_ps(_mm256_set1_ps(f16c_at(blk, Q6_K_D)), xd);
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(hsum8_epi32(p)), f, acc);
     }
-    hsum(_mm256_add_ps(t0, t1))
+    hsum(acc)
 }
