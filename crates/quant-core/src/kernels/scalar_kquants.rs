@@ -95,6 +95,7 @@ pub(crate) fn k_dequant(bytes: &[u8], five: bool, out: &mut [f32]) {
     }
 }
 
+/// `Σ w·x` over a Q4_K or Q5_K (`five`) row.
 pub(crate) fn k_dot_f32(bytes: &[u8], five: bool, x: &[f32]) -> f32 {
     let mut total = 0.0f32;
     for (blk, x) in bytes.chunks_exact(k_bytes(five)).zip(x.chunks_exact(SUPER)) {
@@ -114,6 +115,7 @@ pub(crate) fn k_dot_f32(bytes: &[u8], five: bool, x: &[f32]) -> f32 {
     total
 }
 
+/// `Σ w·x̂` over a Q4_K or Q5_K row, int8 activations (`xsums` their block code sums).
 pub(crate) fn k_dot_q8(bytes: &[u8], five: bool, xq: &[i8], xd: &[f32], xsums: &[i32]) -> f32 {
     let mut total = 0.0f32;
     for (s, blk) in bytes.chunks_exact(k_bytes(five)).enumerate() {
@@ -151,6 +153,7 @@ pub(crate) fn q6_k_scale(blk: &[u8], g: usize) -> i8 {
     blk[Q6_K_SCALES + g] as i8
 }
 
+/// Q6_K row: `w = d·sc·(q − 32)` per sub-block of 16.
 pub(crate) fn q6_k_dequant(bytes: &[u8], out: &mut [f32]) {
     for (blk, o) in bytes
         .chunks_exact(Q6_K_BYTES)
@@ -169,6 +172,7 @@ pub(crate) fn q6_k_dequant(bytes: &[u8], out: &mut [f32]) {
     }
 }
 
+/// `Σ w·x` over a Q6_K row.
 pub(crate) fn q6_k_dot_f32(bytes: &[u8], x: &[f32]) -> f32 {
     let mut total = 0.0f32;
     for (blk, x) in bytes.chunks_exact(Q6_K_BYTES).zip(x.chunks_exact(SUPER)) {
@@ -184,6 +188,7 @@ pub(crate) fn q6_k_dot_f32(bytes: &[u8], x: &[f32]) -> f32 {
     total
 }
 
+/// `Σ w·x̂` over a Q6_K row, int8 activations: per block of 32 the two sub-block sums times their scales in integers, one float multiply.
 pub(crate) fn q6_k_dot_q8(bytes: &[u8], xq: &[i8], xd: &[f32]) -> f32 {
     let mut total = 0.0f32;
     for (s, blk) in bytes.chunks_exact(Q6_K_BYTES).enumerate() {

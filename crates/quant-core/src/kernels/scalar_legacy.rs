@@ -31,6 +31,7 @@ pub(crate) struct Q4_1Row<'a> {
     pub m: &'a [u16],
 }
 
+/// Dequantizes a Q4_1 row into `out`.
 pub(crate) fn q4_1_dequant(row: &Q4_1Row<'_>, out: &mut [f32]) {
     for (((q, &d), &m), o) in row
         .qs
@@ -46,6 +47,7 @@ pub(crate) fn q4_1_dequant(row: &Q4_1Row<'_>, out: &mut [f32]) {
     }
 }
 
+/// `Σ w·x` over a Q4_1 row.
 pub(crate) fn q4_1_dot_f32(row: &Q4_1Row<'_>, x: &[f32]) -> f32 {
     let mut total = 0.0f32;
     for (((q, &d), &m), x) in row
@@ -66,6 +68,7 @@ pub(crate) fn q4_1_dot_f32(row: &Q4_1Row<'_>, x: &[f32]) -> f32 {
     total
 }
 
+/// `Σ w·x̂` over a Q4_1 row, int8 activations (`xsums` their block code sums).
 pub(crate) fn q4_1_dot_q8(row: &Q4_1Row<'_>, xq: &[i8], xd: &[f32], xsums: &[i32]) -> f32 {
     let mut total = 0.0f32;
     for (b, ((q, &d), &m)) in row
@@ -96,6 +99,7 @@ pub(crate) fn q5_0_codes(blk: &[u8]) -> [u8; BLOCK] {
     q
 }
 
+/// Dequantizes Q5_0 blocks into `out`: `w = d·(q − 16)`.
 pub(crate) fn q5_0_dequant(bytes: &[u8], out: &mut [f32]) {
     for (blk, o) in bytes
         .chunks_exact(Q5_0_BYTES)
@@ -108,6 +112,7 @@ pub(crate) fn q5_0_dequant(bytes: &[u8], out: &mut [f32]) {
     }
 }
 
+/// `Σ w·x` over a row of Q5_0 blocks.
 pub(crate) fn q5_0_dot_f32(bytes: &[u8], x: &[f32]) -> f32 {
     let mut total = 0.0f32;
     for (blk, x) in bytes.chunks_exact(Q5_0_BYTES).zip(x.chunks_exact(BLOCK)) {
@@ -121,6 +126,7 @@ pub(crate) fn q5_0_dot_f32(bytes: &[u8], x: &[f32]) -> f32 {
     total
 }
 
+/// `Σ w·x̂` over a row of Q5_0 blocks, int8 activations.
 pub(crate) fn q5_0_dot_q8(bytes: &[u8], xq: &[i8], xd: &[f32]) -> f32 {
     let mut total = 0.0f32;
     for ((blk, xq), &dx) in bytes
@@ -144,6 +150,7 @@ fn iq4_nl_levels(blk: &[u8]) -> [i8; BLOCK] {
     nibbles(&blk[2..IQ4_NL_BYTES]).map(|q| KVALUES[q as usize])
 }
 
+/// Dequantizes IQ4_NL blocks into `out`: `w = d·KVALUES[q]`.
 pub(crate) fn iq4_nl_dequant(bytes: &[u8], out: &mut [f32]) {
     for (blk, o) in bytes
         .chunks_exact(IQ4_NL_BYTES)
@@ -156,6 +163,7 @@ pub(crate) fn iq4_nl_dequant(bytes: &[u8], out: &mut [f32]) {
     }
 }
 
+/// `Σ w·x` over a row of IQ4_NL blocks.
 pub(crate) fn iq4_nl_dot_f32(bytes: &[u8], x: &[f32]) -> f32 {
     let mut total = 0.0f32;
     for (blk, x) in bytes.chunks_exact(IQ4_NL_BYTES).zip(x.chunks_exact(BLOCK)) {
@@ -169,6 +177,7 @@ pub(crate) fn iq4_nl_dot_f32(bytes: &[u8], x: &[f32]) -> f32 {
     total
 }
 
+/// `Σ w·x̂` over a row of IQ4_NL blocks, int8 activations.
 pub(crate) fn iq4_nl_dot_q8(bytes: &[u8], xq: &[i8], xd: &[f32]) -> f32 {
     let mut total = 0.0f32;
     for ((blk, xq), &dx) in bytes

@@ -266,6 +266,7 @@ fn q6_k_codes(blk: &[u8], h: usize) -> [__m256i; 4] {
     ]
 }
 
+/// Q6_K row: `w = (d·sc)·(q − 32)`, the codec's values bit for bit.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) fn q6_k_dequant(bytes: &[u8], out: &mut [f32]) {
     for (blk, o) in bytes

@@ -142,6 +142,7 @@ pub(super) fn halves(v: __m256i) -> (__m128i, __m128i) {
     (_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1))
 }
 
+/// Dequantizes Q5_0 blocks into `out`.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) fn q5_0_dequant(bytes: &[u8], out: &mut [f32]) {
     for (blk, o) in bytes
@@ -156,6 +157,7 @@ pub(crate) fn q5_0_dequant(bytes: &[u8], out: &mut [f32]) {
     }
 }
 
+/// `Σ w·x` over a row of Q5_0 blocks.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) fn q5_0_dot_f32(bytes: &[u8], x: &[f32]) -> f32 {
     let block = |b: usize, acc: __m256| {
@@ -167,6 +169,7 @@ pub(crate) fn q5_0_dot_f32(bytes: &[u8], x: &[f32]) -> f32 {
     two_chains(bytes.len() / Q5_0_BYTES, bytes, Q5_0_BYTES, block)
 }
 
+/// `Σ w·x̂` over a row of Q5_0 blocks (sign trick, one float multiply per block).
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) fn q5_0_dot_q8(bytes: &[u8], xq: &[i8], xd: &[f32]) -> f32 {
     let xq: &[u8] = bytemuck::cast_slice(xq);
@@ -192,6 +195,7 @@ fn iq4_nl_levels(blk: &[u8]) -> (__m128i, __m128i) {
     (_mm_shuffle_epi8(lut, lo), _mm_shuffle_epi8(lut, hi))
 }
 
+/// Dequantizes IQ4_NL blocks into `out`.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) fn iq4_nl_dequant(bytes: &[u8], out: &mut [f32]) {
     for (blk, o) in bytes
@@ -206,6 +210,7 @@ pub(crate) fn iq4_nl_dequant(bytes: &[u8], out: &mut [f32]) {
     }
 }
 
+/// `Σ w·x` over a row of IQ4_NL blocks.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) fn iq4_nl_dot_f32(bytes: &[u8], x: &[f32]) -> f32 {
     let block = |b: usize, acc: __m256| {
@@ -217,6 +222,7 @@ pub(crate) fn iq4_nl_dot_f32(bytes: &[u8], x: &[f32]) -> f32 {
     two_chains(bytes.len() / IQ4_NL_BYTES, bytes, IQ4_NL_BYTES, block)
 }
 
+/// `Σ w·x̂` over a row of IQ4_NL blocks (sign trick, one float multiply per block).
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) fn iq4_nl_dot_q8(bytes: &[u8], xq: &[i8], xd: &[f32]) -> f32 {
     let xq: &[u8] = bytemuck::cast_slice(xq);
