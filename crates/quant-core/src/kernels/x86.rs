@@ -359,10 +359,16 @@ pub(crate) fn q4_0_dot_q8<const OFF: i8>(qs: &[u8], d: &[u16], xq: &[i8], xd: &[
     let xq: &[u8] = bytemuck::cast_slice(xq);
     let block = |b: usize, acc: __m256| {
         let (lo, hi) = q4_0_codes::<OFF>(qs, b);
-        let p = dot_i8(
+        let (codes, xb) = (
             _mm256_set_m128i(hi, lo),
             load_u8x32(arr(&xq[b * BLOCK..][..BLOCK])),
         );
+        // Unsigned codes (Q4_1) need no sign trick.
+        let p = if OFF == 0 {
+            dot_u8i8(codes, xb)
+        } else {
+            dot_i8(codes, xb)
+        };
         let f = _mm256_set1_ps(f16c(d[b]) * xd[b]);
         _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), f, acc)
     };
