@@ -1,7 +1,7 @@
 //! Row kernels of the GGML types [`GgmlMatrix`](super::GgmlMatrix) keeps as
 //! GGUF blocks (Q8_0, Q5_0, IQ4_NL, Q4_K, Q5_K, Q6_K), chosen by type and
 //! level. AVX-512 runs the AVX2 kernels for these types (see `x86_legacy`
-//! and `x86_kquants` for why), except Q4_K's f32 product.
+//! and `x86_kquants` for why), except the f32 products of Q4_K and Q6_K.
 
 use super::{scalar, scalar_kquants as sk, scalar_legacy as sl, Isa, Q8Vector, BLOCK};
 #[cfg(target_arch = "x86_64")]
@@ -133,6 +133,7 @@ pub(crate) fn dot_f32(kind: BlockKind, isa: Isa, row: &[u8], x: &XF32<'_>) -> f3
             match kind {
                 // AVX-512 F/BW/VL passed `Isa::check` too at that level.
                 BlockKind::Q4K if isa == Isa::Avx512 => xk::q4_k_dot_f32_512(row, xs),
+                BlockKind::Q6K if isa == Isa::Avx512 => xk::q6_k_dot_f32_512(row, xs),
                 BlockKind::Q8_0 => x86::q8_0_dot_f32(row, xs),
                 BlockKind::Q5_0 => xl::q5_0_dot_f32(row, xs),
                 BlockKind::Iq4Nl => xl::iq4_nl_dot_f32(row, xs),

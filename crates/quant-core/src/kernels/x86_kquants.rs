@@ -10,7 +10,8 @@
 //! stream near the memory rate at AVX2, so `Isa::Avx512` runs them as they
 //! are; the f32 products are bound by the code conversions, and Q4_K has an
 //! AVX-512 variant without them ([`q4_k_dot_f32_512`], tables indexed by
-//! `vpermps`). Q5_K and Q6_K f32 products run the AVX2 code at AVX-512.
+//! `vpermps`), Q6_K one that converts 16 codes at a time
+//! ([`q6_k_dot_f32_512`]). Q5_K f32 products run the AVX2 code at AVX-512.
 
 use std::arch::x86_64::*;
 
@@ -342,6 +343,39 @@ pub(crate) fn q6_k_dot_f32(bytes: &[u8], x: &[f32]) -> f32 {
         t1 = _mm256_fmadd_ps(hsum8_ps(*arr(v1)), f1, t1);
     }
     hsum(_mm256_add_ps(t0, t1))
+}
+
+/// AVX-512 f32 product of a Q6_K row: 16 codes per conversion
+/// (`vpmovsxbd`, `vcvtdq2ps`), scaled by their sub-block's `d·sc` and one
+/// FMA against `x`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+pub(crate) fn q6_k_dot_f32_512(bytes: &[u8], x: &[f32]) -> f32 {
+    let ahead = prefetch_distance();
+    let (mut a0, mut a1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+    for (s, blk) in bytes.chunks_exact(Q6_K_BYTES).enumerate() {
+        prefetch_super(bytes, s, Q6_K_BYTES, ahead);
+        let xs = &x[s * SUPER..][..SUPER];
+        let mut dl = [0.0f32; 2 * PER_SUPER];
+        let [f0, f1] = q6_k_factors(blk);
+        let (d0, d1) = dl.split_at_mut(PER_SUPER);
+        store_f32x8(arr_mut(d0), f0);
+        store_f32x8(arr_mut(d1), f1);
+        for h in 0..2 {
+            for (k, codes) in q6_k_codes(blk, h).into_iter().enumerate() {
+                let b = 4 * h + k;
+                let (lo, hi) = halves(codes);
+                let w = |v: __m128i, g: usize| {
+                    let q = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(v));
+                    _mm512_mul_ps(q, _mm512_set1_ps(dl[g]))
+                };
+                let x0 = load_f32x16(arr(&xs[b * BLOCK..][..16]));
+                let x1 = load_f32x16(arr(&xs[b * BLOCK + 16..][..16]));
+                a0 = _mm512_fmadd_ps(w(lo, 2 * b), x0, a0);
+                a1 = _mm512_fmadd_ps(w(hi, 2 * b + 1), x1, a1);
+            }
+        }
+    }
+    hsum512(_mm512_add_ps(a0, a1))
 }
 
 /// Per block of 32: the sign trick's `vpmaddubsw`, then `vpmaddwd` against
