@@ -2,7 +2,8 @@
 //!
 //! Types and levels: Q4_0 and Q4_1 run scalar, AVX2 and AVX-512 (unit)
 //! kernels; Q8_0, Q5_0, IQ4_NL, Q4_K, Q5_K and Q6_K run scalar and AVX2
-//! kernels, and `Isa::Avx512` runs their AVX2 code.
+//! kernels, and `Isa::Avx512` runs their AVX2 code, except the f32
+//! products of Q4_K and Q6_K, which have AVX-512 variants.
 
 use super::ggml_rows::{self, BlockKind, XF32, XQ8};
 use super::scalar::{self, NIB_BYTES, Q4_0_BYTES, Q8_0_BYTES};

@@ -22,8 +22,8 @@
 //!
 //! Every kernel has a plain scalar reference, and x86-64 variants for AVX2+FMA
 //! and AVX-512 chosen at run time ([`Isa::detect`]). AVX-512 has dedicated
-//! kernels for [`Int4Matrix`] and GGML Q4_0/Q4_1; the other GGML types run
-//! their AVX2 kernels at that level. The environment variable
+//! kernels for [`Int4Matrix`], GGML Q4_0/Q4_1 and the f32 products of
+//! Q4_K/Q6_K; the other GGML kernels run their AVX2 code at that level. The environment variable
 //! `TENSORPRESS_SIMD=scalar|avx2|avx512` caps the level, so each path can be
 //! exercised on one machine; tests also call every available level directly
 //! through the `*_with` methods. Rows are split across rayon's pool: run inside
