@@ -1,14 +1,16 @@
 //! Quantized matrix-vector products against their baselines, measured in the
-//! same run: each SIMD level against the scalar reference, int4 / Q4_0 / Q8_0
-//! against the f32 product of the same shape, the weight bytes streamed per
-//! second against a streaming-read probe of this machine's memory, and the
-//! Q4_0 / Q8_0 kernels against candle's quantized matmul (`QMatMul`, which
-//! quantizes the activations to Q8_0 and uses its own AVX2 / repacked VNNI
-//! kernels) on the same bytes.
+//! same run: each SIMD level against the scalar reference, int4 and every
+//! GGML type of `GgmlMatrix::TYPES` against the f32 product of the same
+//! shape, the weight bytes streamed per second against a streaming-read probe
+//! of this machine's memory, and the GGML kernels of the types candle has
+//! (Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q5_K, Q6_K) against candle's quantized
+//! matmul (`QMatMul`, which quantizes the activations to Q8_0 / Q8_K and
+//! uses its own AVX2 / repacked VNNI kernels) on the same bytes.
 //!
 //! ```sh
 //! cargo bench -p tensorpress-quant-core --bench kernels
 //! KERNELS_SHAPES=4096x4096 KERNELS_THREADS=1 cargo bench ... # a subset
+//! KERNELS_KINDS=Q4_1,Q6_K cargo bench ... # some kinds (int4 or GGML names)
 //! ```
 //!
 //! Decoding reads each weight once per token from memory, not from cache: the
@@ -89,12 +91,10 @@ fn time_gemv<M: QuantMatrix + Clone>(m: &M, isa: Isa, q8: bool, x: &[f32], reps:
 /// (`[1, cols]`), cycling over copies as [`time_gemv`] does; checks that
 /// candle's result agrees with ours first.
 fn time_candle(m: &GgmlMatrix, x: &[f32], reps: usize) -> f64 {
-    use candle_core::quantized::{ggml_file::qtensor_from_ggml, GgmlDType, QMatMul};
+    use candle_core::quantized::{ggml_file::qtensor_from_ggml, QMatMul};
     use candle_core::{Device, Module, Tensor};
-    let dtype = match m.ggml_type() {
-        GgmlType::Q4_0 => GgmlDType::Q4_0,
-        GgmlType::Q8_0 => GgmlDType::Q8_0,
-        other => panic!("no candle comparison for {other}"),
+    let Some(dtype) = candle_dtype(m.ggml_type()) else {
+        panic!("no candle comparison for {}", m.ggml_type());
     };
     let bytes = m.to_bytes();
     let (rows, cols) = (m.rows(), m.cols());
@@ -135,6 +135,21 @@ fn time_candle(m: &GgmlMatrix, x: &[f32], reps: usize) -> f64 {
     t.elapsed().as_secs_f64() / n as f64
 }
 
+/// Candle's name of a GGML type, where candle has kernels for it.
+fn candle_dtype(ty: GgmlType) -> Option<candle_core::quantized::GgmlDType> {
+    use candle_core::quantized::GgmlDType;
+    Some(match ty {
+        GgmlType::Q4_0 => GgmlDType::Q4_0,
+        GgmlType::Q4_1 => GgmlDType::Q4_1,
+        GgmlType::Q5_0 => GgmlDType::Q5_0,
+        GgmlType::Q8_0 => GgmlDType::Q8_0,
+        GgmlType::Q4K => GgmlDType::Q4K,
+        GgmlType::Q5K => GgmlDType::Q5K,
+        GgmlType::Q6K => GgmlDType::Q6K,
+        _ => return None,
+    })
+}
+
 fn env_list(name: &str, default: &str) -> Vec<String> {
     std::env::var(name)
         .unwrap_or_else(|_| default.to_string())
@@ -156,6 +171,15 @@ fn report() {
         .iter()
         .map(|t| t.parse().unwrap())
         .collect();
+    let kinds = env_list(
+        "KERNELS_KINDS",
+        "int4,Q4_0,Q4_1,Q5_0,Q8_0,IQ4_NL,Q4_K,Q5_K,Q6_K",
+    );
+    let ggml_types: Vec<GgmlType> = kinds
+        .iter()
+        .filter(|k| k.as_str() != "int4")
+        .map(|k| GgmlType::from_name(k).unwrap_or_else(|| panic!("unknown kind {k}")))
+        .collect();
     let best = *Isa::available().last().unwrap();
     println!("kernels: levels {:?}, best {best:?}", Isa::available());
     for &(rows, cols) in &shapes {
@@ -168,8 +192,10 @@ fn report() {
             .quantize(w.view(), None)
             .unwrap();
         let int4 = Int4Matrix::from_quantized(&q).unwrap();
-        let q4_0 = GgmlMatrix::quantize(GgmlType::Q4_0, rows, cols, &flat).unwrap();
-        let q8_0 = GgmlMatrix::quantize(GgmlType::Q8_0, rows, cols, &flat).unwrap();
+        let ggml: Vec<GgmlMatrix> = ggml_types
+            .iter()
+            .map(|&ty| GgmlMatrix::quantize(ty, rows, cols, &flat).unwrap())
+            .collect();
         drop((w, flat));
         for &t in &threads {
             let pool = rayon::ThreadPoolBuilder::new()
@@ -191,12 +217,18 @@ fn report() {
                     "| kernel | activations | ms | weight GB/s | % of read | × f32 GEMV | × scalar |"
                 );
                 println!("|---|---|---|---|---|---|---|");
-                let cases: [(&str, &Timer); 3] = [
-                    ("int4 g128", &|isa, q8| (time_gemv(&int4, isa, q8, &x, 50), int4.weight_bytes())),
-                    ("Q4_0", &|isa, q8| (time_gemv(&q4_0, isa, q8, &x, 50), q4_0.weight_bytes())),
-                    ("Q8_0", &|isa, q8| (time_gemv(&q8_0, isa, q8, &x, 50), q8_0.weight_bytes())),
-                ];
-                for m in [&q4_0, &q8_0] {
+                let int4_case = |isa, q8| (time_gemv(&int4, isa, q8, &x, 50), int4.weight_bytes());
+                let mut cases: Vec<(String, Box<Timer>)> = Vec::new();
+                if kinds.iter().any(|k| k == "int4") {
+                    cases.push(("int4 g128".to_string(), Box::new(int4_case)));
+                }
+                for m in &ggml {
+                    cases.push((
+                        m.ggml_type().to_string(),
+                        Box::new(|isa, q8| (time_gemv(m, isa, q8, &x, 50), m.weight_bytes())),
+                    ));
+                }
+                for m in ggml.iter().filter(|m| candle_dtype(m.ggml_type()).is_some()) {
                     let ty = m.ggml_type();
                     let theirs = time_candle(m, &x, 50);
                     let ours = time_gemv(m, best, true, &x, 50);

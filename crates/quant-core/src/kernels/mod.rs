@@ -16,10 +16,14 @@
 //! Matrix types: [`Int4Matrix`] (4-bit integer codes with a scale and zero
 //! point per group of columns, as compressed-tensors' `pack-quantized`, GPTQ
 //! and AWQ checkpoints store them, act-order included) and [`GgmlMatrix`]
-//! (GGUF tensors of type Q4_0 or Q8_0, used in place).
+//! (GGUF tensors used in place, of type Q4_0, Q4_1, Q5_0, Q8_0, IQ4_NL,
+//! Q4_K, Q5_K or Q6_K; the K-quants' int8 products run per activation block
+//! of 32, with each 32- or 16-wide sub-block scale applied once per block).
 //!
 //! Every kernel has a plain scalar reference, and x86-64 variants for AVX2+FMA
-//! and AVX-512 chosen at run time ([`Isa::detect`]). The environment variable
+//! and AVX-512 chosen at run time ([`Isa::detect`]). AVX-512 has dedicated
+//! kernels for [`Int4Matrix`], GGML Q4_0/Q4_1 and the f32 products of
+//! Q4_K/Q6_K; the other GGML kernels run their AVX2 code at that level. The environment variable
 //! `TENSORPRESS_SIMD=scalar|avx2|avx512` caps the level, so each path can be
 //! exercised on one machine; tests also call every available level directly
 //! through the `*_with` methods. Rows are split across rayon's pool: run inside
@@ -57,11 +61,18 @@
 
 mod dense;
 mod ggml;
+mod ggml_rows;
 mod int4;
 mod q8;
 mod scalar;
+mod scalar_kquants;
+mod scalar_legacy;
 #[cfg(target_arch = "x86_64")]
 mod x86;
+#[cfg(target_arch = "x86_64")]
+mod x86_kquants;
+#[cfg(target_arch = "x86_64")]
+mod x86_legacy;
 
 pub use dense::F32Matrix;
 pub use ggml::GgmlMatrix;
@@ -484,3 +495,5 @@ pub(crate) fn unit_offsets_q8(sums: &[i32], offset: i32) -> Vec<i32> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_ggml;

@@ -144,6 +144,9 @@ fn ggml_kernels_match_the_codec_at_every_level() {
     let mut rng = SeededRng::new(11);
     for &ty in GgmlMatrix::TYPES {
         for &(rows, cols) in SHAPES {
+            if !cols.is_multiple_of(ty.block_size()) {
+                continue;
+            }
             let w = randn(&mut rng, rows * cols);
             let m = GgmlMatrix::quantize(ty, rows, cols, &w).unwrap();
             let mut dq = vec![0.0f32; rows * cols];
@@ -369,7 +372,7 @@ fn bad_input_gets_typed_errors() {
         Err(Error::InvalidGroupSize { .. })
     ));
     assert!(matches!(
-        GgmlMatrix::new(GgmlType::Q4_1, 1, 32, vec![0; 20]),
+        GgmlMatrix::new(GgmlType::Q5_1, 1, 32, vec![0; 24]),
         Err(Error::Unsupported { .. })
     ));
     assert!(matches!(

@@ -13,35 +13,35 @@ use super::{BLOCK, UNIT};
 
 #[inline]
 #[target_feature(enable = "avx2")]
-fn load_f32x8(x: &[f32; 8]) -> __m256 {
+pub(super) fn load_f32x8(x: &[f32; 8]) -> __m256 {
     // SAFETY: `x` is 8 readable f32; `loadu` has no alignment requirement.
     unsafe { _mm256_loadu_ps(x.as_ptr()) }
 }
 
 #[inline]
 #[target_feature(enable = "avx2")]
-fn store_f32x8(out: &mut [f32; 8], v: __m256) {
+pub(super) fn store_f32x8(out: &mut [f32; 8], v: __m256) {
     // SAFETY: `out` is 8 writable f32; `storeu` has no alignment requirement.
     unsafe { _mm256_storeu_ps(out.as_mut_ptr(), v) }
 }
 
 #[inline]
 #[target_feature(enable = "avx2")]
-fn load_u8x16(x: &[u8; 16]) -> __m128i {
+pub(super) fn load_u8x16(x: &[u8; 16]) -> __m128i {
     // SAFETY: `x` is 16 readable bytes; `loadu` has no alignment requirement.
     unsafe { _mm_loadu_si128(x.as_ptr().cast()) }
 }
 
 #[inline]
 #[target_feature(enable = "avx2")]
-fn load_u8x32(x: &[u8; 32]) -> __m256i {
+pub(super) fn load_u8x32(x: &[u8; 32]) -> __m256i {
     // SAFETY: `x` is 32 readable bytes; `loadu` has no alignment requirement.
     unsafe { _mm256_loadu_si256(x.as_ptr().cast()) }
 }
 
 #[inline]
 #[target_feature(enable = "avx512f")]
-fn load_f32x16(x: &[f32; 16]) -> __m512 {
+pub(super) fn load_f32x16(x: &[f32; 16]) -> __m512 {
     // SAFETY: `x` is 16 readable f32; `loadu` has no alignment requirement.
     unsafe { _mm512_loadu_ps(x.as_ptr()) }
 }
@@ -49,26 +49,26 @@ fn load_f32x16(x: &[f32; 16]) -> __m512 {
 /// Splits a slice into a fixed-size array reference (the length is known to
 /// the caller; the check compiles away inside `chunks_exact` loops).
 #[inline(always)]
-fn arr<T, const N: usize>(s: &[T]) -> &[T; N] {
+pub(super) fn arr<T, const N: usize>(s: &[T]) -> &[T; N] {
     s.try_into().expect("chunk of the array length")
 }
 
 #[inline(always)]
-fn arr_mut<T, const N: usize>(s: &mut [T]) -> &mut [T; N] {
+pub(super) fn arr_mut<T, const N: usize>(s: &mut [T]) -> &mut [T; N] {
     s.try_into().expect("chunk of the array length")
 }
 
 /// The little-endian f16 at `b[at..at + 2]` as f32, through F16C.
 #[inline]
 #[target_feature(enable = "f16c")]
-fn f16c_at(b: &[u8], at: usize) -> f32 {
+pub(super) fn f16c_at(b: &[u8], at: usize) -> f32 {
     let bits = u16::from_le_bytes([b[at], b[at + 1]]);
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(bits))))
 }
 
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-fn hsum(v: __m256) -> f32 {
+pub(super) fn hsum(v: __m256) -> f32 {
     let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     let s = _mm_add_ss(s, _mm_movehdup_ps(s));
@@ -78,7 +78,7 @@ fn hsum(v: __m256) -> f32 {
 /// The 32 nibble codes of a block as (codes 0–15, codes 16–31).
 #[inline]
 #[target_feature(enable = "avx2")]
-fn nibbles(qs: &[u8; 16]) -> (__m128i, __m128i) {
+pub(super) fn nibbles(qs: &[u8; 16]) -> (__m128i, __m128i) {
     let raw = load_u8x16(qs);
     let mask = _mm_set1_epi8(0x0f);
     (
@@ -90,7 +90,7 @@ fn nibbles(qs: &[u8; 16]) -> (__m128i, __m128i) {
 /// The 32 nibble codes of a block in one register, codes 0–31 in order.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn nibbles256(qs: &[u8; 16]) -> __m256i {
+pub(super) fn nibbles256(qs: &[u8; 16]) -> __m256i {
     let (lo, hi) = nibbles(qs);
     _mm256_set_m128i(hi, lo)
 }
@@ -98,14 +98,14 @@ fn nibbles256(qs: &[u8; 16]) -> __m256i {
 /// Eight unsigned bytes (the low 8 of `v`) as f32.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn u8x8_f32(v: __m128i) -> __m256 {
+pub(super) fn u8x8_f32(v: __m128i) -> __m256 {
     _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v))
 }
 
 /// Eight signed bytes (the low 8 of `v`) as f32.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn i8x8_f32(v: __m128i) -> __m256 {
+pub(super) fn i8x8_f32(v: __m128i) -> __m256 {
     _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v))
 }
 
@@ -113,7 +113,7 @@ fn i8x8_f32(v: __m128i) -> __m256 {
 /// four vectors of 8 f32; `signed` reads the bytes as `i8`, else as `u8`.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn block_f32(lo: __m128i, hi: __m128i, signed: bool) -> [__m256; 4] {
+pub(super) fn block_f32(lo: __m128i, hi: __m128i, signed: bool) -> [__m256; 4] {
     let cvt = |v: __m128i| if signed { i8x8_f32(v) } else { u8x8_f32(v) };
     [
         cvt(lo),
@@ -127,7 +127,7 @@ fn block_f32(lo: __m128i, hi: __m128i, signed: bool) -> [__m256; 4] {
 /// f32 lanes, in two independent chains.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-fn block_dot_i8_f32(lo: __m128i, hi: __m128i, xb: &[f32]) -> __m256 {
+pub(super) fn block_dot_i8_f32(lo: __m128i, hi: __m128i, xb: &[f32]) -> __m256 {
     let q = block_f32(lo, hi, true);
     let p0 = _mm256_mul_ps(q[0], load_f32x8(arr(&xb[0..8])));
     let p1 = _mm256_mul_ps(q[1], load_f32x8(arr(&xb[8..16])));
@@ -140,7 +140,7 @@ fn block_dot_i8_f32(lo: __m128i, hi: __m128i, xb: &[f32]) -> __m256 {
 /// `vpmaddubsw` multiplies unsigned by signed bytes).
 #[inline]
 #[target_feature(enable = "avx2")]
-fn dot_i8(a: __m256i, b: __m256i) -> __m256i {
+pub(super) fn dot_i8(a: __m256i, b: __m256i) -> __m256i {
     let p = _mm256_maddubs_epi16(_mm256_sign_epi8(a, a), _mm256_sign_epi8(b, a));
     _mm256_madd_epi16(p, _mm256_set1_epi16(1))
 }
@@ -148,7 +148,7 @@ fn dot_i8(a: __m256i, b: __m256i) -> __m256i {
 /// Σ a_i·b_i over 32 unsigned (`a` ≤ 127) by signed bytes, as 8 i32 lanes.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn dot_u8i8(a: __m256i, b: __m256i) -> __m256i {
+pub(super) fn dot_u8i8(a: __m256i, b: __m256i) -> __m256i {
     _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), _mm256_set1_epi16(1))
 }
 
@@ -287,7 +287,7 @@ pub(crate) fn int4_dot_q8(row: &Int4Row<'_>, xq: &[i8], xd: &[f32], xgsum: &[f32
 /// ahead in `bytes`.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-fn two_chains(
+pub(super) fn two_chains(
     blocks: usize,
     bytes: &[u8],
     stride: usize,
@@ -311,18 +311,18 @@ fn two_chains(
 /// The f16 `bits` as f32, through F16C.
 #[inline]
 #[target_feature(enable = "f16c")]
-fn f16c(bits: u16) -> f32 {
+pub(super) fn f16c(bits: u16) -> f32 {
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(bits))))
 }
 
-/// The 32 codes of Q4_0 block `b` of a row, minus 8, as signed bytes
-/// (codes 0–15, codes 16–31).
+/// The 32 codes of Q4_0 block `b` of a row, minus `OFF` (8 for Q4_0, 0
+/// for Q4_1's unsigned codes), as signed bytes (codes 0–15, codes 16–31).
 #[inline]
 #[target_feature(enable = "avx2")]
-fn q4_0_codes(qs: &[u8], b: usize) -> (__m128i, __m128i) {
+fn q4_0_codes<const OFF: i8>(qs: &[u8], b: usize) -> (__m128i, __m128i) {
     let (lo, hi) = nibbles(arr(&qs[b * NIB_BYTES..][..NIB_BYTES]));
-    let eight = _mm_set1_epi8(8);
-    (_mm_sub_epi8(lo, eight), _mm_sub_epi8(hi, eight))
+    let off = _mm_set1_epi8(OFF);
+    (_mm_sub_epi8(lo, off), _mm_sub_epi8(hi, off))
 }
 
 /// A Q4_0 row held split: `qs` the blocks' nibbles, `d` their f16 scales.
@@ -330,17 +330,19 @@ fn q4_0_codes(qs: &[u8], b: usize) -> (__m128i, __m128i) {
 pub(crate) fn q4_0_dequant(qs: &[u8], d: &[u16], out: &mut [f32]) {
     for (b, o) in out.chunks_exact_mut(BLOCK).enumerate() {
         let scale = _mm256_set1_ps(f16c(d[b]));
-        let (lo, hi) = q4_0_codes(qs, b);
+        let (lo, hi) = q4_0_codes::<8>(qs, b);
         for (o, q) in o.chunks_exact_mut(8).zip(block_f32(lo, hi, true)) {
             store_f32x8(arr_mut(o), _mm256_mul_ps(q, scale));
         }
     }
 }
 
+/// `Σ_b d_b Σ (q − OFF)·x` over a row of split nibble blocks (Q4_0 with
+/// `OFF = 8`; Q4_1's scaled part with `OFF = 0`).
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) fn q4_0_dot_f32(qs: &[u8], d: &[u16], x: &[f32]) -> f32 {
+pub(crate) fn q4_0_dot_f32<const OFF: i8>(qs: &[u8], d: &[u16], x: &[f32]) -> f32 {
     let block = |b: usize, acc: __m256| {
-        let (lo, hi) = q4_0_codes(qs, b);
+        let (lo, hi) = q4_0_codes::<OFF>(qs, b);
         let scale = _mm256_set1_ps(f16c(d[b]));
         _mm256_fmadd_ps(
             block_dot_i8_f32(lo, hi, &x[b * BLOCK..][..BLOCK]),
@@ -351,15 +353,22 @@ pub(crate) fn q4_0_dot_f32(qs: &[u8], d: &[u16], x: &[f32]) -> f32 {
     two_chains(d.len(), qs, NIB_BYTES, block)
 }
 
+/// The int8 form of [`q4_0_dot_f32`] (same `OFF`).
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) fn q4_0_dot_q8(qs: &[u8], d: &[u16], xq: &[i8], xd: &[f32]) -> f32 {
+pub(crate) fn q4_0_dot_q8<const OFF: i8>(qs: &[u8], d: &[u16], xq: &[i8], xd: &[f32]) -> f32 {
     let xq: &[u8] = bytemuck::cast_slice(xq);
     let block = |b: usize, acc: __m256| {
-        let (lo, hi) = q4_0_codes(qs, b);
-        let p = dot_i8(
+        let (lo, hi) = q4_0_codes::<OFF>(qs, b);
+        let (codes, xb) = (
             _mm256_set_m128i(hi, lo),
             load_u8x32(arr(&xq[b * BLOCK..][..BLOCK])),
         );
+        // Unsigned codes (Q4_1) need no sign trick.
+        let p = if OFF == 0 {
+            dot_u8i8(codes, xb)
+        } else {
+            dot_i8(codes, xb)
+        };
         let f = _mm256_set1_ps(f16c(d[b]) * xd[b]);
         _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), f, acc)
     };
@@ -433,7 +442,7 @@ fn nibbles512_raw(raw: __m256i) -> __m512i {
 
 #[inline]
 #[target_feature(enable = "avx512f")]
-fn hsum512(v: __m512) -> f32 {
+pub(super) fn hsum512(v: __m512) -> f32 {
     _mm512_reduce_add_ps(v)
 }
 
@@ -488,7 +497,7 @@ fn pair_factors(f0: f32, f1: f32) -> __m512 {
 
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw")]
-fn load_u8x64(x: &[u8; 64]) -> __m512i {
+pub(super) fn load_u8x64(x: &[u8; 64]) -> __m512i {
     // SAFETY: `x` is 64 readable bytes; `loadu` has no alignment requirement.
     unsafe { _mm512_loadu_si512(x.as_ptr().cast()) }
 }
@@ -545,7 +554,7 @@ pub(crate) fn int4_dot_q8_512(row: &Int4Row<'_>, xq: &[i8], xd: &[f32], xgsum: &
 /// How far ahead of the unit being read the unit kernels prefetch weights,
 /// in bytes (past the row's end it reaches into the next row, which follows
 /// in memory). Overridable for tuning with `TENSORPRESS_PREFETCH`.
-fn prefetch_distance() -> usize {
+pub(super) fn prefetch_distance() -> usize {
     static DIST: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *DIST.get_or_init(|| {
         std::env::var("TENSORPRESS_PREFETCH")
@@ -559,7 +568,7 @@ fn prefetch_distance() -> usize {
 /// the address may lie past the slice).
 #[inline]
 #[target_feature(enable = "sse")]
-fn prefetch(base: &[u8], offset: usize) {
+pub(super) fn prefetch(base: &[u8], offset: usize) {
     _mm_prefetch::<_MM_HINT_T0>(base.as_ptr().wrapping_add(offset).cast());
 }
 
@@ -689,15 +698,22 @@ fn unit_scales_f16(bits: &[u16; 4]) -> __m512 {
 }
 
 /// Q4_0 row (split: nibbles `qs`, f16 scales `d`) times f32 activations:
-/// `vpermps` turns nibbles into `code − 8` as f32 directly, 8 FMAs per unit
+/// `vpermps` turns nibbles into `code − OFF` as f32 directly (`OFF` as for
+/// [`q4_0_dot_f32`]), 8 FMAs per unit
 /// against `xr = unit_x_f32(x)`, then one FMA with the blocks' scales.
 /// Blocks past the last whole unit take the AVX2 path.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,fma,avx2,f16c")]
-pub(crate) fn q4_0_dot_f32_units(qs: &[u8], d: &[u16], xr: &[f32], x: &[f32]) -> f32 {
+pub(crate) fn q4_0_dot_f32_units<const OFF: i8>(
+    qs: &[u8],
+    d: &[u16],
+    xr: &[f32],
+    x: &[f32],
+) -> f32 {
     let units = qs.len() / UNIT_BYTES;
-    let lut = _mm512_setr_ps(
-        -8.0, -7.0, -6.0, -5.0, -4.0, -3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0,
+    let iota = _mm512_setr_ps(
+        0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0, 13.0, 14.0, 15.0,
     );
+    let lut = _mm512_sub_ps(iota, _mm512_set1_ps(f32::from(OFF)));
     let w = |idx: __m512i| _mm512_permutexvar_ps(idx, lut);
     let ahead = prefetch_distance();
     let mut total = _mm512_setzero_ps();
@@ -720,17 +736,17 @@ pub(crate) fn q4_0_dot_f32_units(qs: &[u8], d: &[u16], xr: &[f32], x: &[f32]) ->
         total = _mm512_fmadd_ps(_mm512_add_ps(a0, a1), unit_scales_f16(arr(d4)), total);
     }
     let first = units * UNIT / BLOCK;
-    let tail = q4_0_dot_f32(&qs[first * NIB_BYTES..], &d[first..], &x[first * BLOCK..]);
+    let tail = q4_0_dot_f32::<OFF>(&qs[first * NIB_BYTES..], &d[first..], &x[first * BLOCK..]);
     hsum512(total) + tail
 }
 
 /// Q4_0 row (split) times int8 activations: codes stay unsigned, the
-/// integer sums start at `offsets = unit_offsets_q8(sums, 8)` (taking off
-/// `8 Σ x_q` per block), two `vpdpbusd` per unit against `xu`, one FMA with
+/// integer sums start at `offsets = unit_offsets_q8(sums, OFF)` (taking off
+/// `OFF Σ x_q` per block; zeros for Q4_1), two `vpdpbusd` per unit against `xu`, one FMA with
 /// the weight scales times `xd4`. Blocks past the last whole unit take the
 /// AVX2 path.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512dq,fma,avx2,f16c")]
-pub(crate) fn q4_0_dot_q8_units(
+pub(crate) fn q4_0_dot_q8_units<const OFF: i8>(
     qs: &[u8],
     d: &[u16],
     xu: &[u8],
@@ -759,7 +775,7 @@ pub(crate) fn q4_0_dot_q8_units(
         std::mem::swap(&mut a0, &mut a1);
     }
     let first = units * UNIT / BLOCK;
-    let tail = q4_0_dot_q8(
+    let tail = q4_0_dot_q8::<OFF>(
         &qs[first * NIB_BYTES..],
         &d[first..],
         &xq[first * BLOCK..],
