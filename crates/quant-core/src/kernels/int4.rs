@@ -73,22 +73,9 @@ impl Int4Matrix {
                 });
             }
         }
-        // Act-order: columns sorted by group (stable), each group `group` wide.
         let perm = match g_idx {
             None => None,
-            Some(g_idx) => {
-                check_len("g_idx", cols, g_idx.len())?;
-                let mut order: Vec<u32> = (0..cols as u32).collect();
-                order.sort_by_key(|&c| g_idx[c as usize]);
-                for (j, &c) in order.iter().enumerate() {
-                    let index = g_idx[c as usize];
-                    if index as usize != j / group {
-                        return Err(Error::GroupIndex { index, groups });
-                    }
-                }
-                let identity = order.iter().enumerate().all(|(j, &c)| j == c as usize);
-                (!identity).then_some(order)
-            }
+            Some(g_idx) => act_order(g_idx, cols, group)?,
         };
         let mut qs = vec![0u8; rows * cols / 2];
         for (r, out) in qs.chunks_exact_mut(cols / 2).enumerate() {
@@ -306,4 +293,27 @@ impl QuantMatrix for Int4Matrix {
         });
         Ok(())
     }
+}
+
+/// The stored column order of an act-order weight: columns sorted by their
+/// group index (stable), each group `group` wide; `None` when that is the
+/// natural order.
+///
+/// # Errors
+/// [`Error::Shape`] when `g_idx` is not `cols` long, [`Error::GroupIndex`]
+/// when group `g` does not hold exactly `group` columns (the last one: the
+/// rest).
+pub(crate) fn act_order(g_idx: &[u32], cols: usize, group: usize) -> Result<Option<Vec<u32>>> {
+    check_len("g_idx", cols, g_idx.len())?;
+    let groups = cols.div_ceil(group);
+    let mut order: Vec<u32> = (0..cols as u32).collect();
+    order.sort_by_key(|&c| g_idx[c as usize]);
+    for (j, &c) in order.iter().enumerate() {
+        let index = g_idx[c as usize];
+        if index as usize != j / group {
+            return Err(Error::GroupIndex { index, groups });
+        }
+    }
+    let identity = order.iter().enumerate().all(|(j, &c)| j == c as usize);
+    Ok((!identity).then_some(order))
 }

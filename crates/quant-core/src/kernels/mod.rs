@@ -15,7 +15,9 @@
 //!
 //! Matrix types: [`Int4Matrix`] (4-bit integer codes with a scale and zero
 //! point per group of columns, as compressed-tensors' `pack-quantized`, GPTQ
-//! and AWQ checkpoints store them, act-order included) and [`GgmlMatrix`]
+//! and AWQ checkpoints store them, act-order included), [`Int8Matrix`] (the
+//! same with 8-bit codes: W8A16/W8A8 weights, per group or per channel) and
+//! [`GgmlMatrix`]
 //! (GGUF tensors used in place, of type Q4_0, Q4_1, Q5_0, Q8_0, IQ4_NL,
 //! Q4_K, Q5_K or Q6_K; the K-quants' int8 products run per activation block
 //! of 32, with each 32- or 16-wide sub-block scale applied once per block).
@@ -23,8 +25,8 @@
 //! Every kernel has a plain scalar reference, and x86-64 variants for AVX2+FMA
 //! and AVX-512 chosen at run time ([`Isa::detect`]). AVX-512 has dedicated
 //! kernels for [`Int4Matrix`], GGML Q4_0/Q4_1 and the f32 products of
-//! Q4_K/Q6_K; the other GGML kernels run their AVX2 code at that level. The environment variable
-//! `TENSORPRESS_SIMD=scalar|avx2|avx512` caps the level, so each path can be
+//! Q4_K/Q6_K; [`Int8Matrix`] and the other GGML kernels run their AVX2 code
+//! at that level. The environment variable `TENSORPRESS_SIMD=scalar|avx2|avx512` caps the level, so each path can be
 //! exercised on one machine; tests also call every available level directly
 //! through the `*_with` methods. Rows are split across rayon's pool: run inside
 //! `ThreadPool::install` to choose the thread count.
@@ -63,12 +65,15 @@ mod dense;
 mod ggml;
 mod ggml_rows;
 mod int4;
+mod int8;
 mod q8;
 mod scalar;
 mod scalar_kquants;
 mod scalar_legacy;
 #[cfg(target_arch = "x86_64")]
 mod x86;
+#[cfg(target_arch = "x86_64")]
+mod x86_int8;
 #[cfg(target_arch = "x86_64")]
 mod x86_kquants;
 #[cfg(target_arch = "x86_64")]
@@ -77,6 +82,7 @@ mod x86_legacy;
 pub use dense::F32Matrix;
 pub use ggml::GgmlMatrix;
 pub use int4::Int4Matrix;
+pub use int8::Int8Matrix;
 pub use q8::Q8Vector;
 
 use std::sync::OnceLock;

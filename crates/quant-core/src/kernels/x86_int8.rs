@@ -1,0 +1,92 @@
+//! AVX2+FMA kernels of [`super::Int8Matrix`]. Each function computes what
+//! its namesake in `int8` computes (up to float summation order); callers
+//! guarantee the CPU level and whole blocks, as for `x86`.
+
+use std::arch::x86_64::*;
+
+use super::int8::Int8Row;
+use super::x86::{
+    arr, arr_mut, block_dot_i8_f32, block_f32, dot_f32, dot_i8, hsum, load_u8x32, prefetch,
+    prefetch_distance, store_f32x8,
+};
+use super::BLOCK;
+
+/// The 32 codes of block `b` of a row, as (codes 0–15, codes 16–31).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn codes(c: &[u8], b: usize) -> (__m128i, __m128i) {
+    let q = load_u8x32(arr(&c[b * BLOCK..][..BLOCK]));
+    (_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1))
+}
+
+#[target_feature(enable = "avx2,fma")]
+pub(crate) fn int8_dequant(row: &Int8Row<'_>, out: &mut [f32]) {
+    let c: &[u8] = bytemuck::cast_slice(row.codes);
+    let per_group = row.group / BLOCK;
+    for (b, o) in out.chunks_exact_mut(BLOCK).enumerate() {
+        let g = b / per_group;
+        let (s, m) = (_mm256_set1_ps(row.scales[g]), _mm256_set1_ps(row.mins[g]));
+        let (lo, hi) = codes(c, b);
+        for (o, q) in o.chunks_exact_mut(8).zip(block_f32(lo, hi, true)) {
+            store_f32x8(arr_mut(o), _mm256_fmadd_ps(q, s, m));
+        }
+    }
+}
+
+/// `Σ_g scale_g Σ c·x + Σ_g min_g xgsum_g`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) fn int8_dot_f32(row: &Int8Row<'_>, x: &[f32], xgsum: &[f32]) -> f32 {
+    let c: &[u8] = bytemuck::cast_slice(row.codes);
+    let (blocks, per_group) = (c.len() / BLOCK, row.group / BLOCK);
+    let ahead = prefetch_distance();
+    let mut total = _mm256_setzero_ps();
+    for (g, &s) in row.scales.iter().enumerate() {
+        let (first, end) = (g * per_group, ((g + 1) * per_group).min(blocks));
+        let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let mut b = first;
+        while b + 2 <= end {
+            prefetch(c, b * BLOCK + ahead);
+            let (lo, hi) = codes(c, b);
+            a0 = _mm256_add_ps(a0, block_dot_i8_f32(lo, hi, &x[b * BLOCK..][..BLOCK]));
+            let (lo, hi) = codes(c, b + 1);
+            a1 = _mm256_add_ps(a1, block_dot_i8_f32(lo, hi, &x[(b + 1) * BLOCK..][..BLOCK]));
+            b += 2;
+        }
+        if b < end {
+            let (lo, hi) = codes(c, b);
+            a0 = _mm256_add_ps(a0, block_dot_i8_f32(lo, hi, &x[b * BLOCK..][..BLOCK]));
+        }
+        total = _mm256_fmadd_ps(_mm256_add_ps(a0, a1), _mm256_set1_ps(s), total);
+    }
+    hsum(total) + dot_f32(row.mins, xgsum)
+}
+
+/// `Σ_b scale_g(b) · xd_b · Σ c·x_q` (the `min` terms are added by the caller).
+#[target_feature(enable = "avx2,fma")]
+pub(crate) fn int8_dot_q8(row: &Int8Row<'_>, xq: &[i8], xd: &[f32]) -> f32 {
+    let c: &[u8] = bytemuck::cast_slice(row.codes);
+    let xq: &[u8] = bytemuck::cast_slice(xq);
+    let per_group = row.group / BLOCK;
+    let ahead = prefetch_distance();
+    let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    let block = |b: usize, acc: __m256| {
+        let p = dot_i8(
+            load_u8x32(arr(&c[b * BLOCK..][..BLOCK])),
+            load_u8x32(arr(&xq[b * BLOCK..][..BLOCK])),
+        );
+        let f = _mm256_set1_ps(row.scales[b / per_group] * xd[b]);
+        _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), f, acc)
+    };
+    let blocks = c.len() / BLOCK;
+    let mut b = 0;
+    while b + 2 <= blocks {
+        prefetch(c, b * BLOCK + ahead);
+        a0 = block(b, a0);
+        a1 = block(b + 1, a1);
+        b += 2;
+    }
+    if b < blocks {
+        a0 = block(b, a0);
+    }
+    hsum(_mm256_add_ps(a0, a1))
+}
