@@ -9,7 +9,7 @@ use tensorpress_io::import::QuantizedCheckpoint;
 use tensorpress_models::linear::{KernelActivations, KernelLinear};
 use tensorpress_models::llama::{is_quantized_checkpoint, LlamaModel, Naming};
 use tensorpress_models::weights::LoadOptions;
-use tensorpress_quant_core::kernels::{GgmlMatrix, Int4Matrix, QuantMatrix};
+use tensorpress_quant_core::kernels::{GgmlMatrix, Int4Matrix, Int8Matrix, QuantMatrix};
 use tensorpress_quant_core::{Format, QuantizedTensor};
 
 use super::{CompressReport, CompressedWeight};
@@ -30,11 +30,14 @@ pub fn kernel_matrix(
     weight: &CompressedWeight,
 ) -> std::result::Result<Arc<dyn QuantMatrix>, String> {
     match weight {
-        CompressedWeight::Quantized(q) => int4_matrix(q),
+        CompressedWeight::Quantized(q) => int_matrix(q),
         CompressedWeight::Ggml(g) => {
             let ty = g.ggml_type();
             if !GgmlMatrix::TYPES.contains(&ty) {
-                return Err(format!("no kernel for GGML {ty} yet (runs Q4_0, Q8_0)"));
+                return Err(format!(
+                    "no kernel for GGML {ty} yet (runs {:?})",
+                    GgmlMatrix::TYPES
+                ));
             }
             let [rows, cols] = g.shape();
             GgmlMatrix::new(ty, rows, cols, g.bytes().to_vec())
@@ -44,17 +47,22 @@ pub fn kernel_matrix(
     }
 }
 
-fn int4_matrix(q: &QuantizedTensor) -> std::result::Result<Arc<dyn QuantMatrix>, String> {
-    if q.spec().format != (Format::Int { bits: 4 }) {
-        return Err(format!("no kernel for {} yet (runs int4)", q.spec()));
-    }
-    Int4Matrix::from_quantized(q)
-        .map(|m| Arc::new(m) as Arc<dyn QuantMatrix>)
-        .map_err(|e| e.to_string())
+fn int_matrix(q: &QuantizedTensor) -> std::result::Result<Arc<dyn QuantMatrix>, String> {
+    let matrix = match q.spec().format {
+        Format::Int { bits: 4 } => {
+            Int4Matrix::from_quantized(q).map(|m| Arc::new(m) as Arc<dyn QuantMatrix>)
+        }
+        Format::Int { bits: 8 } => {
+            Int8Matrix::from_quantized(q).map(|m| Arc::new(m) as Arc<dyn QuantMatrix>)
+        }
+        _ => return Err(format!("no kernel for {} yet (runs int4, int8)", q.spec())),
+    };
+    matrix.map_err(|e| e.to_string())
 }
 
 /// Replaces every compressed layer of `model` whose format the kernels run
-/// (int4 groups of any quantizer, GGML Q4_0 and Q8_0) with a
+/// (int4 and int8 groups of any quantizer, the GGML types of
+/// [`GgmlMatrix::TYPES`]) with a
 /// [`KernelLinear`] over its quantized weight, so the model multiplies the
 /// stored codes directly. Other layers keep their dequantized weights.
 ///
@@ -135,10 +143,10 @@ pub fn attach_gguf_kernels(
     Ok(out)
 }
 
-/// Moves the int4 layers of `model`, loaded from the compressed-tensors or
+/// Moves the int4 and int8 layers of `model`, loaded from the compressed-tensors or
 /// GPTQ folder `checkpoint` (with [`LlamaModel::from_hf_dir`]), onto the
 /// kernels: each layer's packed codes, scales and zero points are unpacked
-/// once into an [`Int4Matrix`] (act-order included), and the f32 weights
+/// once into an [`Int4Matrix`] or [`Int8Matrix`] (act-order included), and the f32 weights
 /// the loader dequantized are dropped. Layers in other formats, and layers
 /// whose checkpoint declares input-activation quantization (which the
 /// loaded model simulates), keep their f32 path and are listed in
@@ -167,7 +175,7 @@ pub fn attach_checkpoint_kernels(
             continue;
         }
         let q = checkpoint.layer(&name)?;
-        match int4_matrix(&q) {
+        match int_matrix(&q) {
             Ok(matrix) => {
                 replace_op(model, &name, matrix, activations)?;
                 out.attached.push(name);

@@ -67,8 +67,9 @@ pub struct GenerateArgs {
     /// Seed of the sampling draws.
     #[arg(long, default_value_t = 42)]
     seed: u64,
-    /// How quantized layers run (GGUF Q4_0/Q8_0 tensors and int4
-    /// compressed-tensors/GPTQ layers have kernels; others stay f32).
+    /// How quantized layers run (GGUF Q4_0, Q4_1, Q5_0, Q8_0, IQ4_NL, Q4_K,
+    /// Q5_K, Q6_K tensors and int4/int8 compressed-tensors/GPTQ layers have
+    /// kernels; others stay f32).
     #[arg(long, value_enum, default_value_t = KernelMode::F32)]
     kernels: KernelMode,
     /// Print the result as JSON on stdout instead of streaming the text.

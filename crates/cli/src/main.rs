@@ -69,8 +69,9 @@ struct EvalArgs {
     #[arg(long, value_name = "FILE")]
     sentences: Option<PathBuf>,
     /// How a quantized Llama checkpoint's layers run: `off` dequantizes
-    /// them to f32 on load; `f32` and `int8` run GGUF Q4_0/Q8_0 tensors and
-    /// int4 compressed-tensors/GPTQ layers on the quantized kernels, with
+    /// them to f32 on load; `f32` and `int8` run GGUF tensors (Q4_0, Q4_1,
+    /// Q5_0, Q8_0, IQ4_NL, Q4_K, Q5_K, Q6_K) and int4/int8
+    /// compressed-tensors/GPTQ layers on the quantized kernels, with
     /// f32 activations or int8 ones (per block of 32, as llama.cpp).
     #[arg(long, value_enum, default_value_t = generate_cmd::KernelMode::Off)]
     kernels: generate_cmd::KernelMode,
