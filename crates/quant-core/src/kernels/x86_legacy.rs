@@ -6,9 +6,9 @@
 //! (`x86::q4_0_dot_*::<0>`) plus `Σ_b m_b · s_b`, the minima against a
 //! per-block activation sum shared by all rows ([`dot_f16`]); at AVX-512
 //! they are the unit kernels (`x86::q4_0_dot_*_units::<0>`). Q5_0 and IQ4_NL
-//! have no AVX-512 variant: their blocks (22 and 18 bytes) do not pack into
-//! whole cache lines, and the AVX2 kernels already stream at the memory
-//! rate, so `Isa::Avx512` runs the AVX2 code.
+//! have no AVX-512 variant yet (their 22- and 18-byte blocks would first
+//! have to be split like Q4_0's for the unit design): `Isa::Avx512` runs the
+//! AVX2 code.
 
 use std::arch::x86_64::*;
 
