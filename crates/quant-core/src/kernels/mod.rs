@@ -342,18 +342,23 @@ pub trait QuantMatrix: Send + Sync {
             let xq = self.quantize_input(x)?;
             return self.gemv_q8(&xq, y);
         }
+        // Tokens are quantized in parallel: on one thread this step alone
+        // cost a third of a 512-token prompt's time on SmolLM2.
         let mut x_hat = vec![0.0f32; x.len()];
-        for (x, out) in x.chunks_exact(cols).zip(x_hat.chunks_exact_mut(cols)) {
-            let stored = self.quantize_input(x)?.dequantize();
-            match self.input_order() {
-                Some(order) => {
-                    for (&c, v) in order.iter().zip(stored) {
-                        out[c as usize] = v;
+        x.par_chunks_exact(cols)
+            .zip(x_hat.par_chunks_exact_mut(cols))
+            .try_for_each(|(x, out)| {
+                let stored = self.quantize_input(x)?.dequantize();
+                match self.input_order() {
+                    Some(order) => {
+                        for (&c, v) in order.iter().zip(stored) {
+                            out[c as usize] = v;
+                        }
                     }
+                    None => out.copy_from_slice(&stored),
                 }
-                None => out.copy_from_slice(&stored),
-            }
-        }
+                Ok::<(), Error>(())
+            })?;
         self.gemm(&x_hat, tokens, y)
     }
 }

@@ -20,8 +20,9 @@ impl Q8Vector {
         Q8Vector::quantize_with(Isa::detect(), x)
     }
 
-    /// Quantizes `x` at `isa`. Quantizing is linear in the length and runs
-    /// once per product, so every level uses the scalar rule (same bytes).
+    /// Quantizes `x` at `isa`. Every level gives the same bytes (GGML's
+    /// rule); AVX2 and up quantize eight values per instruction, which
+    /// matters for prompts, where every token is quantized once per layer.
     pub fn quantize_with(isa: Isa, x: &[f32]) -> Result<Q8Vector> {
         isa.check()?;
         if !x.len().is_multiple_of(BLOCK) {
@@ -49,9 +50,25 @@ impl Q8Vector {
             .zip(out.qs.chunks_exact_mut(BLOCK))
             .enumerate()
         {
-            let d = scalar::quantize_block_q8(xs, qs);
+            let (d, sum) = match isa {
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx2 | Isa::Avx512 => {
+                    // SAFETY: `isa.check()` passed (AVX2+FMA); both chunks
+                    // are one block long.
+                    unsafe {
+                        super::x86_int8::quantize_block_q8(
+                            xs.try_into().expect("one block"),
+                            qs.try_into().expect("one block"),
+                        )
+                    }
+                }
+                _ => {
+                    let d = scalar::quantize_block_q8(xs, qs);
+                    (d, qs.iter().map(|&q| q as i32).sum())
+                }
+            };
             out.d[b] = d;
-            out.sums[b] = qs.iter().map(|&q| q as i32).sum();
+            out.sums[b] = sum;
         }
         Ok(out)
     }

@@ -213,6 +213,18 @@ fn q8_activations_are_ggml_q8_0_codes() {
         );
     }
     assert_eq!(q.scales()[2], 0.0);
+    // Every level gives the same bytes, ties included (k + 0.5 steps).
+    let mut ties: Vec<f32> = (0..32 * 8).map(|i| (i as f32 - 128.0) * 0.5).collect();
+    ties[5] = 127.0; // block 0's maximum: the scale is 1, the x are the ties
+    for isa in Isa::available() {
+        for v in [&x, &ties] {
+            assert_eq!(
+                Q8Vector::quantize_with(isa, v).unwrap(),
+                Q8Vector::quantize_with(Isa::Scalar, v).unwrap(),
+                "{isa:?}"
+            );
+        }
+    }
 }
 
 #[test]
