@@ -122,11 +122,66 @@ impl Rope {
     }
 }
 
-/// The keys and values of one block, `[1, kv_heads, tokens, head_dim]`.
-#[derive(Debug, Clone, Default)]
+/// The keys and values of one block: buffers `[1, kv_heads, capacity,
+/// head_dim]` of which the first `len` positions are filled. Capacity grows
+/// by doubling, so appending a token copies only that token (the cache used
+/// to be concatenated anew at every token, copying all of it: quadratic in
+/// the context, 5 % of SmolLM2's decode time at 300 tokens).
+#[derive(Debug, Default)]
 struct BlockCache {
     k: Option<Tensor>,
     v: Option<Tensor>,
+    len: usize,
+    /// Whether the buffers are this cache's own; a clone shares them (as a
+    /// view of the filled part) until its first append copies them.
+    owned: bool,
+}
+
+impl Clone for BlockCache {
+    fn clone(&self) -> Self {
+        let view = |t: &Option<Tensor>| t.as_ref().and_then(|t| t.narrow(2, 0, self.len).ok());
+        BlockCache {
+            k: view(&self.k),
+            v: view(&self.v),
+            len: self.len,
+            owned: false,
+        }
+    }
+}
+
+impl BlockCache {
+    /// Appends `k` and `v` (`[1, kv_heads, t, head_dim]`) and returns every
+    /// cached key and value, `[1, kv_heads, len, head_dim]`.
+    fn append(&mut self, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
+        let t = k.dim(2)?;
+        let need = self.len + t;
+        let capacity = self.k.as_ref().map_or(Ok(0), |b| b.dim(2))?;
+        if !self.owned || need > capacity {
+            let capacity = need.next_power_of_two().max(16);
+            self.k = Some(grow(self.k.as_ref(), k, self.len, capacity)?);
+            self.v = Some(grow(self.v.as_ref(), v, self.len, capacity)?);
+            self.owned = true;
+        }
+        let (kb, vb) = match (&self.k, &self.v) {
+            (Some(kb), Some(vb)) => (kb, vb),
+            _ => unreachable!("buffers allocated above"),
+        };
+        kb.slice_set(&k.contiguous()?, 2, self.len)?;
+        vb.slice_set(&v.contiguous()?, 2, self.len)?;
+        self.len = need;
+        Ok((kb.narrow(2, 0, need)?, vb.narrow(2, 0, need)?))
+    }
+}
+
+/// A zeroed buffer shaped like `like` with `capacity` positions on dim 2,
+/// holding the first `len` positions of `old`.
+fn grow(old: Option<&Tensor>, like: &Tensor, len: usize, capacity: usize) -> Result<Tensor> {
+    let (b, h, _, d) = like.dims4()?;
+    let buf = Tensor::zeros((b, h, capacity, d), like.dtype(), like.device())?;
+    if let Some(old) = old.filter(|_| len > 0) {
+        buf.slice_set(&old.narrow(2, 0, len)?.contiguous()?, 2, 0)?;
+    }
+    Ok(buf)
 }
 
 /// Keys and values of the tokens decoded so far ([`LlamaModel::decode`]),
@@ -514,17 +569,7 @@ impl LlamaModel {
         let q = (self.rope(&q, pos, t)? * (1.0 / (hd as f64).sqrt()))?;
         let k = self.rope(&k, pos, t)?;
         let (k, v) = match cache {
-            Some(c) => {
-                let (k, v) = match (&c.k, &c.v) {
-                    (Some(pk), Some(pv)) => {
-                        (Tensor::cat(&[pk, &k], 2)?, Tensor::cat(&[pv, &v], 2)?)
-                    }
-                    _ => (k, v),
-                };
-                c.k = Some(k.clone());
-                c.v = Some(v.clone());
-                (k, v)
-            }
+            Some(c) => c.append(&k, &v)?,
             None => (k, v),
         };
         // Query heads h = kv·groups + g share key/value head kv: fold the groups
