@@ -1,10 +1,8 @@
 //! [`Int8Matrix`]: 8-bit integer weights with a scale and zero point per group.
 
-use std::borrow::Cow;
-
-use super::{check_len, check_rows, dot_f32, par_rows, Isa, Q8Vector, QuantMatrix, BLOCK};
-use crate::spec::Format;
-use crate::{Error, QuantizedTensor, Result};
+use super::groups::{quantized_params, Groups};
+use super::{check_len, dot_f32, par_rows, Isa, Q8Vector, QuantMatrix, BLOCK};
+use crate::{QuantizedTensor, Result};
 
 /// A `[rows, cols]` weight of 8-bit codes `q` with `w = scale · (q − zero)`
 /// per group of `group` input columns (per output channel when `group`
@@ -23,13 +21,8 @@ use crate::{Error, QuantizedTensor, Result};
 /// registers gain little over the memory bound).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Int8Matrix {
-    rows: usize,
-    cols: usize,
-    group: usize,
+    groups: Groups,
     codes: Vec<i8>,
-    /// Per row: the row's group scales, then its group mins.
-    params: Vec<f32>,
-    perm: Option<Vec<u32>>,
 }
 
 /// One row of an [`Int8Matrix`]: `w = scale[g] · c + min[g]`.
@@ -57,150 +50,86 @@ impl Int8Matrix {
         zeros: &[f32],
         g_idx: Option<&[u32]>,
     ) -> Result<Int8Matrix> {
-        if group == 0 || !group.is_multiple_of(BLOCK) || !cols.is_multiple_of(BLOCK) {
-            return Err(Error::InvalidGroupSize { group, cols });
-        }
-        let groups = cols.div_ceil(group);
-        check_len(
-            "codes",
-            rows.checked_mul(cols).ok_or(Error::Overflow)?,
-            codes.len(),
-        )?;
-        check_len("scales", rows * groups, scales.len())?;
-        check_len("zeros", rows * groups, zeros.len())?;
-        for (what, v) in [("scales", scales), ("zeros", zeros)] {
-            if let Some(i) = v.iter().position(|v| !v.is_finite()) {
-                return Err(Error::NonFinite {
-                    what,
-                    row: i / groups,
-                    col: i % groups,
-                    value: v[i],
-                });
-            }
-        }
-        let perm = match g_idx {
-            None => None,
-            Some(g_idx) => super::int4::act_order(g_idx, cols, group)?,
-        };
-        let mut stored = Vec::with_capacity(rows * cols);
-        for row in codes.chunks_exact(cols.max(1)) {
-            let code = |j: usize| match &perm {
-                Some(p) => row[p[j] as usize],
-                None => row[j],
-            };
-            stored.extend((0..cols).map(|j| (code(j) as i16 - 128) as i8));
-        }
-        let mut params = Vec::with_capacity(2 * scales.len());
-        for (s, z) in scales.chunks(groups).zip(zeros.chunks(groups)) {
-            params.extend_from_slice(s);
-            params.extend(s.iter().zip(z).map(|(s, z)| s * (128.0 - z)));
-        }
-        Ok(Int8Matrix {
+        let groups = Groups::new(
             rows,
             cols,
             group,
+            codes.len(),
+            scales,
+            zeros,
+            g_idx,
+            |s, z| s * (128.0 - z),
+        )?;
+        let mut stored = Vec::with_capacity(rows * cols);
+        for row in codes.chunks_exact(cols.max(1)) {
+            stored.extend((0..cols).map(|j| (groups.stored(row, j) as i16 - 128) as i8));
+        }
+        Ok(Int8Matrix {
+            groups,
             codes: stored,
-            params,
-            perm,
         })
     }
 
     /// Builds the matrix from an 8-bit integer [`QuantizedTensor`] (RTN,
     /// GPTQ with or without act-order, SmoothQuant's W8A8 weights).
     pub fn from_quantized(q: &QuantizedTensor) -> Result<Int8Matrix> {
-        if q.spec().format != (Format::Int { bits: 8 }) {
-            return Err(Error::InvalidOption {
-                option: "format",
-                value: q.spec().format.to_string(),
-                expected: "8-bit integers",
-            });
-        }
+        let (group, scales, zeros) = quantized_params(q, 8, "8-bit integers")?;
         let [rows, cols] = q.shape();
-        let group = q.group_size();
-        if group == 0 {
-            return Err(Error::InvalidGroupSize { group, cols });
-        }
-        let groups = cols.div_ceil(group);
-        let mut scales = Vec::with_capacity(rows * groups);
-        let mut zeros = Vec::with_capacity(rows * groups);
-        for r in 0..rows {
-            for g in 0..groups {
-                let p = q.params(r, g);
-                scales.push(p.scale);
-                zeros.push(p.zero);
-            }
-        }
         Int8Matrix::from_codes(rows, cols, group, q.codes(), &scales, &zeros, q.g_idx())
     }
 
     /// Columns per group.
     pub fn group_size(&self) -> usize {
-        self.group
+        self.groups.group
     }
 
     fn row(&self, r: usize) -> Int8Row<'_> {
-        let groups = self.cols.div_ceil(self.group);
+        let cols = self.groups.cols;
         Int8Row {
-            codes: &self.codes[r * self.cols..(r + 1) * self.cols],
-            scales: &self.params[2 * r * groups..(2 * r + 1) * groups],
-            mins: &self.params[(2 * r + 1) * groups..(2 * r + 2) * groups],
-            group: self.group,
-        }
-    }
-
-    /// `x` in stored column order.
-    fn gather<'a>(&self, x: &'a [f32]) -> Cow<'a, [f32]> {
-        match &self.perm {
-            Some(p) => Cow::Owned(p.iter().map(|&c| x[c as usize]).collect()),
-            None => Cow::Borrowed(x),
+            codes: &self.codes[r * cols..(r + 1) * cols],
+            scales: self.groups.scales(r),
+            mins: self.groups.mins(r),
+            group: self.groups.group,
         }
     }
 }
 
 impl QuantMatrix for Int8Matrix {
     fn rows(&self) -> usize {
-        self.rows
+        self.groups.rows
     }
 
     fn cols(&self) -> usize {
-        self.cols
+        self.groups.cols
     }
 
     fn weight_bytes(&self) -> usize {
-        self.codes.len() + 4 * self.params.len()
+        self.codes.len() + 4 * self.groups.params.len()
     }
 
     fn dequantize_rows_with(&self, isa: Isa, first: usize, out: &mut [f32]) -> Result<()> {
         isa.check()?;
-        let n = check_rows(self.rows, self.cols, first, out)?;
-        let mut row_buf = vec![0.0f32; if self.perm.is_some() { self.cols } else { 0 }];
-        for (r, o) in (first..first + n).zip(out.chunks_exact_mut(self.cols)) {
-            let dst: &mut [f32] = if self.perm.is_some() { &mut row_buf } else { o };
-            match isa {
-                #[cfg(target_arch = "x86_64")]
-                Isa::Avx2 | Isa::Avx512 => {
-                    // SAFETY: `isa.check()` passed (AVX2+FMA); the row and
-                    // `dst` hold `cols` values, a whole number of blocks.
-                    unsafe { super::x86_int8::int8_dequant(&self.row(r), dst) }
-                }
-                _ => int8_dequant(&self.row(r), dst),
+        self.groups.dequantize_rows(first, out, |r, dst| match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 | Isa::Avx512 => {
+                // SAFETY: `isa.check()` passed (AVX2+FMA); the row and `dst`
+                // hold `cols` values, a whole number of blocks.
+                unsafe { super::x86_int8::int8_dequant(&self.row(r), dst) }
             }
-            if let Some(p) = &self.perm {
-                for (&c, &v) in p.iter().zip(&row_buf) {
-                    o[c as usize] = v;
-                }
-            }
-        }
-        Ok(())
+            _ => int8_dequant(&self.row(r), dst),
+        })
     }
 
     fn gemv_with(&self, isa: Isa, x: &[f32], y: &mut [f32]) -> Result<()> {
         isa.check()?;
-        check_len("x", self.cols, x.len())?;
-        check_len("y", self.rows, y.len())?;
-        let x = self.gather(x);
-        let xgsum: Vec<f32> = x.chunks(self.group).map(|g| g.iter().sum()).collect();
-        par_rows(y, self.weight_bytes() / self.rows.max(1), |r| {
+        check_len("x", self.groups.cols, x.len())?;
+        check_len("y", self.groups.rows, y.len())?;
+        let x = self.groups.gather(x);
+        let xgsum: Vec<f32> = x
+            .chunks(self.groups.group)
+            .map(|g| g.iter().sum())
+            .collect();
+        par_rows(y, self.weight_bytes() / self.groups.rows.max(1), |r| {
             let row = self.row(r);
             match isa {
                 #[cfg(target_arch = "x86_64")]
@@ -216,26 +145,21 @@ impl QuantMatrix for Int8Matrix {
     }
 
     fn input_order(&self) -> Option<&[u32]> {
-        self.perm.as_deref()
+        self.groups.perm.as_deref()
     }
 
     fn quantize_input(&self, x: &[f32]) -> Result<Q8Vector> {
-        check_len("x", self.cols, x.len())?;
-        Q8Vector::quantize(&self.gather(x))
+        check_len("x", self.groups.cols, x.len())?;
+        Q8Vector::quantize(&self.groups.gather(x))
     }
 
     fn gemv_q8_with(&self, isa: Isa, x: &Q8Vector, y: &mut [f32]) -> Result<()> {
         isa.check()?;
-        check_len("x", self.cols, x.len())?;
-        check_len("y", self.rows, y.len())?;
-        let (xq, xd, sums) = (x.codes(), x.scales(), x.block_sums());
-        let per_group = self.group / BLOCK;
-        let xgsum: Vec<f32> = xd
-            .chunks(per_group)
-            .zip(sums.chunks(per_group))
-            .map(|(d, s)| d.iter().zip(s).map(|(&d, &s)| d * s as f32).sum())
-            .collect();
-        par_rows(y, self.weight_bytes() / self.rows.max(1), |r| {
+        check_len("x", self.groups.cols, x.len())?;
+        check_len("y", self.groups.rows, y.len())?;
+        let (xq, xd) = (x.codes(), x.scales());
+        let xgsum = self.groups.q8_group_sums(x);
+        par_rows(y, self.weight_bytes() / self.groups.rows.max(1), |r| {
             let row = self.row(r);
             let codes = match isa {
                 #[cfg(target_arch = "x86_64")]
@@ -298,7 +222,7 @@ mod tests {
     use ndarray::Array2;
 
     use super::*;
-    use crate::{QuantSpec, Rtn, WeightQuantizer};
+    use crate::{Error, QuantSpec, Rtn, WeightQuantizer};
 
     fn weight(rows: usize, cols: usize) -> Array2<f32> {
         Array2::from_shape_fn((rows, cols), |(i, j)| {

@@ -64,6 +64,7 @@
 mod dense;
 mod ggml;
 mod ggml_rows;
+mod groups;
 mod int4;
 mod int8;
 mod q8;
