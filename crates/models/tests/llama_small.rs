@@ -201,3 +201,141 @@ fn the_cache_grows_and_clones_branch_independently() {
         check(&m.decode(&mut cache, &[t]).unwrap(), &full_a, i, "a");
     }
 }
+
+#[derive(Default)]
+struct Shapes(Mutex<BTreeMap<String, Vec<usize>>>);
+
+impl Observer for Shapes {
+    fn wants(&self, layer: &str) -> bool {
+        layer != "lm_head"
+    }
+    fn observe(&self, layer: &str, input: &Tensor) -> tensorpress_models::Result<()> {
+        let m = tensorpress_models::linear::to_matrix(input)?;
+        self.0
+            .lock()
+            .unwrap()
+            .insert(layer.to_string(), m.shape().to_vec());
+        Ok(())
+    }
+}
+
+#[test]
+fn observers_see_every_linear_input() {
+    let p = params(RopeLayout::Halves);
+    let w = MemoryWeights::random_llama(&p, 9);
+    let mut m = LlamaModel::load(&w, p, Naming::HuggingFace, LoadOptions::default()).unwrap();
+    let shapes = Arc::new(Shapes::default());
+    m.set_observer(Some(shapes.clone()));
+    m.logits(&TOKENS, 0).unwrap();
+    let seen = shapes.0.lock().unwrap();
+    assert_eq!(
+        seen.len(),
+        2 * 7,
+        "every block linear, lm_head filtered out"
+    );
+    assert_eq!(seen["model.layers.1.self_attn.q_proj"], vec![9, 24]);
+    assert_eq!(seen["model.layers.0.self_attn.o_proj"], vec![9, 24]);
+    assert_eq!(seen["model.layers.0.mlp.down_proj"], vec![9, 40]);
+}
+
+#[test]
+fn swapping_a_linear_changes_exactly_what_it_should() {
+    let p = params(RopeLayout::Halves);
+    let w = MemoryWeights::random_llama(&p, 11);
+    let mut m = LlamaModel::load(&w, p, Naming::HuggingFace, LoadOptions::default()).unwrap();
+    let before = m.logits(&TOKENS, 0).unwrap();
+    let name = "model.layers.1.mlp.down_proj";
+    let weight = m.linear_mut(name).unwrap().op().dense_weight().unwrap();
+    let same = Arc::new(DenseLinear::new(weight.clone(), None).unwrap());
+    m.linear_mut(name).unwrap().set_op(same).unwrap();
+    assert!(max_abs_diff(&before, &m.logits(&TOKENS, 0).unwrap()) < 1e-6);
+    let zero = Arc::new(DenseLinear::new(weight.zeros_like().unwrap(), None).unwrap());
+    m.linear_mut(name).unwrap().set_op(zero).unwrap();
+    assert!(max_abs_diff(&before, &m.logits(&TOKENS, 0).unwrap()) > 1e-4);
+    // A wrong shape is refused.
+    let wrong =
+        Arc::new(DenseLinear::new(weight.t().unwrap().contiguous().unwrap(), None).unwrap());
+    assert!(m.linear_mut(name).unwrap().set_op(wrong).is_err());
+}
+
+fn loss(model: &LlamaModel) -> Tensor {
+    let logits = model.logits(&TOKENS[..8], 0).unwrap();
+    let targets = Tensor::new(&TOKENS[1..], logits.device()).unwrap();
+    let logp = candle_nn::ops::log_softmax(&logits, D::Minus1).unwrap();
+    let picked = logp.gather(&targets.unsqueeze(1).unwrap(), 1).unwrap();
+    picked.mean_all().unwrap().neg().unwrap()
+}
+
+#[test]
+fn gradients_flow_and_match_finite_differences() {
+    let p = params(RopeLayout::Interleaved);
+    let w = MemoryWeights::random_llama(&p, 13);
+    let fast =
+        LlamaModel::load(&w, p.clone(), Naming::HuggingFace, LoadOptions::default()).unwrap();
+    let model = LlamaModel::load(&w, p, Naming::HuggingFace, LoadOptions::trainable()).unwrap();
+    // The differentiable ops compute the same function as the fused ones.
+    assert!(
+        max_abs_diff(
+            &fast.logits(&TOKENS, 0).unwrap(),
+            &model.logits(&TOKENS, 0).unwrap()
+        ) < 1e-4
+    );
+
+    let l = loss(&model);
+    let grads = l.backward().unwrap();
+    let (name, var) = model
+        .vars()
+        .iter()
+        .find(|(n, _)| n == "model.layers.0.self_attn.k_proj.weight")
+        .unwrap();
+    let g = grads
+        .get(var.as_tensor())
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
+    let original: ArrayD<f32> = w.load_f32(name).unwrap();
+    // Central differences on a few entries.
+    let eps = 1e-2f32;
+    for &(r, c) in &[(0usize, 0usize), (3, 5), (7, 23)] {
+        let mut plus = original.clone();
+        plus[[r, c]] += eps;
+        let mut minus = original.clone();
+        minus[[r, c]] -= eps;
+        let shape = original.shape().to_vec();
+        var.set(
+            &Tensor::from_vec(
+                plus.into_raw_vec_and_offset().0,
+                shape.clone(),
+                &candle_core::Device::Cpu,
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let lp = loss(&model).to_scalar::<f32>().unwrap();
+        var.set(
+            &Tensor::from_vec(
+                minus.into_raw_vec_and_offset().0,
+                shape.clone(),
+                &candle_core::Device::Cpu,
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let lm = loss(&model).to_scalar::<f32>().unwrap();
+        var.set(
+            &Tensor::from_vec(
+                original.clone().into_raw_vec_and_offset().0,
+                shape,
+                &candle_core::Device::Cpu,
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let numeric = (lp - lm) / (2.0 * eps);
+        let analytic = g[r][c];
+        assert!(
+            (numeric - analytic).abs() <= 2e-3 + 0.05 * analytic.abs(),
+            "d loss / d w[{r},{c}]: numeric {numeric}, autograd {analytic}"
+        );
+    }
+}
