@@ -108,11 +108,7 @@ pub fn attach_gguf_kernels(
     activations: KernelActivations,
 ) -> Result<KernelReport> {
     let mut out = KernelReport::default();
-    let names: Vec<String> = model
-        .linears()
-        .iter()
-        .map(|l| l.name().to_string())
-        .collect();
+    let names = model.linear_names();
     for name in names {
         let mut tensor = Naming::Gguf.tensor(&name);
         if name == "lm_head" && gguf.tensor(&tensor).is_none() {

@@ -288,11 +288,7 @@ pub fn compress_llama(
     progress: &mut dyn FnMut(Progress),
 ) -> Result<CompressReport> {
     let blocks = model.params().num_layers;
-    let names: Vec<String> = model
-        .linears()
-        .iter()
-        .map(|l| l.name().to_string())
-        .collect();
+    let names = model.linear_names();
     let targets: Vec<String> = names
         .iter()
         .filter(|n| options.targets.matches(n))

@@ -442,7 +442,7 @@ mod tests {
         }
         m.set_norm_weight(norm(&mut rng)).unwrap();
         if biases {
-            let names: Vec<String> = m.linears().iter().map(|l| l.name().to_string()).collect();
+            let names = m.linear_names();
             for name in names.iter().filter(|n| n.starts_with("model.")) {
                 let l = m.linear_mut(name).unwrap();
                 let w = l.op().dense_weight().unwrap();

@@ -62,11 +62,7 @@ impl LlamaModel {
 /// (static scales, floats, groups): evaluating without it would overstate the
 /// checkpoint's accuracy.
 fn apply_input_activations(model: &mut LlamaModel, weights: &QuantizedCheckpoint) -> Result<()> {
-    let names: Vec<String> = model
-        .linears()
-        .iter()
-        .map(|l| l.name().to_string())
-        .collect();
+    let names = model.linear_names();
     for name in names {
         let Some(a) = weights.input_activations(&name) else {
             continue;

@@ -387,6 +387,15 @@ impl LlamaModel {
         out
     }
 
+    /// The names of [`linears`](Self::linears), owned, for loops that then
+    /// swap layers through [`linear_mut`](Self::linear_mut).
+    pub fn linear_names(&self) -> Vec<String> {
+        self.linears()
+            .iter()
+            .map(|l| l.name().to_string())
+            .collect()
+    }
+
     /// The linear layer called `name`, for swapping its op.
     pub fn linear_mut(&mut self, name: &str) -> Option<&mut Linear> {
         if self.lm_head.name() == name {

@@ -8,7 +8,7 @@ use std::arch::x86_64::*;
 use super::int8::Int8Row;
 use super::x86::{
     arr, arr_mut, block_dot_i8_f32, block_f32, dot_f32, dot_i8, hsum, load_f32x8, load_u8x32,
-    prefetch, prefetch_distance, store_f32x8,
+    prefetch, prefetch_distance, store_f32x8, two_chains,
 };
 use super::BLOCK;
 
@@ -68,8 +68,6 @@ pub(crate) fn int8_dot_q8(row: &Int8Row<'_>, xq: &[i8], xd: &[f32]) -> f32 {
     let c: &[u8] = bytemuck::cast_slice(row.codes);
     let xq: &[u8] = bytemuck::cast_slice(xq);
     let per_group = row.group / BLOCK;
-    let ahead = prefetch_distance();
-    let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
     let block = |b: usize, acc: __m256| {
         let p = dot_i8(
             load_u8x32(arr(&c[b * BLOCK..][..BLOCK])),
@@ -78,18 +76,7 @@ pub(crate) fn int8_dot_q8(row: &Int8Row<'_>, xq: &[i8], xd: &[f32]) -> f32 {
         let f = _mm256_set1_ps(row.scales[b / per_group] * xd[b]);
         _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), f, acc)
     };
-    let blocks = c.len() / BLOCK;
-    let mut b = 0;
-    while b + 2 <= blocks {
-        prefetch(c, b * BLOCK + ahead);
-        a0 = block(b, a0);
-        a1 = block(b + 1, a1);
-        b += 2;
-    }
-    if b < blocks {
-        a0 = block(b, a0);
-    }
-    hsum(_mm256_add_ps(a0, a1))
+    two_chains(c.len() / BLOCK, c, BLOCK, block)
 }
 
 /// Quantizes one block of 32 activations to int8 exactly as
