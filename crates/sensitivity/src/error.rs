@@ -37,6 +37,96 @@ pub enum Error {
         /// The estimator.
         op: &'static str,
     },
+    /// Bit allocation was given no layers.
+    #[error("bit allocation needs at least one layer: the layer list is empty")]
+    NoLayers,
+    /// A layer without candidate settings.
+    #[error("layer `{layer}` has no candidate settings: give it at least one Choice")]
+    NoChoices {
+        /// The layer's name.
+        layer: String,
+    },
+    /// A candidate whose cost, bits or bops is NaN or infinite.
+    #[error(
+        "layer `{layer}`, choice `{label}`: {field} is {value}; \
+         cost, bits and bops must be finite"
+    )]
+    NonFiniteChoice {
+        /// The layer's name.
+        layer: String,
+        /// The candidate's label.
+        label: String,
+        /// `"cost"`, `"bits"` or `"bops"`.
+        field: &'static str,
+        /// The value.
+        value: f64,
+    },
+    /// A candidate with negative bits or bops.
+    #[error(
+        "layer `{layer}`, choice `{label}`: {field} is {value}; \
+         storage bits and bit-operations must be >= 0"
+    )]
+    NegativeChoice {
+        /// The layer's name.
+        layer: String,
+        /// The candidate's label.
+        label: String,
+        /// `"bits"` or `"bops"`.
+        field: &'static str,
+        /// The value.
+        value: f64,
+    },
+    /// A budget that is not finite and positive.
+    #[error("budget {budget} is invalid: it must be finite and > 0")]
+    InvalidBudget {
+        /// The budget.
+        budget: crate::Budget,
+    },
+    /// A bits-per-weight budget over layers that have no parameters.
+    #[error(
+        "a bits/weight budget needs parameters, but every layer has params = 0: \
+         set LayerChoices::params or use Budget::Bits"
+    )]
+    NoParams,
+    /// Even the smallest candidate of every layer exceeds the budget.
+    #[error("{}", crate::allocate::infeasible_message(.budget, .smallest))]
+    Infeasible {
+        /// The budget.
+        budget: crate::Budget,
+        /// The smallest achievable total, as the same kind of budget.
+        smallest: crate::Budget,
+    },
+    /// The budget fits the smallest candidates, but not once their sizes are
+    /// rounded up to the solver's units.
+    #[error(
+        "budget {budget} fits the smallest candidates only without rounding: \
+         at resolution {resolution} each one rounds up past it; \
+         raise AllocateOptions::resolution (or the budget)"
+    )]
+    ResolutionTooCoarse {
+        /// The budget.
+        budget: crate::Budget,
+        /// The resolution used.
+        resolution: usize,
+    },
+    /// A layer with more candidates than the solver's table can index.
+    #[error("layer `{layer}` has {count} candidates; the solver takes at most 65536 per layer")]
+    TooManyChoices {
+        /// The layer's name.
+        layer: String,
+        /// Its number of candidates.
+        count: usize,
+    },
+    /// An option outside its valid range.
+    #[error("invalid {option} = {value}: {requirement}")]
+    InvalidOption {
+        /// The option.
+        option: &'static str,
+        /// Its value.
+        value: usize,
+        /// What it must satisfy.
+        requirement: &'static str,
+    },
     /// An error of the tensor layer (non-finite input, SVD failure, …).
     #[error(transparent)]
     Tensor(#[from] tensorpress_tensor::Error),

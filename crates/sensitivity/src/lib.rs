@@ -5,6 +5,13 @@
 //! Hutchinson's estimator), and rank/norm metrics of weights (effective rank,
 //! nuclear norm, stable rank).
 //!
+//! Bit allocation from those sensitivities:
+//!
+//! - [`allocate`]: the exact mixed-precision allocation, a multiple-choice
+//!   knapsack over per-layer [`Choice`]s under a [`Budget`] (bits, bits per
+//!   weight or bit-operations), solved by dynamic programming (HAWQ-V3 states
+//!   it as an integer program).
+//!
 //! # Quick start
 //!
 //! ```
@@ -32,11 +39,13 @@
 //! # Ok::<(), tensorpress_sensitivity::Error>(())
 //! ```
 
+mod allocate;
 mod error;
 mod error_proxy;
 mod spectral;
 mod trace;
 
+pub use allocate::{allocate, AllocateOptions, Allocation, Budget, Choice, LayerChoices};
 pub use error::{Error, Result};
 pub use error_proxy::{hessian_weighted_error, output_error, OutputError};
 pub use spectral::{effective_rank, nuclear_norm, spectral_metrics, stable_rank, SpectralMetrics};
