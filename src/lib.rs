@@ -3,6 +3,7 @@
 pub mod compress;
 pub mod convert;
 pub mod inspect;
+pub mod mixed;
 
 pub use tensorpress_codecs as codecs;
 #[cfg(feature = "cuda")]
