@@ -32,13 +32,16 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::Tensor;
-use ndarray::{Array2, Axis};
+use ndarray::{Array1, Array2, Axis};
 use rayon::prelude::*;
-use tensorpress_models::eval::curvature::fisher_diagonal;
+use tensorpress_models::eval::curvature::{fisher_diagonal, kl_divergence, log_probs};
 use tensorpress_models::linear::{to_matrix, DenseLinear, LinearOp};
 use tensorpress_models::llama::LlamaModel;
 use tensorpress_quant_core::Calibration;
-use tensorpress_sensitivity::{Choice, LayerChoices};
+use tensorpress_sensitivity::{
+    hutchinson_trace, power_iteration, Choice, LayerChoices, TraceEstimate,
+};
+use tensorpress_tensor::SeededRng;
 
 use crate::compress::{parse_scheme, HessianCollector, LayerFilter, Method, Scheme};
 use crate::{Error, Result};
@@ -555,4 +558,133 @@ impl Profile {
         }
         Ok(out)
     }
+}
+
+impl Profile {
+    /// The one-layer KL sensitivity: for each profiled layer, the mean KL
+    /// divergence of `model`'s next-token distribution on `windows` when
+    /// only that layer takes candidate `candidate` (from the database) and
+    /// every other layer stays as in `model`. One forward pass per layer and
+    /// window; `progress(done, total)` after each layer.
+    ///
+    /// # Errors
+    /// A candidate out of range, weights not kept, no windows, a forward error.
+    pub fn one_layer_kl(
+        &self,
+        model: &LlamaModel,
+        candidate: usize,
+        windows: &[Vec<u32>],
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Vec<f64>> {
+        if candidate >= self.candidates.len() {
+            return Err(Error::Scheme {
+                scheme: "candidate".into(),
+                reason: format!(
+                    "candidate {candidate} is out of range: the profile has {}",
+                    self.candidates.len()
+                ),
+            });
+        }
+        if windows.is_empty() {
+            return Err(Error::NoCalibration);
+        }
+        let reference: Vec<Tensor> = windows
+            .iter()
+            .map(|w| log_probs(model, w))
+            .collect::<tensorpress_models::Result<_>>()?;
+        let mut out = Vec::with_capacity(self.layers.len());
+        for (i, layer) in self.layers.iter().enumerate() {
+            let op = layer.results[candidate]
+                .weight
+                .clone()
+                .ok_or_else(|| Error::Scheme {
+                    scheme: "profile".into(),
+                    reason: "the profile kept no weights: profile with keep_weights = true".into(),
+                })?;
+            let mut m = model.clone();
+            m.linear_mut(&layer.name)
+                .ok_or_else(|| Error::NotObserved {
+                    layer: layer.name.clone(),
+                })?
+                .set_op(op)?;
+            let mut kl = 0.0;
+            for (w, r) in windows.iter().zip(&reference) {
+                kl += kl_divergence(&m, w, r)?;
+            }
+            out.push(kl / windows.len() as f64);
+            progress(i + 1, self.layers.len());
+        }
+        Ok(out)
+    }
+}
+
+/// HAWQ's layer curvature from the language-model loss: the top eigenvalue
+/// of the Hessian of the loss with respect to `layer`'s weight (power
+/// iteration, HAWQ, Dong et al. 2019) and its trace (Hutchinson's estimator,
+/// HAWQ-V2, Dong et al. 2020), both on Hessian-vector products by central
+/// differences of gradients
+/// ([`hessian_vector_product`](tensorpress_models::eval::curvature::hessian_vector_product)).
+/// `model` must be trainable. Each product costs two backward passes over
+/// `windows`: use short windows on large models.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LayerCurvature {
+    /// The top eigenvalue (largest in magnitude) after the iterations.
+    pub top_eigenvalue: f64,
+    /// The Hutchinson estimate of `tr(H)`.
+    pub trace: TraceEstimate,
+}
+
+/// Computes [`LayerCurvature`] for `layer`: `iterations` power iterations and
+/// `probes` Rademacher probes, seeded by `seed`.
+///
+/// # Errors
+/// Zero iterations or probes, a model that is not trainable, a forward error.
+pub fn layer_curvature(
+    model: &LlamaModel,
+    windows: &[Vec<u32>],
+    layer: &str,
+    iterations: usize,
+    probes: usize,
+    seed: u64,
+) -> Result<LayerCurvature> {
+    use tensorpress_models::eval::curvature::{hessian_vector_product, weight_var};
+    let w = weight_var(model, layer)?.as_tensor().clone();
+    let (r, c) = w.dims2()?;
+    let rms = (w.sqr()?.mean_all()?.to_scalar::<f32>()?).sqrt().max(1e-6);
+    let eps = 1e-3 * rms * ((r * c) as f32).sqrt();
+    let mut rng = SeededRng::new(seed);
+    let hvp = |v: &Array2<f32>| hessian_vector_product(model, windows, layer, v.view(), eps);
+    let mut failure = None;
+    let top_eigenvalue = power_iteration(r * c, iterations, &mut rng.fork(1), |v| {
+        let v = Array2::from_shape_vec((r, c), v.iter().map(|x| *x as f32).collect())
+            .expect("r·c entries");
+        match hvp(&v) {
+            Ok(h) => h.iter().map(|x| f64::from(*x)).collect(),
+            Err(e) => {
+                failure.get_or_insert(e);
+                Array1::zeros(r * c)
+            }
+        }
+    })?;
+    if let Some(e) = failure.take() {
+        return Err(e.into());
+    }
+    let trace = hutchinson_trace(r * c, probes, &mut rng, |z| {
+        let v = Array2::from_shape_vec((r, c), z.iter().map(|x| *x as f32).collect())
+            .expect("r·c entries");
+        match hvp(&v) {
+            Ok(h) => h.iter().map(|x| f64::from(*x)).collect(),
+            Err(e) => {
+                failure.get_or_insert(e);
+                Array1::zeros(r * c)
+            }
+        }
+    })?;
+    if let Some(e) = failure {
+        return Err(e.into());
+    }
+    Ok(LayerCurvature {
+        top_eigenvalue,
+        trace,
+    })
 }

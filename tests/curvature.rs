@@ -4,6 +4,7 @@
 //! against a quadratic check, the empirical Fisher and the KL divergence.
 
 use ndarray::Array2;
+use tensorpress::mixed::layer_curvature;
 use tensorpress::models::eval::curvature::{
     fisher_diagonal, hessian_vector_product, kl_divergence, log_probs, loss_gradients, weight_var,
 };
@@ -95,6 +96,20 @@ fn hutchinson_is_within_five_percent_of_the_exact_layer_trace() {
         estimate.std_error,
         rel * 100.0
     );
+    // The facade's HAWQ metrics on the same layer: power iteration finds the
+    // top eigenvalue of the same Hessian, Hutchinson its trace.
+    let eig = tensorpress::tensor::linalg::eigvalsh(h.view()).unwrap();
+    let top = eig
+        .iter()
+        .fold(0.0f64, |m, e| if e.abs() > m.abs() { *e } else { m });
+    let c = layer_curvature(&model, &windows, LAYER, 60, 200, 4).unwrap();
+    assert!(
+        (c.top_eigenvalue - top).abs() < 0.02 * top.abs(),
+        "{} vs {top}",
+        c.top_eigenvalue
+    );
+    assert!((c.trace.mean - exact).abs() < 4.0 * c.trace.std_error);
+    assert!(layer_curvature(&model, &windows, LAYER, 0, 10, 4).is_err());
     // The weight is restored after every product.
     let after = weight_var(&model, LAYER).unwrap().as_tensor();
     let diff = (after - &w)

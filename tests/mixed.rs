@@ -112,6 +112,21 @@ fn a_plan_applies_and_reruns_as_a_recipe() {
         assert!(std::sync::Arc::ptr_eq(&op, expected), "{}", layer.name);
     }
 
+    // One-layer KL: every layer alone at 2 bits moves the output more than at 8.
+    let kl2 = profile
+        .one_layer_kl(&model, 0, &windows[..2], &mut |_, _| {})
+        .unwrap();
+    let kl8 = profile
+        .one_layer_kl(&model, 2, &windows[..2], &mut |_, _| {})
+        .unwrap();
+    assert_eq!(kl2.len(), 14);
+    for (a, b) in kl2.iter().zip(&kl8) {
+        assert!(a > b && *b >= -1e-6, "{a} vs {b}");
+    }
+    assert!(profile
+        .one_layer_kl(&model, 3, &windows, &mut |_, _| {})
+        .is_err());
+
     let text = profile.recipe(&plan.picks, "test plan").unwrap();
     assert!(text.starts_with("# test plan\n"), "{text}");
     let recipe = Recipe::from_toml_str(&text).unwrap();

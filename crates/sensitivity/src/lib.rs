@@ -49,4 +49,6 @@ pub use allocate::{allocate, AllocateOptions, Allocation, Budget, Choice, LayerC
 pub use error::{Error, Result};
 pub use error_proxy::{hessian_weighted_error, output_error, OutputError};
 pub use spectral::{effective_rank, nuclear_norm, spectral_metrics, stable_rank, SpectralMetrics};
-pub use trace::{average_hessian_trace, hessian_trace, hutchinson_trace, TraceEstimate};
+pub use trace::{
+    average_hessian_trace, hessian_trace, hutchinson_trace, power_iteration, TraceEstimate,
+};
