@@ -116,7 +116,7 @@ impl Budget {
     }
 
     /// A total in the unit of [`Budget::weight`], expressed as this kind of budget.
-    fn express(self, total: f64, params: u64) -> Budget {
+    pub(crate) fn express(self, total: f64, params: u64) -> Budget {
         match self {
             Budget::BitsPerWeight(_) => Budget::BitsPerWeight(total / params as f64),
             _ => self.with_value(total),

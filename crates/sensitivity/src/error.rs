@@ -127,6 +127,58 @@ pub enum Error {
         /// What it must satisfy.
         requirement: &'static str,
     },
+    /// A selection stage of EvoPress that cannot work.
+    #[error(
+        "invalid selection stage {stage} (survivors {survivors}, tokens {tokens}): {requirement}"
+    )]
+    InvalidStage {
+        /// Its index.
+        stage: usize,
+        /// Its survivors.
+        survivors: usize,
+        /// Its tokens.
+        tokens: usize,
+        /// What it must satisfy.
+        requirement: &'static str,
+    },
+    /// A start configuration with the wrong number of picks.
+    #[error("the start has {got} picks for {expected} layers: give one choice index per layer")]
+    StartLength {
+        /// Number of layers.
+        expected: usize,
+        /// Number of picks given.
+        got: usize,
+    },
+    /// A start pick past its layer's candidates.
+    #[error("the start picks choice {pick} of layer `{layer}`, which has {choices} candidates")]
+    StartOutOfRange {
+        /// The layer's name.
+        layer: String,
+        /// The pick.
+        pick: usize,
+        /// Its number of candidates.
+        choices: usize,
+    },
+    /// A start configuration over the budget.
+    #[error(
+        "the start spends {spent}, over the budget of {budget}: \
+         start from a configuration within it (e.g. from allocate)"
+    )]
+    StartOverBudget {
+        /// The budget.
+        budget: crate::Budget,
+        /// What the start spends, as the same kind of budget.
+        spent: crate::Budget,
+    },
+    /// A fitness closure that returned NaN.
+    #[error(
+        "the fitness returned NaN in generation {generation} (0 is the start): \
+         it must return a number, lower is better"
+    )]
+    NanFitness {
+        /// The generation (0 for the start's score).
+        generation: usize,
+    },
     /// An error of the tensor layer (non-finite input, SVD failure, …).
     #[error(transparent)]
     Tensor(#[from] tensorpress_tensor::Error),

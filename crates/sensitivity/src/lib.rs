@@ -11,6 +11,10 @@
 //!   knapsack over per-layer [`Choice`]s under a [`Budget`] (bits, bits per
 //!   weight or bit-operations), solved by dynamic programming (HAWQ-V3 states
 //!   it as an integer program).
+//! - [`evopress`]: EvoPress's evolutionary search over the same candidates,
+//!   scored by a caller-supplied fitness of the whole compressed model
+//!   (level-switch mutation, (1 + λ) elitist multi-step selection), for
+//!   when layer costs do not simply add up.
 //!
 //! # Quick start
 //!
@@ -42,12 +46,17 @@
 mod allocate;
 mod error;
 mod error_proxy;
+mod evopress;
 mod spectral;
 mod trace;
 
 pub use allocate::{allocate, AllocateOptions, Allocation, Budget, Choice, LayerChoices};
 pub use error::{Error, Result};
 pub use error_proxy::{hessian_weighted_error, output_error, OutputError};
+pub use evopress::{
+    evopress, EvoOptions, EvoResult, Stage, MAX_GIVE_BACK, MAX_LOWERINGS, MUTATION_RETRIES,
+    OFFSPRING_DRAWS,
+};
 pub use spectral::{effective_rank, nuclear_norm, spectral_metrics, stable_rank, SpectralMetrics};
 pub use trace::{
     average_hessian_trace, hessian_trace, hutchinson_trace, power_iteration, TraceEstimate,
