@@ -39,7 +39,8 @@ use tensorpress_models::linear::{to_matrix, DenseLinear, LinearOp};
 use tensorpress_models::llama::LlamaModel;
 use tensorpress_quant_core::Calibration;
 use tensorpress_sensitivity::{
-    hutchinson_trace, power_iteration, Choice, LayerChoices, TraceEstimate,
+    evopress, hutchinson_trace, power_iteration, Budget, Choice, EvoOptions, EvoResult,
+    LayerChoices, TraceEstimate,
 };
 use tensorpress_tensor::SeededRng;
 
@@ -687,4 +688,57 @@ pub fn layer_curvature(
         top_eigenvalue,
         trace,
     })
+}
+
+/// EvoPress (Sieberling et al., 2024) over the profile's database: starting
+/// from `start` (e.g. the knapsack plan), search per-layer picks within
+/// `budget` whose model has the lowest KL divergence from `model`'s
+/// next-token distribution on `fitness_windows` (each stage of `options`
+/// scores on its `tokens`, rounded up to whole windows). `model` is the base
+/// model; it is not changed.
+///
+/// # Errors
+/// As [`tensorpress_sensitivity::evopress`]; no fitness windows; a forward error.
+#[allow(clippy::too_many_arguments)] // the search, its model and its data are separate inputs
+pub fn evopress_llama(
+    profile: &Profile,
+    model: &LlamaModel,
+    layers: &[LayerChoices],
+    budget: Budget,
+    start: &[usize],
+    options: &EvoOptions,
+    fitness_windows: &[Vec<u32>],
+    progress: &mut dyn FnMut(usize, f64),
+) -> Result<EvoResult> {
+    let window = fitness_windows.first().map_or(0, Vec::len);
+    if window == 0 {
+        return Err(Error::NoCalibration);
+    }
+    let reference: Vec<Tensor> = fitness_windows
+        .iter()
+        .map(|w| log_probs(model, w))
+        .collect::<tensorpress_models::Result<_>>()?;
+    let mut work = model.clone();
+    let fitness_error = |e: &dyn std::fmt::Display| tensorpress_sensitivity::Error::Fitness {
+        reason: e.to_string(),
+    };
+    let mut fitness = |picks: &[usize], tokens: usize| -> tensorpress_sensitivity::Result<f64> {
+        profile
+            .apply(&mut work, picks)
+            .map_err(|e| fitness_error(&e))?;
+        let n = tokens.div_ceil(window).clamp(1, fitness_windows.len());
+        let mut kl = 0.0;
+        for (w, r) in fitness_windows.iter().zip(&reference).take(n) {
+            kl += kl_divergence(&work, w, r).map_err(|e| fitness_error(&e))?;
+        }
+        Ok(kl / n as f64)
+    };
+    Ok(evopress(
+        layers,
+        budget,
+        start,
+        options,
+        &mut fitness,
+        progress,
+    )?)
 }

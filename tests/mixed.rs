@@ -2,10 +2,12 @@
 //! applying it, writing it as a recipe, and the errors that say what to change.
 
 use tensorpress::compress::{compress_llama, Recipe};
-use tensorpress::mixed::{profile_llama, CandidateResult, Measure, Profile, ProfileOptions};
+use tensorpress::mixed::{
+    evopress_llama, profile_llama, CandidateResult, Measure, Profile, ProfileOptions,
+};
 use tensorpress::models::llama::{LlamaModel, LlamaParams, Naming, RopeLayout};
 use tensorpress::models::weights::{LoadOptions, MemoryWeights};
-use tensorpress::sensitivity::{allocate, AllocateOptions, Budget};
+use tensorpress::sensitivity::{allocate, AllocateOptions, Budget, EvoOptions, Stage};
 use tensorpress::tensor::SeededRng;
 
 fn params() -> LlamaParams {
@@ -142,6 +144,63 @@ fn a_plan_applies_and_reruns_as_a_recipe() {
             layer.name
         );
     }
+}
+
+#[test]
+fn evopress_refines_the_knapsack_plan_within_the_budget_reproducibly() {
+    let (mut model, trainable, windows) = setup();
+    let profile = profile(&mut model, &trainable, &windows);
+    let layers = profile.choices(Measure::FisherOutput).unwrap();
+    let budget = Budget::BitsPerWeight(6.0);
+    let plan = allocate(&layers, budget, AllocateOptions::default()).unwrap();
+    let options = EvoOptions {
+        generations: 4,
+        offspring: 4,
+        stages: vec![
+            Stage {
+                survivors: 2,
+                tokens: 32,
+            },
+            Stage {
+                survivors: 1,
+                tokens: 96,
+            },
+        ],
+        seed: 11,
+        max_mutations: 2,
+    };
+    let run = || {
+        evopress_llama(
+            &profile,
+            &model,
+            &layers,
+            budget,
+            &plan.picks,
+            &options,
+            &windows[..3],
+            &mut |_, _| {},
+        )
+        .unwrap()
+    };
+    let a = run();
+    assert!(profile.bits_per_weight(&a.picks) <= 6.0 + 1e-9);
+    // Elitist: never worse than the start on the full fitness.
+    assert!(a.fitness <= a.history[0] + 1e-12, "{:?}", a.history);
+    assert!(a.history.windows(2).all(|w| w[1] <= w[0] + 1e-12));
+    let b = run();
+    assert_eq!(a.picks, b.picks);
+    assert_eq!(a.fitness, b.fitness);
+    assert!(evopress_llama(
+        &profile,
+        &model,
+        &layers,
+        budget,
+        &plan.picks,
+        &options,
+        &[],
+        &mut |_, _| {}
+    )
+    .is_err());
 }
 
 #[test]

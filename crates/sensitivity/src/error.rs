@@ -179,6 +179,12 @@ pub enum Error {
         /// The generation (0 for the start's score).
         generation: usize,
     },
+    /// The caller's fitness function failed (a model error, passed through as text).
+    #[error("the fitness function failed: {reason}")]
+    Fitness {
+        /// What went wrong.
+        reason: String,
+    },
     /// An error of the tensor layer (non-finite input, SVD failure, …).
     #[error(transparent)]
     Tensor(#[from] tensorpress_tensor::Error),
