@@ -15,6 +15,9 @@
 //!   scored by a caller-supplied fitness of the whole compressed model
 //!   (level-switch mutation, (1 + λ) elitist multi-step selection), for
 //!   when layer costs do not simply add up.
+//! - [`sensitivity_table`] and [`sensitivity_svg`]: a Markdown table and a
+//!   self-contained SVG chart (bits per weight and log-sensitivity per
+//!   layer) of an allocation.
 //!
 //! # Quick start
 //!
@@ -47,6 +50,7 @@ mod allocate;
 mod error;
 mod error_proxy;
 mod evopress;
+mod report;
 mod spectral;
 mod trace;
 
@@ -57,6 +61,7 @@ pub use evopress::{
     evopress, EvoOptions, EvoResult, Stage, MAX_GIVE_BACK, MAX_LOWERINGS, MUTATION_RETRIES,
     OFFSPRING_DRAWS,
 };
+pub use report::{sensitivity_svg, sensitivity_table};
 pub use spectral::{effective_rank, nuclear_norm, spectral_metrics, stable_rank, SpectralMetrics};
 pub use trace::{
     average_hessian_trace, hessian_trace, hutchinson_trace, power_iteration, TraceEstimate,
