@@ -179,6 +179,18 @@ pub enum Error {
         /// The generation (0 for the start's score).
         generation: usize,
     },
+    /// A numeric parameter outside its range.
+    #[error("{op}: {name} = {value} is outside {range}")]
+    OutOfRange {
+        /// The operation.
+        op: &'static str,
+        /// The parameter.
+        name: &'static str,
+        /// Its value.
+        value: f64,
+        /// The allowed range.
+        range: &'static str,
+    },
     /// An error of the tensor layer (non-finite input, SVD failure, …).
     #[error(transparent)]
     Tensor(#[from] tensorpress_tensor::Error),
