@@ -127,6 +127,18 @@ pub enum Error {
         /// What it must satisfy.
         requirement: &'static str,
     },
+    /// A numeric parameter outside its range.
+    #[error("{op}: {name} = {value} is outside {range}")]
+    OutOfRange {
+        /// The operation.
+        op: &'static str,
+        /// The parameter.
+        name: &'static str,
+        /// Its value.
+        value: f64,
+        /// The allowed range.
+        range: &'static str,
+    },
     /// A selection stage of EvoPress that cannot work.
     #[error(
         "invalid selection stage {stage} (survivors {survivors}, tokens {tokens}): {requirement}"

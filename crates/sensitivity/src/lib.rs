@@ -5,6 +5,11 @@
 //! Hutchinson's estimator), and rank/norm metrics of weights (effective rank,
 //! nuclear norm, stable rank).
 //!
+//! CPTQuant's layer measures (Nanda et al., 2024): [`canonical_correlations`]
+//! and [`cca_sensitivity`] (CCA between a layer's input and output
+//! activations), [`pruning_sensitivity`] (relative output error after
+//! magnitude pruning) and [`taylor_importance`] (`Σ |W ⊙ ∂L/∂W|`).
+//!
 //! Bit allocation from those sensitivities:
 //!
 //! - [`allocate`]: the exact mixed-precision allocation, a multiple-choice
@@ -15,6 +20,8 @@
 //!   scored by a caller-supplied fitness of the whole compressed model
 //!   (level-switch mutation, (1 + λ) elitist multi-step selection), for
 //!   when layer costs do not simply add up.
+//! - [`greedy_allocate`]: MPTQ-ViT's greedy rule (lower the layer that loses
+//!   least per bit saved until the budget fits), a baseline for [`allocate`].
 //! - [`sensitivity_table`] and [`sensitivity_svg`]: a Markdown table and a
 //!   self-contained SVG chart (bits per weight and log-sensitivity per
 //!   layer) of an allocation.
@@ -47,6 +54,7 @@
 //! ```
 
 mod allocate;
+mod cptq;
 mod error;
 mod error_proxy;
 mod evopress;
@@ -55,6 +63,10 @@ mod spectral;
 mod trace;
 
 pub use allocate::{allocate, AllocateOptions, Allocation, Budget, Choice, LayerChoices};
+pub use cptq::{
+    canonical_correlations, cca_sensitivity, greedy_allocate, pruning_sensitivity,
+    taylor_importance,
+};
 pub use error::{Error, Result};
 pub use error_proxy::{hessian_weighted_error, output_error, OutputError};
 pub use evopress::{
