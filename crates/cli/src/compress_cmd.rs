@@ -16,6 +16,11 @@ use tensorpress::models::tokenizer::TextTokenizer;
 use tensorpress::models::weights::LoadOptions;
 use tensorpress::quant::ggml::GgmlType;
 
+use tensorpress::mixed::{evopress_llama, profile_llama, Measure, ProfileOptions, ProfileProgress};
+use tensorpress::sensitivity::{
+    allocate, sensitivity_svg, sensitivity_table, AllocateOptions, Budget, EvoOptions, Stage,
+};
+
 use crate::{bar, read_text, CliResult};
 
 #[derive(Debug, Args)]
@@ -29,9 +34,43 @@ pub(crate) struct CompressArgs {
         long,
         short = 's',
         value_name = "SCHEME",
-        required_unless_present = "recipe"
+        required_unless_present_any = ["recipe", "target_bpw"]
     )]
     scheme: Option<String>,
+    /// Mixed precision: profile every layer under each of --candidates and
+    /// give each layer the candidate that minimizes the estimated loss
+    /// increase with the average bits per weight of the quantized layers
+    /// (codes, scales, zero points) at most this (an exact knapsack, then
+    /// EvoPress with --evopress).
+    #[arg(long, value_name = "BITS", conflicts_with_all = ["scheme", "recipe"])]
+    target_bpw: Option<f64>,
+    /// --target-bpw: comma-separated candidate schemes (default: GPTQ
+    /// act-order W2 g64, W3 per channel/g128/g64, W4 per channel/g128/g64,
+    /// W5 g128, W8 g128; for --format gguf: GPTQ onto Q2_K, Q3_K, Q4_K, Q5_K,
+    /// Q6_K, Q8_0).
+    #[arg(long, value_name = "LIST", requires = "target_bpw")]
+    candidates: Option<String>,
+    /// --target-bpw: the sensitivity measure: fisher-output, fisher-weight
+    /// or output-error.
+    #[arg(long, default_value = "fisher-output", value_name = "MEASURE")]
+    measure: String,
+    /// --target-bpw: calibration windows (evenly spaced) for the Fisher.
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    fisher_windows: usize,
+    /// --target-bpw: refine the knapsack plan with this many EvoPress
+    /// generations (KL divergence to the base model on 8 calibration windows).
+    #[arg(long, default_value_t = 0, value_name = "GENERATIONS")]
+    evopress: usize,
+    /// --target-bpw: EvoPress's seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// --target-bpw: write the plan as a recipe (TOML) that `--recipe` reruns.
+    #[arg(long, value_name = "FILE", requires = "target_bpw")]
+    plan_out: Option<PathBuf>,
+    /// --target-bpw: write the per-layer sensitivity table (Markdown) and
+    /// chart (SVG) into this folder.
+    #[arg(long, value_name = "DIR", requires = "target_bpw")]
+    report: Option<PathBuf>,
     /// A TOML recipe (default scheme, layer patterns, per-layer overrides,
     /// calibration size) instead of --scheme/--include/--exclude.
     #[arg(long, short = 'r', value_name = "FILE", conflicts_with_all = ["scheme", "include", "exclude"])]
@@ -102,6 +141,10 @@ pub(crate) fn run(args: CompressArgs) -> CliResult {
         );
     }
     let (options, label, windows, len) = match (&args.recipe, &args.scheme) {
+        _ if args.target_bpw.is_some() => {
+            let r = plan(&args, gguf_out)?;
+            (r.options, r.label, r.windows, r.tokens)
+        }
         (Some(path), _) => {
             let r = Recipe::from_file(path)?;
             (r.options, r.label, r.windows, r.tokens)
@@ -227,4 +270,168 @@ pub(crate) fn run(args: CompressArgs) -> CliResult {
     );
     println!("wrote {}", args.out.display());
     Ok(())
+}
+
+const CANDIDATES: &str = "gptq-w2-g64-act,gptq-w3-ch-act,gptq-w3-g128-act,gptq-w3-g64-act,\
+gptq-w4-ch-act,gptq-w4-g128-act,gptq-w4-g64-act,gptq-w5-g128-act,gptq-w8-g128-act";
+const GGUF_CANDIDATES: &str = "gptq-q2_k,gptq-q3_k,gptq-q4_k,gptq-q5_k,gptq-q6_k,gptq-q8_0";
+
+/// `--target-bpw`: profile, allocate, and return the plan as a recipe.
+fn plan(args: &CompressArgs, gguf_out: bool) -> Result<Recipe, Box<dyn std::error::Error>> {
+    let target = args.target_bpw.expect("called with --target-bpw");
+    if !(target.is_finite() && target > 0.0) {
+        return Err(format!("--target-bpw {target}: give a positive number of bits").into());
+    }
+    let measure = Measure::parse(&args.measure)?;
+    let candidates: Vec<String> = args
+        .candidates
+        .as_deref()
+        .unwrap_or(if gguf_out {
+            GGUF_CANDIDATES
+        } else {
+            CANDIDATES
+        })
+        .split(',')
+        .map(|c| c.trim().to_string())
+        .filter(|c| !c.is_empty())
+        .collect();
+    if args.calib.is_empty() {
+        return Err("--target-bpw profiles the layers on text: give --calib FILE".into());
+    }
+    let windows = args.calib_windows.unwrap_or(128);
+    let len = args.calib_len.unwrap_or(512);
+    let mut model = tensorpress::convert::load_llama(&args.model, LoadOptions::default())?;
+    let tokenizer = if args.model.is_dir() {
+        TextTokenizer::from_file(&args.model.join("tokenizer.json"))?
+    } else {
+        TextTokenizer::from_gguf(&GgufFile::open(&args.model)?)?
+    };
+    let tokens = tokenizer.encode(&read_text(&args.calib)?)?;
+    let calibration = calibration_windows(&tokens, windows, len)?;
+    let trainable = if measure == Measure::OutputError {
+        None
+    } else {
+        Some(tensorpress::convert::load_llama(
+            &args.model,
+            LoadOptions::trainable(),
+        )?)
+    };
+    let mut options = ProfileOptions::new(candidates.clone());
+    options.fisher_windows = args.fisher_windows;
+    options.keep_weights = args.evopress > 0;
+    eprintln!(
+        "profiling {} candidates on {} × {len} tokens (Fisher from {} windows)",
+        candidates.len(),
+        calibration.len(),
+        args.fisher_windows
+    );
+    let pb = bar(calibration.len(), "Hessians");
+    let profile = profile_llama(
+        &mut model,
+        trainable.as_ref(),
+        &calibration,
+        &options,
+        &mut |p| match p {
+            ProfileProgress::Hessians { done, .. } => pb.set_position(done as u64),
+            ProfileProgress::Fisher { done, total } => {
+                pb.set_message("Fisher");
+                pb.set_length(total as u64);
+                pb.set_position(done as u64);
+            }
+            ProfileProgress::Candidate { candidate, total } => {
+                pb.set_message("quantizing every candidate");
+                pb.set_length(total as u64);
+                pb.set_position(candidate as u64);
+            }
+        },
+    )?;
+    pb.finish_and_clear();
+    drop(trainable);
+    let t = profile.timings;
+    eprintln!(
+        "profiled in {:.0} s (Hessians {:.0}, Fisher {:.0}, quantizing {:.0})",
+        t.hessians + t.fisher + t.quantize,
+        t.hessians,
+        t.fisher,
+        t.quantize
+    );
+    let layers = profile.choices(measure)?;
+    let budget = Budget::BitsPerWeight(target);
+    let mut plan = allocate(&layers, budget, AllocateOptions::default())?;
+    let mut how = format!(
+        "knapsack on {} (minimum cost {:.4e})",
+        args.measure, plan.cost
+    );
+    if args.evopress > 0 {
+        let evo = EvoOptions {
+            generations: args.evopress,
+            offspring: 8,
+            stages: vec![
+                Stage {
+                    survivors: 2,
+                    tokens: len,
+                },
+                Stage {
+                    survivors: 1,
+                    tokens: 8 * len,
+                },
+            ],
+            seed: args.seed,
+            max_mutations: 3,
+        };
+        let fitness: Vec<Vec<u32>> = calibration
+            .iter()
+            .step_by((calibration.len() / 8).max(1))
+            .take(8)
+            .cloned()
+            .collect();
+        let pb = bar(args.evopress, "EvoPress");
+        let result = evopress_llama(
+            &profile,
+            &model,
+            &layers,
+            budget,
+            &plan.picks,
+            &evo,
+            &fitness,
+            &mut |g, best| {
+                pb.set_position(g as u64);
+                pb.set_message(format!("EvoPress, KL {best:.5}"));
+            },
+        )?;
+        pb.finish_and_clear();
+        how = format!(
+            "{how}, then EvoPress ({} generations, seed {}, KL {:.5})",
+            args.evopress, args.seed, result.fitness
+        );
+        plan.picks = result.picks;
+    }
+    let bpw = profile.bits_per_weight(&plan.picks);
+    let comment = format!(
+        "tensorpress compress --target-bpw {target}: {bpw:.4} bits/weight in the quantized layers\n{how}\ncandidates: {}",
+        candidates.join(",")
+    );
+    let mut recipe_text = profile.recipe(&plan.picks, &comment)?;
+    recipe_text.push_str(&format!(
+        "\n[calibration]\nwindows = {windows}\ntokens = {len}\n"
+    ));
+    eprintln!("plan: {bpw:.4} bits/weight; {how}");
+    if let Some(path) = &args.plan_out {
+        tensorpress::io::write_bytes_atomic(path, recipe_text.as_bytes())?;
+        eprintln!("wrote the plan to {}", path.display());
+    }
+    if let Some(dir) = &args.report {
+        std::fs::create_dir_all(dir)?;
+        let title = format!("{}: {bpw:.3} bits/weight", args.model.display());
+        tensorpress::io::write_bytes_atomic(
+            &dir.join("sensitivity.md"),
+            sensitivity_table(&layers, &plan.picks).as_bytes(),
+        )?;
+        tensorpress::io::write_bytes_atomic(
+            &dir.join("sensitivity.svg"),
+            sensitivity_svg(&layers, &plan.picks, &title).as_bytes(),
+        )?;
+        eprintln!("wrote the sensitivity report to {}", dir.display());
+    }
+    Ok(Recipe::from_toml_str(&recipe_text)?)
 }
