@@ -16,7 +16,8 @@
 //! `output-error`), `SEQUENTIAL=0` (skip the block-by-block quantization:
 //! only the plans' perplexity from the profile's database of layers quantized
 //! on the base model's Hessians), `EVOPRESS=GENERATIONS` (refine each
-//! knapsack plan), `EVO_SEED` (0), `REPORT_DIR` (write each plan's per-layer
+//! knapsack plan), `EVO_SEED` (0), `FITNESS_WINDOWS` (8: calibration windows
+//! the EvoPress fitness scores on; the first stage uses one), `REPORT_DIR` (write each plan's per-layer
 //! table, SVG chart and recipe there).
 
 use std::collections::BTreeMap;
@@ -88,6 +89,7 @@ fn main() -> Res<()> {
     let measure = Measure::parse(&env("MEASURE", "fisher-output".to_string()))?;
     let sequential = env("SEQUENTIAL", 1) != 0;
     let generations: usize = env("EVOPRESS", 0);
+    let fitness_count: usize = env("FITNESS_WINDOWS", 8);
     let evo_seed: u64 = env("EVO_SEED", 0);
     let report_dir = std::env::var("REPORT_DIR").ok();
 
@@ -173,8 +175,8 @@ fn main() -> Res<()> {
     let layers = profile.choices(measure)?;
     let fitness_windows: Vec<Vec<u32>> = calib
         .iter()
-        .step_by((windows / 8).max(1))
-        .take(8)
+        .step_by((windows / fitness_count.max(1)).max(1))
+        .take(fitness_count)
         .cloned()
         .collect();
     for &b in &budgets {
