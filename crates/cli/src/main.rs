@@ -32,7 +32,7 @@ enum Command {
     /// Quantize a Llama model's linear layers (RTN, GPTQ; integer, NF4, MX,
     /// NVFP4 and FP8 formats) and write a compressed-tensors, GPTQ or
     /// dequantized checkpoint.
-    Compress(compress_cmd::CompressArgs),
+    Compress(Box<compress_cmd::CompressArgs>),
     /// Evaluate a model: perplexity of a language model on text files, or
     /// sentence-embedding similarities for a BERT encoder.
     Eval(EvalArgs),
@@ -123,7 +123,7 @@ fn main() -> ExitCode {
         }
     }
     let result = match cli.command {
-        Command::Compress(args) => compress_cmd::run(args),
+        Command::Compress(args) => compress_cmd::run(*args),
         Command::Eval(args) => eval(args),
         Command::Generate(args) => generate_cmd::run(args),
         Command::Inspect(args) => {
