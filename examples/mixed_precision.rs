@@ -53,8 +53,8 @@ fn env<T: std::str::FromStr>(key: &str, default: T) -> T {
 /// How many layers take each candidate.
 fn mix(profile: &Profile, picks: &[usize]) -> String {
     let mut count: BTreeMap<&str, usize> = BTreeMap::new();
-    for &k in picks {
-        *count.entry(profile.candidates[k].as_str()).or_default() += 1;
+    for (layer, &k) in picks.iter().enumerate() {
+        *count.entry(profile.label(layer, k)).or_default() += 1;
     }
     count
         .iter()

@@ -80,6 +80,8 @@ impl Measure {
 /// One layer under one candidate.
 #[derive(Debug, Clone)]
 pub struct CandidateResult {
+    /// The candidate: an index into [`Profile::candidates`].
+    pub candidate: usize,
     /// Storage bits of the whole layer (codes, f16 scales, zero points).
     pub bits: f64,
     /// `tr(ΔW H ΔWᵀ) / tr(W H Wᵀ)`.
@@ -99,8 +101,13 @@ pub struct LayerProfile {
     pub name: String,
     /// `[out_features, in_features]`.
     pub shape: [usize; 2],
-    /// One entry per candidate, in [`Profile::candidates`] order.
+    /// One entry per candidate that applies to the layer, in
+    /// [`Profile::candidates`] order; a plan's pick for the layer indexes
+    /// this list (the same as the candidate index when every candidate applies).
     pub results: Vec<CandidateResult>,
+    /// Candidates that do not apply to this layer's shape (a GGML K-quant on
+    /// rows that are not a multiple of 256 weights), with the reason.
+    pub skipped: Vec<(usize, String)>,
 }
 
 /// Where profiling time went, in seconds.
@@ -353,26 +360,37 @@ fn profile_layer(
     let phi = f.map(|f| f.mapv(f64::from).sum_axis(Axis(1)) / trace_h);
     let params = (w.nrows() * w.ncols()) as f64;
     let mut results = Vec::with_capacity(schemes.len());
+    let mut skipped = Vec::new();
     for (ci, scheme) in schemes.iter().enumerate() {
         let layer_error = |source| Error::Layer {
             layer: name.to_string(),
             source,
         };
-        let (deq, bits_per_weight) = match &scheme.method {
+        let quantized = match &scheme.method {
             Method::Weight {
                 quantizer,
                 calibrate,
-            } => {
-                let q = quantizer
-                    .quantize(w.view(), calibrate.then_some(&cal))
-                    .map_err(layer_error)?;
-                (q.dequantize(), q.bits_per_weight(16))
-            }
+            } => quantizer
+                .quantize(w.view(), calibrate.then_some(&cal))
+                .map(|q| (q.dequantize(), q.bits_per_weight(16))),
             Method::Ggml(quantizer) => {
                 let cal = quantizer.needs_calibration().then_some(&cal);
-                let q = quantizer.quantize(w.view(), cal).map_err(layer_error)?;
-                (q.dequantize().map_err(layer_error)?, q.bits_per_weight())
+                quantizer
+                    .quantize(w.view(), cal)
+                    .and_then(|q| Ok((q.dequantize()?, q.bits_per_weight())))
             }
+        };
+        let (deq, bits_per_weight) = match quantized {
+            Ok(q) => q,
+            // The candidate's blocks do not fit this layer's rows: leave it out here.
+            Err(
+                e @ (tensorpress_quant_core::Error::NotBlockMultiple { .. }
+                | tensorpress_quant_core::Error::NotWholeBlocks { .. }),
+            ) => {
+                skipped.push((ci, e.to_string()));
+                continue;
+            }
+            Err(e) => return Err(layer_error(e)),
         };
         let delta: Array2<f64> = (&deq - &w).mapv(f64::from);
         let per_row = (delta.dot(h) * &delta).sum_axis(Axis(1));
@@ -406,6 +424,7 @@ fn profile_layer(
             None
         };
         results.push(CandidateResult {
+            candidate: ci,
             bits: bits_per_weight * params,
             output_error,
             fisher_output,
@@ -413,10 +432,27 @@ fn profile_layer(
             weight,
         });
     }
+    if results.is_empty() {
+        return Err(Error::Scheme {
+            scheme: options.candidates.join(","),
+            reason: format!(
+                "no candidate applies to layer `{name}` ({}×{}): {}; add one that does \
+                 (GGML K-quants need rows of a multiple of 256 weights, other GGML types of 32)",
+                w.nrows(),
+                w.ncols(),
+                skipped
+                    .iter()
+                    .map(|(_, why)| why.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        });
+    }
     Ok(LayerProfile {
         name: name.to_string(),
         shape: [w.nrows(), w.ncols()],
         results,
+        skipped,
     })
 }
 
@@ -455,9 +491,8 @@ impl Profile {
                     choices: l
                         .results
                         .iter()
-                        .zip(&self.candidates)
-                        .map(|(r, label)| Choice {
-                            label: label.clone(),
+                        .map(|r| Choice {
+                            label: self.candidates[r.candidate].clone(),
                             bits: r.bits,
                             cost: match measure {
                                 Measure::FisherOutput => r.fisher_output,
@@ -473,8 +508,34 @@ impl Profile {
     }
 
     /// The picks that give every layer candidate `candidate` (a uniform model).
-    pub fn uniform(&self, candidate: usize) -> Vec<usize> {
-        vec![candidate; self.layers.len()]
+    ///
+    /// # Errors
+    /// A layer the candidate does not apply to (or an index out of range).
+    pub fn uniform(&self, candidate: usize) -> Result<Vec<usize>> {
+        self.layers
+            .iter()
+            .map(|l| {
+                l.results
+                    .iter()
+                    .position(|r| r.candidate == candidate)
+                    .ok_or_else(|| Error::Scheme {
+                        scheme: self.candidates.get(candidate).cloned().unwrap_or_default(),
+                        reason: format!(
+                            "candidate {candidate} does not apply to layer `{}`",
+                            l.name
+                        ),
+                    })
+            })
+            .collect()
+    }
+
+    /// The candidate scheme of `pick` in layer `layer` (an index into
+    /// [`layers`](Self::layers)).
+    ///
+    /// # Panics
+    /// When either index is out of range.
+    pub fn label(&self, layer: usize, pick: usize) -> &str {
+        &self.candidates[self.layers[layer].results[pick].candidate]
     }
 
     /// Average bits per weight of `picks`.
@@ -490,12 +551,17 @@ impl Profile {
     }
 
     fn check_picks(&self, picks: &[usize]) -> Result<()> {
-        if picks.len() != self.layers.len() || picks.iter().any(|&k| k >= self.candidates.len()) {
+        let out_of_range = self
+            .layers
+            .iter()
+            .zip(picks)
+            .any(|(l, &k)| k >= l.results.len());
+        if picks.len() != self.layers.len() || out_of_range {
             return Err(Error::Scheme {
                 scheme: "plan".into(),
                 reason: format!(
-                    "a plan needs one pick below {} for each of the {} profiled layers (got {} picks)",
-                    self.candidates.len(),
+                    "a plan needs one pick per profiled layer ({} layers, got {} picks), \
+                     each below the number of candidates that apply to its layer",
                     self.layers.len(),
                     picks.len()
                 ),
@@ -537,9 +603,15 @@ impl Profile {
     /// Wrong number of picks.
     pub fn recipe(&self, picks: &[usize], comment: &str) -> Result<String> {
         self.check_picks(picks)?;
+        let chosen: Vec<usize> = self
+            .layers
+            .iter()
+            .zip(picks)
+            .map(|(l, &k)| l.results[k].candidate)
+            .collect();
         let mut count = vec![0usize; self.candidates.len()];
-        for &k in picks {
-            count[k] += 1;
+        for &c in &chosen {
+            count[c] += 1;
         }
         let main = (0..count.len()).max_by_key(|&k| count[k]).unwrap_or(0);
         let mut out = String::new();
@@ -552,7 +624,7 @@ impl Profile {
                 continue;
             }
             let _ = writeln!(out, "\n[[override]]\nscheme = \"{c}\"\nlayers = [");
-            for (layer, _) in self.layers.iter().zip(picks).filter(|(_, &p)| p == k) {
+            for (layer, _) in self.layers.iter().zip(&chosen).filter(|(_, &c)| c == k) {
                 let _ = writeln!(out, "  \"{}\",", layer.name);
             }
             let _ = writeln!(out, "]");
@@ -566,7 +638,8 @@ impl Profile {
     /// divergence of `model`'s next-token distribution on `windows` when
     /// only that layer takes candidate `candidate` (from the database) and
     /// every other layer stays as in `model`. One forward pass per layer and
-    /// window; `progress(done, total)` after each layer.
+    /// window; `progress(done, total)` after each layer. NaN for a layer the
+    /// candidate does not apply to.
     ///
     /// # Errors
     /// A candidate out of range, weights not kept, no windows, a forward error.
@@ -595,13 +668,16 @@ impl Profile {
             .collect::<tensorpress_models::Result<_>>()?;
         let mut out = Vec::with_capacity(self.layers.len());
         for (i, layer) in self.layers.iter().enumerate() {
-            let op = layer.results[candidate]
-                .weight
-                .clone()
-                .ok_or_else(|| Error::Scheme {
-                    scheme: "profile".into(),
-                    reason: "the profile kept no weights: profile with keep_weights = true".into(),
-                })?;
+            let Some(result) = layer.results.iter().find(|r| r.candidate == candidate) else {
+                // The candidate does not apply to this layer.
+                out.push(f64::NAN);
+                progress(i + 1, self.layers.len());
+                continue;
+            };
+            let op = result.weight.clone().ok_or_else(|| Error::Scheme {
+                scheme: "profile".into(),
+                reason: "the profile kept no weights: profile with keep_weights = true".into(),
+            })?;
             let mut m = model.clone();
             m.linear_mut(&layer.name)
                 .ok_or_else(|| Error::NotObserved {

@@ -229,11 +229,33 @@ fn bad_settings_are_typed_errors_that_say_what_to_change() {
     let p = profile_llama(&mut model, None, &windows, &options, &mut |_| {}).unwrap();
     let e = p.choices(Measure::FisherOutput).unwrap_err().to_string();
     assert!(e.contains("output-error"), "{e}");
-    let picks = p.uniform(1);
+    let picks = p.uniform(1).unwrap();
     let e = p.apply(&mut model.clone(), &picks).unwrap_err().to_string();
     assert!(e.contains("keep_weights"), "{e}");
     assert!(p.recipe(&picks[1..], "").is_err());
     assert!(p.recipe(&vec![7; picks.len()], "").is_err());
+
+    // GGML candidates whose blocks do not fit a layer's rows are left out of
+    // that layer (K-quants need rows of 256 weights; these are 32 and 64 wide).
+    let mut ggml = ProfileOptions::new(["gptq-q4_0", "gptq-q4_k"]);
+    ggml.keep_weights = false;
+    let g = profile_llama(&mut model, None, &windows, &ggml, &mut |_| {}).unwrap();
+    assert!(g
+        .layers
+        .iter()
+        .all(|l| l.results.len() == 1 && l.skipped.len() == 1));
+    assert_eq!(g.label(0, 0), "gptq-q4_0");
+    assert!(g
+        .uniform(1)
+        .unwrap_err()
+        .to_string()
+        .contains("does not apply"));
+    assert_eq!(g.uniform(0).unwrap(), vec![0; 14]);
+    let e = run(&mut model, &["gptq-q4_k"], &windows);
+    assert!(
+        e.contains("no candidate applies") && e.contains("256"),
+        "{e}"
+    );
 
     // An infeasible budget names the smallest possible one.
     let layers = p.choices(Measure::OutputError).unwrap();

@@ -46,8 +46,8 @@ pub(crate) struct CompressArgs {
     target_bpw: Option<f64>,
     /// --target-bpw: comma-separated candidate schemes (default: GPTQ
     /// act-order W2 g64, W3 per channel/g128/g64, W4 per channel/g128/g64,
-    /// W5 g128, W8 g128; for --format gguf: GPTQ onto Q2_K, Q3_K, Q4_K, Q5_K,
-    /// Q6_K, Q8_0).
+    /// W5 g128, W8 g128; for --format gguf: GPTQ onto Q3_K, IQ4_NL, Q4_K, Q5_0,
+    /// Q5_K, Q6_K, Q8_0 — a layer only takes the types whose blocks fit its rows).
     #[arg(long, value_name = "LIST", requires = "target_bpw")]
     candidates: Option<String>,
     /// --target-bpw: the sensitivity measure: fisher-output, fisher-weight
@@ -274,7 +274,10 @@ pub(crate) fn run(args: CompressArgs) -> CliResult {
 
 const CANDIDATES: &str = "gptq-w2-g64-act,gptq-w3-ch-act,gptq-w3-g128-act,gptq-w3-g64-act,\
 gptq-w4-ch-act,gptq-w4-g128-act,gptq-w4-g64-act,gptq-w5-g128-act,gptq-w8-g128-act";
-const GGUF_CANDIDATES: &str = "gptq-q2_k,gptq-q3_k,gptq-q4_k,gptq-q5_k,gptq-q6_k,gptq-q8_0";
+// K-quants take rows of a multiple of 256 weights; the 32-block types cover
+// the other layers (each layer chooses among the candidates that fit it).
+const GGUF_CANDIDATES: &str =
+    "gptq-q3_k,gptq-iq4_nl,gptq-q4_k,gptq-q5_0,gptq-q5_k,gptq-q6_k,gptq-q8_0";
 
 /// `--target-bpw`: profile, allocate, and return the plan as a recipe.
 fn plan(args: &CompressArgs, gguf_out: bool) -> Result<Recipe, Box<dyn std::error::Error>> {

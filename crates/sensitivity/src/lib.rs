@@ -3,7 +3,11 @@
 //! perturbation (the OBS/GPTQ output-error proxy), the output error on
 //! calibration inputs, Hessian traces (HAWQ-v2's average trace, exact or by
 //! Hutchinson's estimator), and rank/norm metrics of weights (effective rank,
-//! nuclear norm, stable rank).
+//! nuclear norm, stable rank). [`power_iteration`] gives HAWQ's top Hessian
+//! eigenvalue from Hessian-vector products. The model side (Hessians, Fisher
+//! and loss Hessian-vector products of a real model, the database of
+//! quantized layers, plans applied and written as recipes) is
+//! `tensorpress::mixed` in the facade crate.
 //!
 //! CPTQuant's layer measures (Nanda et al., 2024): [`canonical_correlations`]
 //! and [`cca_sensitivity`] (CCA between a layer's input and output
