@@ -96,6 +96,45 @@ fn check_windows(windows: &[Vec<u32>]) -> Result<()> {
     Ok(())
 }
 
+/// The mean over `windows` of each window's loss and of `of(gradient)` for
+/// each layer in `layers`; `progress(done, total)` after each window.
+fn mean_over_windows(
+    model: &LlamaModel,
+    windows: &[Vec<u32>],
+    layers: &[String],
+    of: impl Fn(&Tensor) -> candle_core::Result<Tensor>,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<(f64, BTreeMap<String, Array2<f32>>)> {
+    check_windows(windows)?;
+    let vars: Vec<&Var> = layers
+        .iter()
+        .map(|l| weight_var(model, l))
+        .collect::<Result<_>>()?;
+    let mut out: BTreeMap<String, Array2<f32>> = BTreeMap::new();
+    let mut total = 0.0;
+    let scale = 1.0 / windows.len() as f32;
+    for (i, window) in windows.iter().enumerate() {
+        let loss = lm_loss(model, window)?;
+        total += f64::from(loss.to_scalar::<f32>()?);
+        let grads = loss.backward()?;
+        for (name, var) in layers.iter().zip(&vars) {
+            let g = grads.get(var.as_tensor()).ok_or_else(|| Error::Config {
+                field: "layer",
+                reason: format!("no gradient reached `{name}`"),
+            })?;
+            let g = to_array2(&of(g)?)?;
+            match out.get_mut(name) {
+                Some(acc) => acc.scaled_add(scale, &g),
+                None => {
+                    out.insert(name.clone(), g * scale);
+                }
+            }
+        }
+        progress(i + 1, windows.len());
+    }
+    Ok((total / windows.len() as f64, out))
+}
+
 /// The mean loss over `windows` and its gradient with respect to each layer
 /// in `layers` (`[out, in]`, averaged over the windows).
 ///
@@ -106,33 +145,7 @@ pub fn loss_gradients(
     windows: &[Vec<u32>],
     layers: &[String],
 ) -> Result<(f64, BTreeMap<String, Array2<f32>>)> {
-    check_windows(windows)?;
-    let vars: Vec<&Var> = layers
-        .iter()
-        .map(|l| weight_var(model, l))
-        .collect::<Result<_>>()?;
-    let mut out: BTreeMap<String, Array2<f32>> = BTreeMap::new();
-    let mut total = 0.0;
-    let scale = 1.0 / windows.len() as f32;
-    for window in windows {
-        let loss = lm_loss(model, window)?;
-        total += f64::from(loss.to_scalar::<f32>()?);
-        let grads = loss.backward()?;
-        for (name, var) in layers.iter().zip(&vars) {
-            let g = grads.get(var.as_tensor()).ok_or_else(|| Error::Config {
-                field: "layer",
-                reason: format!("no gradient reached `{name}`"),
-            })?;
-            let g = to_array2(g)?;
-            match out.get_mut(name) {
-                Some(acc) => acc.scaled_add(scale, &g),
-                None => {
-                    out.insert(name.clone(), g * scale);
-                }
-            }
-        }
-    }
-    Ok((total / windows.len() as f64, out))
+    mean_over_windows(model, windows, layers, |g| Ok(g.clone()), &mut |_, _| {})
 }
 
 /// The empirical Fisher diagonal of each layer's weight: the mean over
@@ -147,32 +160,7 @@ pub fn fisher_diagonal(
     layers: &[String],
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<BTreeMap<String, Array2<f32>>> {
-    check_windows(windows)?;
-    let vars: Vec<&Var> = layers
-        .iter()
-        .map(|l| weight_var(model, l))
-        .collect::<Result<_>>()?;
-    let mut out: BTreeMap<String, Array2<f32>> = BTreeMap::new();
-    let scale = 1.0 / windows.len() as f32;
-    for (i, window) in windows.iter().enumerate() {
-        let loss = lm_loss(model, window)?;
-        let grads = loss.backward()?;
-        for (name, var) in layers.iter().zip(&vars) {
-            let g = grads.get(var.as_tensor()).ok_or_else(|| Error::Config {
-                field: "layer",
-                reason: format!("no gradient reached `{name}`"),
-            })?;
-            let g2 = to_array2(&g.sqr()?)?;
-            match out.get_mut(name) {
-                Some(acc) => acc.scaled_add(scale, &g2),
-                None => {
-                    out.insert(name.clone(), g2 * scale);
-                }
-            }
-        }
-        progress(i + 1, windows.len());
-    }
-    Ok(out)
+    Ok(mean_over_windows(model, windows, layers, Tensor::sqr, progress)?.1)
 }
 
 /// `H v` for the loss Hessian `H` of `layer`'s weight (mean loss over
