@@ -47,6 +47,14 @@ pub enum Error {
         /// What went wrong.
         source: tensorpress_quant_core::Error,
     },
+    /// Pruning a layer failed.
+    #[error("layer `{layer}`: {source}")]
+    Prune {
+        /// The layer.
+        layer: String,
+        /// What went wrong.
+        source: tensorpress_sparsity::Error,
+    },
     /// A calibrated method was given no calibration data.
     #[error("this method needs calibration text, and none was given")]
     NoCalibration,

@@ -480,3 +480,108 @@ fn compressed_layers_run_on_the_kernels_with_the_dequantized_model_logits() {
     let gap = max_gap(&got8, &want);
     assert!(gap > 0.0 && gap < 0.05, "int8 activations: {gap}");
 }
+
+/// Fraction of exact zeros in a layer's current weight.
+fn zero_fraction(m: &mut LlamaModel, name: &str) -> f64 {
+    let w = to_matrix(&m.linear_mut(name).unwrap().op().dense_weight().unwrap()).unwrap();
+    w.iter().filter(|v| **v == 0.0).count() as f64 / w.len() as f64
+}
+
+#[test]
+fn pruning_schemes_prune_every_target_and_sparsegpt_beats_magnitude() {
+    use tensorpress::compress::parse_scheme;
+    let cal = windows();
+    // Mean squared change of the logits on the calibration windows.
+    let base = model();
+    let logits_gap = |m: &LlamaModel| {
+        cal.iter()
+            .map(|w| {
+                let d = (m.logits(w, 0).unwrap() - base.logits(w, 0).unwrap()).unwrap();
+                d.sqr()
+                    .unwrap()
+                    .mean_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap()
+            })
+            .sum::<f32>()
+    };
+    let mut gaps = Vec::new();
+    for scheme in ["magnitude-50", "wanda-50", "sparsegpt-50"] {
+        let mut m = model();
+        let options = parse_scheme(scheme).unwrap().options();
+        let report = compress_llama(&mut m, &cal, &options, &mut |_| {}).unwrap();
+        assert_eq!(report.layers.len(), 14, "{scheme}");
+        // Pruned layers stay float: no codes, a replaced tensor and a mask each.
+        assert!(report.quantized.is_empty());
+        for l in &report.layers {
+            assert_eq!(l.sparsity, 0.5, "{scheme} {}", l.name);
+            assert_eq!(zero_fraction(&mut m, &l.name), 0.5);
+            assert_eq!(report.masks[&l.name].sparsity(), 0.5);
+            assert!(report.replaced.contains_key(&format!("{}.weight", l.name)));
+            assert_eq!(l.bits_per_weight, 9.0);
+        }
+        gaps.push(logits_gap(&m));
+    }
+    let [magnitude, wanda, sparsegpt] = gaps[..] else {
+        unreachable!()
+    };
+    // A random model has little structure to exploit; SmolLM2 figures are in docs/sparsity.md.
+    assert!(sparsegpt < 0.8 * magnitude && sparsegpt < wanda, "{gaps:?}");
+    assert!(wanda < magnitude, "{gaps:?}");
+}
+
+#[test]
+fn joint_and_prune_then_quantize_keep_the_pattern() {
+    use tensorpress::compress::parse_scheme;
+    use tensorpress::sparsity::is_n_m_sparse;
+    let cal = windows();
+    // Joint: one sweep gives 2:4 int4 codes that decode to the model's weight.
+    let mut m = model();
+    let joint = parse_scheme("sparsegpt-2:4-w4-g32").unwrap().options();
+    let report = compress_llama(&mut m, &cal, &joint, &mut |_| {}).unwrap();
+    for l in &report.layers {
+        let q = report.quantized[&l.name].as_quantized().unwrap();
+        let w = to_matrix(&m.linear_mut(&l.name).unwrap().op().dense_weight().unwrap()).unwrap();
+        assert_eq!(w, q.dequantize(), "{}", l.name);
+        assert!(is_n_m_sparse(w.view(), 2, 4).unwrap(), "{}", l.name);
+    }
+    // Prune, then GPTQ that keeps the zeros.
+    let mut m = model();
+    let prune = parse_scheme("sparsegpt-2:4").unwrap().options();
+    compress_llama(&mut m, &cal, &prune, &mut |_| {}).unwrap();
+    let quant = parse_scheme("gptq-w4-g32-sparse").unwrap().options();
+    let report = compress_llama(&mut m, &cal, &quant, &mut |_| {}).unwrap();
+    for l in &report.layers {
+        let w = to_matrix(&m.linear_mut(&l.name).unwrap().op().dense_weight().unwrap()).unwrap();
+        assert!(is_n_m_sparse(w.view(), 2, 4).unwrap(), "{}", l.name);
+        // A kept weight may also round to zero.
+        assert!(l.sparsity >= 0.5 && l.sparsity < 0.52, "{l:?}");
+    }
+}
+
+#[test]
+fn pruning_errors_are_typed() {
+    use tensorpress::compress::parse_scheme;
+    // Wanda and SparseGPT need calibration text.
+    for scheme in ["wanda-50", "sparsegpt-2:4"] {
+        let options = parse_scheme(scheme).unwrap().options();
+        assert!(matches!(
+            compress_llama(&mut model(), &[], &options, &mut |_| {}),
+            Err(Error::NoCalibration)
+        ));
+    }
+    // 64 input columns do not split into groups of 3.
+    let options = parse_scheme("magnitude-2:3").unwrap().options();
+    let err = compress_llama(&mut model(), &[], &options, &mut |_| {}).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            Error::Prune {
+                source: tensorpress::sparsity::Error::IndivisibleGroups { m: 3, .. },
+                ..
+            }
+        ),
+        "{err}"
+    );
+}

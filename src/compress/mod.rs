@@ -44,6 +44,7 @@ use tensorpress_models::linear::{to_matrix, DenseLinear, InputQuantLinear, Linea
 use tensorpress_models::llama::LlamaModel;
 use tensorpress_quant_core::ggml::{GgmlQuantizer, GgmlTensor};
 use tensorpress_quant_core::{Calibration, QuantizedTensor, WeightQuantizer};
+use tensorpress_sparsity::{SparsityMask, WeightPruner};
 
 use crate::{Error, Result};
 
@@ -60,6 +61,10 @@ pub enum Method {
     },
     /// A [`GgmlQuantizer`] (GGML block types), for GGUF exports.
     Ggml(Arc<dyn GgmlQuantizer>),
+    /// A [`WeightPruner`] (magnitude, Wanda, SparseGPT): the layer stays a
+    /// float weight with zeros, recorded in [`CompressReport::replaced`] (so
+    /// exports write it as a dense tensor) and in [`CompressReport::masks`].
+    Prune(Arc<dyn WeightPruner>),
 }
 
 impl Method {
@@ -68,6 +73,7 @@ impl Method {
         match self {
             Method::Weight { calibrate, .. } => *calibrate,
             Method::Ggml(q) => q.needs_calibration(),
+            Method::Prune(p) => p.calibrates(),
         }
     }
 }
@@ -80,6 +86,7 @@ impl std::fmt::Debug for Method {
                 .field("calibrate", calibrate)
                 .finish_non_exhaustive(),
             Method::Ggml(q) => f.debug_tuple("Ggml").field(&q.ggml_type()).finish(),
+            Method::Prune(p) => f.debug_tuple("Prune").field(&p.label()).finish(),
         }
     }
 }
@@ -190,8 +197,12 @@ pub struct LayerReport {
     pub output_error: Option<f64>,
     /// Relative weight error `‖ΔW‖² / ‖W‖²`.
     pub weight_error: f64,
-    /// Storage bits per weight (codes, f16 scales and zero points).
+    /// Storage bits per weight (codes, f16 scales and zero points; a pruned
+    /// float layer counts as compressed-tensors' sparse bitmask of 16-bit
+    /// values: 16 per kept weight plus 1 per weight for the mask).
     pub bits_per_weight: f64,
+    /// The fraction of its weights that are exactly zero.
+    pub sparsity: f64,
     /// Seconds spent quantizing it.
     pub seconds: f64,
 }
@@ -222,6 +233,9 @@ pub struct CompressReport {
     /// order, as the quantized weights do). Exporters write these instead of
     /// the source's tensors.
     pub replaced: BTreeMap<String, ArrayD<f32>>,
+    /// The masks of pruned layers (pruning alone, or SparseGPT's joint
+    /// pruning and quantization), by layer name.
+    pub masks: BTreeMap<String, SparsityMask>,
     /// What smoothing (AWQ, SmoothQuant) did, one entry per group of layers.
     pub smoothing: Vec<SmoothReport>,
     /// The run-time quantization of the compressed layers' inputs, if any.
@@ -237,6 +251,7 @@ impl CompressReport {
             layers: Vec::new(),
             quantized: BTreeMap::new(),
             replaced: BTreeMap::new(),
+            masks: BTreeMap::new(),
             smoothing: Vec::new(),
             activations: None,
             timings: Timings::default(),
@@ -411,16 +426,25 @@ fn quantize_layer(
         layer: name.to_string(),
         source,
     };
-    let (compressed, deq) = match method {
+    let (compressed, deq, mask) = match method {
         Method::Weight { quantizer, .. } => {
             let q = quantizer.quantize(w.view(), qcal).map_err(layer_error)?;
             let deq = q.dequantize();
-            (CompressedWeight::Quantized(q), deq)
+            (Some(CompressedWeight::Quantized(q)), deq, None)
         }
         Method::Ggml(quantizer) => {
             let q = quantizer.quantize(w.view(), qcal).map_err(layer_error)?;
             let deq = q.dequantize().map_err(layer_error)?;
-            (CompressedWeight::Ggml(q), deq)
+            (Some(CompressedWeight::Ggml(q)), deq, None)
+        }
+        Method::Prune(pruner) => {
+            let p = pruner
+                .prune(w.view(), qcal)
+                .map_err(|source| Error::Prune {
+                    layer: name.to_string(),
+                    source,
+                })?;
+            (None, p.weight, Some(p.mask))
         }
     };
     let seconds = t.elapsed().as_secs_f64();
@@ -439,8 +463,15 @@ fn quantize_layer(
         _ => None,
     };
     let (rows, cols) = deq.dim();
+    let zeros = deq.iter().filter(|v| **v == 0.0).count();
+    let sparsity = zeros as f64 / (rows * cols).max(1) as f64;
+    let bits_per_weight = match &compressed {
+        Some(c) => c.bits_per_weight(),
+        None => 16.0 * (1.0 - sparsity) + 1.0,
+    };
     let data = deq.into_raw_vec_and_offset().0;
     let new_weight = Tensor::from_vec(data, (rows, cols), &device)?;
+    let pruned_weight = new_weight.clone();
     let bias = linear.op().bias().cloned();
     let dense: Arc<dyn LinearOp> = Arc::new(DenseLinear::new(new_weight, bias)?);
     match options.activations {
@@ -452,11 +483,20 @@ fn quantize_layer(
         shape: [rows, cols],
         output_error,
         weight_error,
-        bits_per_weight: compressed.bits_per_weight(),
+        bits_per_weight,
+        sparsity,
         seconds,
     };
     progress(Progress::Layer(layer.clone()));
     report.layers.push(layer);
-    report.quantized.insert(name.to_string(), compressed);
+    match compressed {
+        Some(c) => {
+            report.quantized.insert(name.to_string(), c);
+        }
+        None => report.replace(format!("{name}.weight"), &pruned_weight)?,
+    }
+    if let Some(mask) = mask {
+        report.masks.insert(name.to_string(), mask);
+    }
     Ok(())
 }

@@ -7,6 +7,7 @@ use tensorpress_quant_core::ggml::{GgmlRtn, GgmlType};
 use tensorpress_quant_core::gptq::GgmlGptq;
 use tensorpress_quant_core::rotation::RotationKind;
 use tensorpress_quant_core::{Awq, ClipSearch, Format, Gptq, Hqq, QuantSpec, Rtn, WeightQuantizer};
+use tensorpress_sparsity::{Magnitude, PruneScope, SparseGpt, SparsityTarget, Wanda, WeightPruner};
 
 use super::{ActivationQuant, CompressOptions, Method, RotateOptions, Smoothing};
 use crate::{Error, Result};
@@ -125,6 +126,9 @@ fn parse_parts(scheme: &str, parts: &[&str]) -> Result<Scheme> {
         ));
     }
     let (method, format, options) = (parts[0], parts[1], &parts[2..]);
+    if matches!(method, "magnitude" | "wanda" | "sparsegpt") {
+        return parse_pruning(scheme, method, format, options);
+    }
     if method == "ggml" {
         let ty = GgmlType::from_name(format)
             .filter(|t| t.can_quantize())
@@ -175,7 +179,7 @@ fn parse_parts(scheme: &str, parts: &[&str]) -> Result<Scheme> {
     if w8a8 {
         spec = spec.channel();
     }
-    let (mut act, mut stat, mut intzero) = (false, false, false);
+    let (mut act, mut stat, mut intzero, mut keep_zeros) = (false, false, false, false);
     let mut alpha: Option<f32> = None;
     if method == "hqq" {
         spec = spec.asymmetric();
@@ -188,6 +192,7 @@ fn parse_parts(scheme: &str, parts: &[&str]) -> Result<Scheme> {
             "act" => act = true,
             "static" => stat = true,
             "intzero" => intzero = true,
+            "sparse" => keep_zeros = true,
             a if a.starts_with("alpha") => {
                 let v: f32 = a[5..]
                     .parse()
@@ -209,6 +214,12 @@ fn parse_parts(scheme: &str, parts: &[&str]) -> Result<Scheme> {
     if (act || stat) && method != "gptq" {
         return Err(bad("`act` and `static` are GPTQ options".into()));
     }
+    if keep_zeros && (method != "gptq" || act || stat) {
+        return Err(bad(
+            "`sparse` (keep the weight's zeros) is a GPTQ option without act-order or static groups"
+                .into(),
+        ));
+    }
     if intzero && method != "hqq" {
         return Err(bad("`intzero` is an HQQ option".into()));
     }
@@ -225,6 +236,10 @@ fn parse_parts(scheme: &str, parts: &[&str]) -> Result<Scheme> {
         "rtnmse" => (
             Arc::new(Rtn::new(spec).with_clip_search(ClipSearch::default())),
             false,
+        ),
+        "gptq" if keep_zeros => (
+            Arc::new(SparseGpt::new(SparsityTarget::KeepZeros).with_quant(spec)),
+            true,
         ),
         "gptq" => (
             Arc::new(Gptq::new(spec).act_order(act).static_groups(stat)),
@@ -257,6 +272,9 @@ fn parse_parts(scheme: &str, parts: &[&str]) -> Result<Scheme> {
     if intzero {
         label.push_str(" integer zeros");
     }
+    if keep_zeros {
+        label.push_str(" keeping zeros");
+    }
     if w8a8 {
         label.push_str(" + int8 activations per token");
     }
@@ -275,6 +293,107 @@ fn parse_parts(scheme: &str, parts: &[&str]) -> Result<Scheme> {
     })
 }
 
+/// `magnitude-50`, `wanda-2:4`, `sparsegpt-4:8`, `sparsegpt-50-w4[-gN|-ch][-asym]`
+/// (joint pruning and quantization), `magnitude-50-row` (per output row).
+fn parse_pruning(scheme: &str, method: &str, target: &str, options: &[&str]) -> Result<Scheme> {
+    let bad = |reason: String| Error::Scheme {
+        scheme: scheme.to_string(),
+        reason,
+    };
+    let target = match target.split_once(':') {
+        Some((n, m)) => {
+            let (n, m) = n
+                .parse()
+                .ok()
+                .zip(m.parse().ok())
+                .ok_or_else(|| bad(format!("`{target}`: expected N:M, e.g. 2:4")))?;
+            SparsityTarget::NM { n, m }
+        }
+        None => {
+            let percent: f64 = target.parse().map_err(|_| {
+                bad(format!(
+                    "`{target}`: expected a percentage (50) or an N:M pattern (2:4)"
+                ))
+            })?;
+            SparsityTarget::Unstructured(percent / 100.0)
+        }
+    };
+    // The target's own checks that need no weight.
+    match target {
+        SparsityTarget::Unstructured(s) if !(s > 0.0 && s < 1.0) => {
+            return Err(bad(format!("sparsity {}% is outside (0, 100)", s * 100.0)))
+        }
+        SparsityTarget::NM { n, m } if m == 0 || n > m => {
+            return Err(bad(format!(
+                "{n}:{m} keeps more than it has: N must be ≤ M"
+            )))
+        }
+        _ => {}
+    }
+    let pruner: Arc<dyn WeightPruner> = match method {
+        "magnitude" => {
+            let mut p = Magnitude::new(target);
+            for &o in options {
+                match o {
+                    "row" => p.scope = PruneScope::PerRow,
+                    other => return Err(bad(format!("unknown option `{other}` for magnitude"))),
+                }
+            }
+            Arc::new(p)
+        }
+        "wanda" => {
+            if let Some(o) = options.first() {
+                return Err(bad(format!("unknown option `{o}` for Wanda")));
+            }
+            Arc::new(Wanda::new(target))
+        }
+        _ if options.is_empty() => Arc::new(SparseGpt::new(target)),
+        _ => {
+            // Joint pruning and quantization: the rest is a quantization format.
+            let spec = parse_spec(options).map_err(bad)?;
+            let sg = SparseGpt::new(target).with_quant(spec);
+            return Ok(Scheme::weight_only(
+                sg.label(),
+                Method::Weight {
+                    quantizer: Arc::new(sg),
+                    calibrate: true,
+                },
+            ));
+        }
+    };
+    Ok(Scheme::weight_only(pruner.label(), Method::Prune(pruner)))
+}
+
+/// `wB[-gN|-ch|-tensor][-asym]` or a float format name, for SparseGPT's joint mode.
+fn parse_spec(parts: &[&str]) -> std::result::Result<QuantSpec, String> {
+    let format = parts[0];
+    let fmt: Format = match format.strip_prefix('w').and_then(|b| b.parse::<u8>().ok()) {
+        Some(bits) => Format::Int { bits },
+        None => format.parse().map_err(|e| format!("{e}"))?,
+    };
+    let mut spec = QuantSpec::new(fmt);
+    for &o in &parts[1..] {
+        match o {
+            "ch" => spec = spec.channel(),
+            "tensor" => spec = spec.tensor(),
+            "asym" => spec = spec.asymmetric(),
+            g if g.starts_with('g') => {
+                let size = g[1..]
+                    .parse()
+                    .map_err(|_| format!("`{g}`: expected gN, e.g. g128"))?;
+                spec = spec.group(size);
+            }
+            other => {
+                return Err(format!(
+                    "unknown option `{other}` for SparseGPT's quantization"
+                ))
+            }
+        }
+    }
+    spec.format.validate().map_err(|e| e.to_string())?;
+    Ok(spec)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -288,6 +407,29 @@ mod tests {
         assert_eq!(label("ggml-q4_k-imatrix"), "llama.cpp Q4_K imatrix");
         assert_eq!(label("hqq-w4-g64"), "HQQ int4 asym g64");
         assert_eq!(label("gptq-q4_0"), "GPTQ Q4_0");
+        assert_eq!(label("sparsegpt-50"), "SparseGPT 50%");
+        assert_eq!(label("wanda-2:4"), "Wanda 2:4");
+        assert_eq!(label("magnitude-4:8"), "magnitude 4:8");
+        assert_eq!(
+            label("sparsegpt-50-w4"),
+            "SparseGPT 50% + int4 sym per-channel joint"
+        );
+        assert_eq!(
+            label("gptq-w4-ch-sparse"),
+            "GPTQ int4 sym per-channel keeping zeros"
+        );
+        for bad in [
+            "sparsegpt-0",
+            "sparsegpt-100",
+            "wanda-5:4",
+            "wanda-2:0",
+            "magnitude-x",
+            "wanda-50-row",
+            "sparsegpt-50-w9",
+            "gptq-w4-g128-act-sparse",
+        ] {
+            assert!(parse_scheme(bad).is_err(), "{bad}");
+        }
         assert!(parse_scheme("gptq-iq4_nl").unwrap().method.calibrates());
         for bad in [
             "gptq",

@@ -378,6 +378,17 @@ fn profile_layer(
                     .quantize(w.view(), cal)
                     .and_then(|q| Ok((q.dequantize()?, q.bits_per_weight())))
             }
+            // A pruning candidate: stored as a sparse bitmask of 16-bit values.
+            Method::Prune(pruner) => {
+                let p = pruner
+                    .prune(w.view(), pruner.calibrates().then_some(&cal))
+                    .map_err(|source| Error::Prune {
+                        layer: name.to_string(),
+                        source,
+                    })?;
+                let bits = 16.0 * p.mask.density() + 1.0;
+                Ok((p.weight, bits))
+            }
         };
         let (deq, bits_per_weight) = match quantized {
             Ok(q) => q,

@@ -227,6 +227,15 @@ pub enum Error {
         /// The order asked for.
         n: usize,
     },
+    /// A method built on this crate's traits failed (SparseGPT's joint
+    /// pruning and quantization, in `tensorpress-sparsity`).
+    #[error("{method}: {reason}")]
+    Method {
+        /// The method.
+        method: &'static str,
+        /// What went wrong.
+        reason: String,
+    },
     /// Codes that a packing layout cannot store, or packed data of the wrong shape.
     #[error(transparent)]
     Pack(#[from] crate::pack::PackError),

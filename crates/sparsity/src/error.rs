@@ -58,9 +58,53 @@ pub enum Error {
         /// Second shape.
         rhs: Vec<usize>,
     },
+    /// A block size of 0 (or, for N:M, smaller than the group size `m`).
+    #[error("block size {block} is too small: use at least one N:M group (or 128, the reference)")]
+    InvalidBlockSize {
+        /// The block size given.
+        block: usize,
+    },
+    /// A method that needs calibration data got none.
+    #[error("{method} needs {what} from calibration data: compress with calibration windows")]
+    MissingCalibration {
+        /// The method.
+        method: &'static str,
+        /// What it needs.
+        what: &'static str,
+    },
+    /// A method that cannot prune to this kind of target.
+    #[error("{method} cannot prune to {target}")]
+    UnsupportedTarget {
+        /// The method.
+        method: &'static str,
+        /// The target.
+        target: &'static str,
+    },
+    /// SparseGPT was asked for quantized codes without a quantization spec.
+    #[error("SparseGPT has no quantization spec: set one with `SparseGpt::with_quant` for the joint mode")]
+    NoQuantization,
+    /// Removing structure would leave a layer with nothing.
+    #[error("removing {removed} of {total} {what} would leave nothing: keep at least one")]
+    EmptyLayer {
+        /// What is removed (`"FFN neurons"`, `"heads"`).
+        what: &'static str,
+        /// How many would go.
+        removed: usize,
+        /// How many there are.
+        total: usize,
+    },
+    /// An error of the quantization layer (joint pruning and quantization).
+    #[error(transparent)]
+    Quant(Box<tensorpress_quant_core::Error>),
     /// An error of the tensor layer.
     #[error(transparent)]
     Tensor(#[from] tensorpress_tensor::Error),
+}
+
+impl From<tensorpress_quant_core::Error> for Error {
+    fn from(e: tensorpress_quant_core::Error) -> Self {
+        Error::Quant(Box::new(e))
+    }
 }
 
 /// Result with this crate's [`Error`].

@@ -1,6 +1,9 @@
 //! Weight sparsity for tensorpress: unstructured pruning by magnitude or by an
-//! importance score (Wanda's `|W| · ‖X_j‖₂`), N:M semi-structured masks (2:4),
-//! the [`SparsityMask`] type and sparsity statistics.
+//! importance score (Wanda's `|W| · ‖X_j‖₂`), SparseGPT's one-shot OBS pruning
+//! with the layer Hessian (alone or jointly with quantization), N:M
+//! semi-structured masks (2:4, 4:8), the [`SparsityMask`] type and sparsity
+//! statistics. [`WeightPruner`] puts magnitude, Wanda and SparseGPT behind one
+//! interface for the compression pipeline.
 //!
 //! Weights are `[out_features, in_features]`; N:M groups run along the input
 //! dimension, as sparse tensor cores and compressed-tensors' 2:4 format expect.
@@ -36,10 +39,14 @@ mod error;
 mod magnitude;
 mod mask;
 mod nm;
+mod pruner;
+mod sparsegpt;
 mod stats;
 
 pub use error::{Error, Result};
 pub use magnitude::{magnitude_prune, prune_by_score, wanda_scores, PruneScope};
 pub use mask::SparsityMask;
 pub use nm::{nm_magnitude, nm_mask};
+pub use pruner::{Magnitude, Pruned, Wanda, WeightPruner};
+pub use sparsegpt::{SparseGpt, SparseGptOutput, SparsityTarget};
 pub use stats::{is_n_m_sparse, SparsityStats};
