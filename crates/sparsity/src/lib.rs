@@ -36,6 +36,7 @@
 //! ```
 
 mod error;
+pub mod kernels;
 mod magnitude;
 mod mask;
 mod nm;

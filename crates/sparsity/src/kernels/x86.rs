@@ -1,0 +1,153 @@
+//! x86-64 sparse kernels: AVX2+FMA (2:4 rows, column updates) and AVX-512F
+//! (column updates).
+
+use std::arch::x86_64::*;
+
+use super::scalar;
+
+/// For an index byte (two 2:4 groups of 4 columns): the lane of each of its
+/// four kept values within the byte's 8 columns.
+const LUT: [[i32; 4]; 256] = {
+    let mut t = [[0i32; 4]; 256];
+    let mut b = 0;
+    while b < 256 {
+        let mut k = 0;
+        while k < 4 {
+            t[b][k] = (4 * (k / 2) + ((b >> (2 * k)) & 3)) as i32;
+            k += 1;
+        }
+        b += 1;
+    }
+    t
+};
+
+/// One row of a 2:4 matrix times `x`: per 16 columns, 8 kept values, their
+/// activations gathered from two 8-lane loads by lane permutes.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA; `values.len() == 4 · index.len()` and
+/// `x.len() == 8 · index.len()`.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn dot_24(values: &[f32], index: &[u8], x: &[f32]) -> f32 {
+    debug_assert_eq!(values.len(), 4 * index.len());
+    debug_assert_eq!(x.len(), 8 * index.len());
+    let pairs = index.len() / 2;
+    let (v, xp) = (values.as_ptr(), x.as_ptr());
+    // SAFETY (every `step` below): pair `p` reads values `8p..8p+8` and
+    // activations `16p..16p+16`, inside the slices because `2p + 1 <
+    // index.len()`.
+    let mut acc0 = _mm256_setzero_ps();
+    let mut acc1 = _mm256_setzero_ps();
+    let mut q = 0;
+    while q + 1 < pairs {
+        // SAFETY: pairs `q` and `q + 1` are below `pairs` (see above).
+        acc0 = unsafe { step(v, index, xp, q, acc0) };
+        // SAFETY: as above.
+        acc1 = unsafe { step(v, index, xp, q + 1, acc1) };
+        q += 2;
+    }
+    while q < pairs {
+        // SAFETY: pair `q` is below `pairs` (see above).
+        acc0 = unsafe { step(v, index, xp, q, acc0) };
+        q += 1;
+    }
+    let acc = _mm256_add_ps(acc0, acc1);
+    let s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+    // An odd last index byte (8 columns).
+    let done = 2 * pairs;
+    _mm_cvtss_f32(s) + scalar::dot_24(&values[4 * done..], &index[done..], &x[8 * done..])
+}
+
+/// One pair of index bytes of [`dot_24`]: 8 kept values times their
+/// gathered activations, added to `acc`.
+///
+/// # Safety
+/// AVX2 and FMA; `v` points at `8p + 8` readable values, `xp` at `16p + 16`
+/// readable activations, and `index` has `2p + 2` bytes.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn step(v: *const f32, index: &[u8], xp: *const f32, p: usize, acc: __m256) -> __m256 {
+    // SAFETY: the LUT rows are 16 bytes, read unaligned; the value and
+    // activation reads are in bounds by the caller's contract.
+    unsafe {
+        let lo = _mm_loadu_si128(LUT[index[2 * p] as usize].as_ptr().cast());
+        let hi = _mm_loadu_si128(LUT[index[2 * p + 1] as usize].as_ptr().cast());
+        let idx = _mm256_set_m128i(hi, lo);
+        let x0 = _mm256_loadu_ps(xp.add(16 * p));
+        let x1 = _mm256_loadu_ps(xp.add(16 * p + 8));
+        let g = _mm256_blend_ps(
+            _mm256_permutevar8x32_ps(x0, idx),
+            _mm256_permutevar8x32_ps(x1, idx),
+            0xF0,
+        );
+        _mm256_fmadd_ps(_mm256_loadu_ps(v.add(8 * p)), g, acc)
+    }
+}
+
+/// `y += x0·c0 + x1·c1 + x2·c2 + x3·c3`, 8 lanes at a time.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA; every column has `y.len()` entries.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn axpy4_avx2(
+    c0: &[f32],
+    c1: &[f32],
+    c2: &[f32],
+    c3: &[f32],
+    xs: &[f32; 4],
+    y: &mut [f32],
+) {
+    let n = y.len();
+    debug_assert!(c0.len() == n && c1.len() == n && c2.len() == n && c3.len() == n);
+    let [x0, x1, x2, x3] = xs.map(|x| _mm256_set1_ps(x));
+    let yp = y.as_mut_ptr();
+    let mut r = 0;
+    while r + 8 <= n {
+        // SAFETY: `r + 8 <= n` and every slice has `n` entries.
+        unsafe {
+            let mut acc = _mm256_loadu_ps(yp.add(r));
+            acc = _mm256_fmadd_ps(_mm256_loadu_ps(c0.as_ptr().add(r)), x0, acc);
+            acc = _mm256_fmadd_ps(_mm256_loadu_ps(c1.as_ptr().add(r)), x1, acc);
+            acc = _mm256_fmadd_ps(_mm256_loadu_ps(c2.as_ptr().add(r)), x2, acc);
+            acc = _mm256_fmadd_ps(_mm256_loadu_ps(c3.as_ptr().add(r)), x3, acc);
+            _mm256_storeu_ps(yp.add(r), acc);
+        }
+        r += 8;
+    }
+    scalar::axpy(&[&c0[r..], &c1[r..], &c2[r..], &c3[r..]], xs, &mut y[r..]);
+}
+
+/// `y += x0·c0 + x1·c1 + x2·c2 + x3·c3`, 16 lanes at a time.
+///
+/// # Safety
+/// The CPU must support AVX-512F; every column has `y.len()` entries.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn axpy4_avx512(
+    c0: &[f32],
+    c1: &[f32],
+    c2: &[f32],
+    c3: &[f32],
+    xs: &[f32; 4],
+    y: &mut [f32],
+) {
+    let n = y.len();
+    debug_assert!(c0.len() == n && c1.len() == n && c2.len() == n && c3.len() == n);
+    let [x0, x1, x2, x3] = xs.map(|x| _mm512_set1_ps(x));
+    let yp = y.as_mut_ptr();
+    let mut r = 0;
+    while r + 16 <= n {
+        // SAFETY: `r + 16 <= n` and every slice has `n` entries.
+        unsafe {
+            let mut acc = _mm512_loadu_ps(yp.add(r));
+            acc = _mm512_fmadd_ps(_mm512_loadu_ps(c0.as_ptr().add(r)), x0, acc);
+            acc = _mm512_fmadd_ps(_mm512_loadu_ps(c1.as_ptr().add(r)), x1, acc);
+            acc = _mm512_fmadd_ps(_mm512_loadu_ps(c2.as_ptr().add(r)), x2, acc);
+            acc = _mm512_fmadd_ps(_mm512_loadu_ps(c3.as_ptr().add(r)), x3, acc);
+            _mm512_storeu_ps(yp.add(r), acc);
+        }
+        r += 16;
+    }
+    scalar::axpy(&[&c0[r..], &c1[r..], &c2[r..], &c3[r..]], xs, &mut y[r..]);
+}
