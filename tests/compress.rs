@@ -585,3 +585,45 @@ fn pruning_errors_are_typed() {
         "{err}"
     );
 }
+
+#[test]
+fn ffn_activation_sparsity_hits_its_targets_and_counts_them() {
+    use tensorpress::activation::{calibrate_ffn, FfnSparsity, FfnSparsityHook};
+    let mut m = model();
+    let cal = windows();
+    let stats = calibrate_ffn(&mut m, &cal, 10_000).unwrap();
+    assert_eq!(stats.blocks.len(), 2);
+    assert_eq!(stats.blocks[0].tokens, 6 * 48);
+    let dense = m.logits(&cal[0], 0).unwrap();
+    let mut gaps = Vec::new();
+    for rule in [
+        FfnSparsity::Chess(0.5),
+        FfnSparsity::Cats(0.5),
+        FfnSparsity::TopK(0.5),
+    ] {
+        let hook = Arc::new(FfnSparsityHook::new(&stats, rule).unwrap());
+        m.set_ffn_hook(Some(hook.clone()));
+        for w in &cal {
+            m.logits(w, 0).unwrap();
+        }
+        // On the calibration tokens themselves, every layer meets the target.
+        for layer in hook.report() {
+            assert_eq!(layer.tokens, 6 * 48);
+            assert!((layer.sparsity - 0.5).abs() < 0.01, "{rule:?}: {layer:?}");
+        }
+        let sparse = m.logits(&cal[0], 0).unwrap();
+        gaps.push(max_gap(&sparse, &dense));
+        m.set_ffn_hook(None);
+    }
+    assert!(gaps.iter().all(|g| *g > 0.0), "{gaps:?}");
+    // The runner is unchanged once the hook is gone.
+    assert_eq!(max_gap(&m.logits(&cal[0], 0).unwrap(), &dense), 0.0);
+    // Targets outside (0, 1) and thresholds for top-k are errors.
+    assert!(FfnSparsityHook::new(&stats, FfnSparsity::Chess(1.0)).is_err());
+    assert!(FfnSparsityHook::new(&stats, FfnSparsity::TopK(0.0)).is_err());
+    assert!(stats.thresholds(FfnSparsity::TopK(0.5)).is_err());
+    assert!(matches!(
+        calibrate_ffn(&mut m, &[], 10),
+        Err(Error::NoCalibration)
+    ));
+}

@@ -1,6 +1,7 @@
 //! The Llama forward pass: RMSNorm, rotary embeddings, grouped-query attention,
 //! SwiGLU, tied or separate output projection.
 
+use std::fmt;
 use std::sync::Arc;
 
 use candle_core::{Device, Tensor, Var, D};
@@ -14,6 +15,7 @@ use crate::{Error, Result};
 /// One transformer block.
 #[derive(Debug, Clone)]
 pub struct LlamaBlock {
+    index: usize,
     attn_norm: Tensor,
     q_proj: Linear,
     k_proj: Linear,
@@ -229,6 +231,21 @@ pub struct LlamaModel {
     differentiable: bool,
     vars: Vec<(String, Var)>,
     observer: Option<Arc<dyn Observer>>,
+    ffn_hook: Option<Arc<dyn FfnHook>>,
+}
+
+/// A hook on the gated FFN's activation: given block `block`'s
+/// `a_gate = silu(x W_gateᵀ)` and `a_up = x W_upᵀ` (`[.., intermediate]`),
+/// it returns the gate activation the block multiplies with `a_up`. Activation
+/// sparsification (CHESS, CATS, top-k) zeroes entries of `a_gate` here, which
+/// zeroes the matching inputs of the down projection; a calibration hook
+/// records the distributions and returns `a_gate` unchanged.
+pub trait FfnHook: Send + Sync + fmt::Debug {
+    /// The gate activation to use.
+    ///
+    /// # Errors
+    /// The hook's own tensor errors.
+    fn gate(&self, block: usize, gate: &Tensor, up: &Tensor) -> Result<Tensor>;
 }
 
 impl LlamaModel {
@@ -271,6 +288,7 @@ impl LlamaModel {
                 &[h],
             )?;
             blocks.push(LlamaBlock {
+                index: blocks.len(),
                 attn_norm,
                 q_proj,
                 k_proj,
@@ -305,6 +323,7 @@ impl LlamaModel {
             differentiable,
             vars,
             observer: None,
+            ffn_hook: None,
         })
     }
 
@@ -405,6 +424,12 @@ impl LlamaModel {
             .iter_mut()
             .flat_map(|b| b.linears_mut())
             .find(|l| l.name() == name)
+    }
+
+    /// Attaches (or with `None` detaches) a hook on every block's FFN gate
+    /// activation ([`FfnHook`]).
+    pub fn set_ffn_hook(&mut self, hook: Option<Arc<dyn FfnHook>>) {
+        self.ffn_hook = hook;
     }
 
     /// Attaches (or with `None` detaches) an observer of linear-layer inputs.
@@ -604,7 +629,12 @@ impl LlamaModel {
         let h = self.rms_norm(&x, &block.ffn_norm)?;
         let gate = block.gate_proj.forward(&h, obs)?;
         let up = block.up_proj.forward(&h, obs)?;
-        let act = (candle_nn::ops::silu(&gate)? * up)?;
+        let a_gate = candle_nn::ops::silu(&gate)?;
+        let a_gate = match &self.ffn_hook {
+            Some(hook) => hook.gate(block.index, &a_gate, &up)?,
+            None => a_gate,
+        };
+        let act = (a_gate * up)?;
         let down = block.down_proj.forward(&act, obs)?;
         Ok((x + down)?)
     }
