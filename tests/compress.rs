@@ -627,3 +627,57 @@ fn ffn_activation_sparsity_hits_its_targets_and_counts_them() {
         Err(Error::NoCalibration)
     ));
 }
+
+#[test]
+fn structured_ffn_pruning_writes_a_smaller_smollm2_that_reloads() {
+    use tensorpress::compress::{
+        prune_ffn_llama, write_hf_checkpoint, ExportFormat, ExportOptions,
+    };
+    use tensorpress::io::export::FloatDType;
+    use tensorpress::io::gguf::GgufFile;
+    use tensorpress::io::testdata;
+
+    let path = testdata::smollm2_gguf().expect("test data: run scripts/fetch-testdata.sh");
+    let gguf = GgufFile::open(&path).unwrap();
+    let mut m = LlamaModel::from_gguf(&gguf, LoadOptions::default()).unwrap();
+    let tokens = [1u32, 504, 3136, 282, 260, 1345, 28, 5346, 30];
+    let base = m.logits(&tokens, 0).unwrap();
+    let cal: Vec<Vec<u32>> = (0..2)
+        .map(|w| {
+            (0..64)
+                .map(|i| 300 + ((w * 64 + i) * 37 % 4000) as u32)
+                .collect()
+        })
+        .collect();
+    let report = prune_ffn_llama(&mut m, &cal, 0.25, &mut |_| {}).unwrap();
+    assert_eq!(m.params().intermediate_size, 1152);
+    assert_eq!(report.layers.len(), 90);
+    assert!(report
+        .layers
+        .iter()
+        .filter_map(|l| l.output_error)
+        .all(|e| e > 0.0 && e < 1.0));
+    let pruned = m.logits(&tokens, 0).unwrap();
+    assert!(max_gap(&pruned, &base) > 0.0);
+    let dir = tempfile::tempdir().unwrap();
+    let opts = ExportOptions {
+        format: ExportFormat::Dequantized,
+        dtype: FloatDType::F32,
+    };
+    write_hf_checkpoint(&path, &report, &opts, dir.path()).unwrap();
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("config.json")).unwrap())
+            .unwrap();
+    assert_eq!(config["intermediate_size"], 1152);
+    let back = LlamaModel::from_hf_dir(dir.path(), LoadOptions::default()).unwrap();
+    assert_eq!(back.params().intermediate_size, 1152);
+    let diff = max_gap(&back.logits(&tokens, 0).unwrap(), &pruned);
+    assert!(diff < 1e-3, "{diff}");
+    // Removing every neuron, or none, is an error.
+    for ratio in [1.0, 0.0] {
+        assert!(matches!(
+            prune_ffn_llama(&mut m, &cal, ratio, &mut |_| {}),
+            Err(Error::Prune { .. })
+        ));
+    }
+}

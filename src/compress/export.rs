@@ -377,6 +377,32 @@ pub fn write_hf_checkpoint(
         obj.insert("torch_dtype".into(), json!(options.dtype.torch_name()));
         obj.remove("quantization_config");
     }
+    // Structured FFN pruning: the new width, the same in every block.
+    let widths: std::collections::BTreeSet<usize> = report
+        .replaced
+        .iter()
+        .filter(|(name, _)| name.ends_with(".mlp.gate_proj.weight"))
+        .map(|(_, v)| v.shape()[0])
+        .collect();
+    if let Some(&width) = widths.first() {
+        let pruned = report
+            .replaced
+            .keys()
+            .filter(|n| n.ends_with(".mlp.gate_proj.weight"))
+            .count();
+        if widths.len() > 1 || (width != params.intermediate_size && pruned != params.num_layers) {
+            return Err(Error::Export {
+                layer: "mlp".into(),
+                reason: format!(
+                    "the FFN widths differ across blocks ({widths:?}): Hugging Face Llama \
+                     configs hold one intermediate_size"
+                ),
+            });
+        }
+        if let Some(obj) = config.as_object_mut() {
+            obj.insert("intermediate_size".into(), json!(width));
+        }
+    }
 
     let mut writer = match options.format {
         ExportFormat::CompressedTensors => {

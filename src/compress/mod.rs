@@ -19,6 +19,7 @@ mod recipe;
 mod rotate;
 mod scheme;
 mod smooth;
+mod structured;
 
 pub use calib::calibration_windows;
 pub use capture::{Collected, HessianCollector};
@@ -33,6 +34,7 @@ pub use recipe::Recipe;
 pub use rotate::{fold_llama_norms, merge_reports, rotate_llama, RotateOptions};
 pub use scheme::{parse_scheme, Scheme};
 pub use smooth::{ActivationQuant, SmoothReport, Smoothing};
+pub use structured::prune_ffn_llama;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -360,6 +360,12 @@ impl Linear {
         Ok(())
     }
 
+    /// Swaps in `op` whatever its shape: for structural changes that resize
+    /// the neighbouring layers too (removing FFN neurons).
+    pub(crate) fn replace_op(&mut self, op: Arc<dyn LinearOp>) {
+        self.op = op;
+    }
+
     /// Applies the layer, handing its input to `observer` first if it wants it.
     pub fn forward(&self, x: &Tensor, observer: Option<&dyn Observer>) -> Result<Tensor> {
         if let Some(obs) = observer {

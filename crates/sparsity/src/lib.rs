@@ -43,6 +43,7 @@ mod nm;
 mod pruner;
 mod sparsegpt;
 mod stats;
+mod structured;
 
 pub use error::{Error, Result};
 pub use magnitude::{magnitude_prune, prune_by_score, wanda_scores, PruneScope};
@@ -51,3 +52,4 @@ pub use nm::{nm_magnitude, nm_mask};
 pub use pruner::{Magnitude, Pruned, Wanda, WeightPruner};
 pub use sparsegpt::{SparseGpt, SparseGptOutput, SparsityTarget};
 pub use stats::{is_n_m_sparse, SparsityStats};
+pub use structured::{channel_scores, keep_highest, refit_kept_channels};

@@ -426,6 +426,64 @@ impl LlamaModel {
             .find(|l| l.name() == name)
     }
 
+    /// Removes FFN neurons of block `block`: keeps the rows `keep` (sorted,
+    /// distinct) of its gate and up projections and takes `down` (`[hidden,
+    /// keep.len()]`, e.g. refit on the kept inputs) as its down projection.
+    /// When every block then has the same width, `params().intermediate_size`
+    /// follows it.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a block out of range, an empty, unsorted or
+    /// out-of-range `keep`, or a `down` of the wrong shape.
+    pub fn shrink_ffn(&mut self, block: usize, keep: &[usize], down: Tensor) -> Result<()> {
+        let bad = |reason: String| Error::Config {
+            field: "ffn neurons",
+            reason,
+        };
+        let n_blocks = self.blocks.len();
+        let b = self
+            .blocks
+            .get_mut(block)
+            .ok_or_else(|| bad(format!("block {block} ≥ {n_blocks} blocks")))?;
+        let width = b.gate_proj.op().out_features();
+        let hidden = b.down_proj.op().out_features();
+        if keep.is_empty() {
+            return Err(bad("keeping no neuron would empty the layer".into()));
+        }
+        if keep.windows(2).any(|w| w[0] >= w[1]) || keep.last().is_some_and(|&k| k >= width) {
+            return Err(bad(format!(
+                "kept neurons must be sorted, distinct and below {width}"
+            )));
+        }
+        if down.dims() != [hidden, keep.len()] {
+            return Err(bad(format!(
+                "down projection {:?}, expected [{hidden}, {}]",
+                down.dims(),
+                keep.len()
+            )));
+        }
+        let index = Tensor::from_vec(
+            keep.iter().map(|&k| k as u32).collect::<Vec<_>>(),
+            keep.len(),
+            self.embed_tokens.device(),
+        )?;
+        for linear in [&mut b.gate_proj, &mut b.up_proj] {
+            let w = linear.op().dense_weight()?.index_select(&index, 0)?;
+            linear.replace_op(Arc::new(DenseLinear::new(w, None)?));
+        }
+        b.down_proj
+            .replace_op(Arc::new(DenseLinear::new(down, None)?));
+        let widths: Vec<usize> = self
+            .blocks
+            .iter()
+            .map(|b| b.gate_proj.op().out_features())
+            .collect();
+        if widths.iter().all(|&w| w == widths[0]) {
+            self.params.intermediate_size = widths[0];
+        }
+        Ok(())
+    }
+
     /// Attaches (or with `None` detaches) a hook on every block's FFN gate
     /// activation ([`FfnHook`]).
     pub fn set_ffn_hook(&mut self, hook: Option<Arc<dyn FfnHook>>) {
