@@ -141,6 +141,24 @@ impl Writer<'_> {
     }
 }
 
+/// The N:M pattern every pruned layer follows (`"2:4"`, `"4:8"`), or
+/// `"unstructured"`; `None` without pruned layers.
+fn sparsity_structure(report: &CompressReport) -> Option<&'static str> {
+    if report.masks.is_empty() {
+        return None;
+    }
+    for (n, m, name) in [(2, 4, "2:4"), (4, 8, "4:8")] {
+        if report
+            .masks
+            .values()
+            .all(|mask| mask.validate_n_m(n, m).is_ok())
+        {
+            return Some(name);
+        }
+    }
+    Some("unstructured")
+}
+
 /// The source checkpoint, read tensor by tensor in Hugging Face naming and layout.
 enum Source {
     Gguf(Box<GgufFile>),
@@ -419,6 +437,9 @@ pub fn write_hf_checkpoint(
                 }
                 w = w.input_activations(ActivationScheme::int8_per_token());
             }
+            if let Some(structure) = sparsity_structure(report) {
+                w = w.sparsity_structure(structure);
+            }
             Writer::Ct(w)
         }
         _ if report.activations.is_some() => {
@@ -466,7 +487,22 @@ pub fn write_hf_checkpoint(
                     None => src.load(&hf, &source_name, &params)?,
                 };
                 parameters += value.len() as u64;
-                writer.add_float(&hf, &value, options.dtype)?;
+                // A pruned layer: compressed-tensors' sparse bitmask.
+                match (
+                    &mut writer,
+                    module.filter(|m| report.masks.contains_key(*m)),
+                ) {
+                    (Writer::Ct(w), Some(module)) => {
+                        let matrix = value.view().into_dimensionality::<Ix2>().map_err(|_| {
+                            Error::NotAMatrix {
+                                name: hf.clone(),
+                                shape: value.shape().to_vec(),
+                            }
+                        })?;
+                        w.add_sparse_bitmask(module, matrix)?;
+                    }
+                    _ => writer.add_float(&hf, &value, options.dtype)?,
+                }
                 written.insert(hf);
             }
         }

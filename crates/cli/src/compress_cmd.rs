@@ -29,7 +29,10 @@ pub(crate) struct CompressArgs {
     #[arg(long, short = 'm', value_name = "PATH")]
     model: PathBuf,
     /// The method, e.g. `gptq-w4-g64`, `gptq-w4-g128-act`, `rtn-w8-ch`,
-    /// `rtnmse-w4-g64-asym`, `rtn-nf4`, `rtn-mxfp4`, `rtn-nvfp4`, `rtn-fp8_e4m3-ch`.
+    /// `rtnmse-w4-g64-asym`, `rtn-nf4`, `rtn-mxfp4`, `rtn-nvfp4`, `rtn-fp8_e4m3-ch`;
+    /// or pruning: `magnitude-50`, `wanda-2:4`, `sparsegpt-50`, `sparsegpt-4:8`
+    /// (written as compressed-tensors `sparse-bitmask`, or dense with
+    /// `--format dequantized`), `sparsegpt-50-w4` (joint pruning and int4).
     #[arg(
         long,
         short = 's',

@@ -361,3 +361,60 @@ fn corrupt_float_checkpoints_are_typed_errors() {
         "{e}"
     );
 }
+
+#[test]
+fn sparse_bitmask_layout_and_config() {
+    use safetensors::SafeTensors;
+    // Row 0: columns 1 and 9 kept (two bitmask bytes); row 1: column 0 only;
+    // a value that rounds to 0 in bf16 counts as pruned.
+    let mut w = Array2::<f32>::zeros((2, 10));
+    w[[0, 1]] = 1.5;
+    w[[0, 9]] = -2.0;
+    w[[1, 0]] = 0.25;
+    w[[1, 5]] = 1e-45;
+    let dir = tempfile::tempdir().unwrap();
+    let mut writer = CompressedTensorsWriter::new()
+        .float_dtype(FloatDType::BF16)
+        .sparsity_structure("unstructured");
+    writer.add_sparse_bitmask(M, w.view()).unwrap();
+    assert!(writer.add_sparse_bitmask(M, w.view()).is_err());
+    writer.write_dir(dir.path(), &json!({})).unwrap();
+    let bytes = std::fs::read(dir.path().join("model.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let t = |part: &str| st.tensor(&format!("{M}.weight.{part}")).unwrap();
+    assert_eq!(t("shape").shape(), [2]);
+    assert_eq!(
+        t("shape").data(),
+        [2i64.to_le_bytes(), 10i64.to_le_bytes()].concat()
+    );
+    assert_eq!(t("bitmask").shape(), [2, 2]);
+    assert_eq!(t("bitmask").data(), [0b10, 0b10, 0b1, 0]);
+    assert_eq!(
+        t("row_offsets").data(),
+        [0i64.to_le_bytes(), 2i64.to_le_bytes()].concat()
+    );
+    assert_eq!(t("compressed").shape(), [3]);
+    let values: Vec<f32> = t("compressed")
+        .data()
+        .chunks(2)
+        .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+        .collect();
+    assert_eq!(values, [1.5, -2.0, 0.25]);
+    let c = config(dir.path());
+    assert_eq!(c["quant_method"], "compressed-tensors");
+    assert_eq!(c["sparsity_config"]["format"], "sparse-bitmask");
+    assert_eq!(c["sparsity_config"]["targets"], json!([M]));
+    assert_eq!(c["sparsity_config"]["global_sparsity"], json!(17.0 / 20.0));
+    assert!(c.get("config_groups").is_none());
+    // Sparse and quantized modules in one folder are refused, not half-written.
+    let mut mixed = CompressedTensorsWriter::new();
+    mixed.add_sparse_bitmask(M, w.view()).unwrap();
+    mixed
+        .add_quantized(
+            "model.layers.0.mlp.down_proj",
+            &quantize(QuantSpec::int(4).group(32), 4, 64, 1),
+            None,
+        )
+        .unwrap();
+    assert!(mixed.quantization_config().is_err());
+}

@@ -116,6 +116,11 @@ pub struct CompressedTensorsWriter<'a> {
     activations: Option<ActivationScheme>,
     schemes: Vec<(SchemeKey, Vec<String>)>,
     modules: HashSet<String>,
+    /// Modules written as `sparse-bitmask`.
+    sparse: Vec<String>,
+    /// Zeros and entries over the sparse modules.
+    sparse_counts: (u64, u64),
+    sparsity_structure: Option<String>,
 }
 
 impl<'a> CompressedTensorsWriter<'a> {
@@ -381,8 +386,127 @@ impl<'a> CompressedTensorsWriter<'a> {
         self.tensors.add(name, dtype, shape, data)
     }
 
+    /// The `sparsity_structure` the config declares for the sparse modules
+    /// (`"unstructured"`, the default, or `"2:4"`, `"4:8"`, …).
+    pub fn sparsity_structure(mut self, structure: impl Into<String>) -> Self {
+        self.sparsity_structure = Some(structure.into());
+        self
+    }
+
+    /// Adds the float weight of linear module `module` (`[out, in]`) in
+    /// compressed-tensors' `sparse-bitmask` layout, with values in the
+    /// writer's float dtype: `{module}.weight.shape` (int64 `[2]`),
+    /// `.compressed` (the nonzero values, row by row), `.bitmask` (uint8
+    /// `[rows, ceil(cols / 8)]`, bit `j % 8` of byte `j / 8` for column `j`)
+    /// and `.row_offsets` (int64 `[rows]`, where each row's values start). An
+    /// entry is kept when it is nonzero after the cast to the float dtype.
+    ///
+    /// # Errors
+    /// A module added twice.
+    pub fn add_sparse_bitmask(
+        &mut self,
+        module: &str,
+        weight: ndarray::ArrayView2<'_, f32>,
+    ) -> Result<()> {
+        if !self.modules.insert(module.to_string()) {
+            return Err(QuantFormatError::DuplicateModule {
+                module: module.to_string(),
+            }
+            .into());
+        }
+        let (rows, cols) = weight.dim();
+        let stored: Vec<f32> = weight
+            .iter()
+            .map(|&v| match self.float_dtype {
+                FloatDType::F32 => v,
+                FloatDType::F16 => half::f16::from_f32(v).to_f32(),
+                FloatDType::BF16 => half::bf16::from_f32(v).to_f32(),
+            })
+            .collect();
+        let row_bytes = cols.div_ceil(8);
+        let mut bitmask = vec![0u8; rows * row_bytes];
+        let mut values = Vec::new();
+        let mut offsets = Vec::with_capacity(rows);
+        for r in 0..rows {
+            offsets.push(values.len() as i64);
+            for c in 0..cols {
+                let v = stored[r * cols + c];
+                if v != 0.0 {
+                    bitmask[r * row_bytes + c / 8] |= 1 << (c % 8);
+                    values.push(v);
+                }
+            }
+        }
+        let nnz = values.len();
+        self.sparse_counts.0 += (rows * cols - nnz) as u64;
+        self.sparse_counts.1 += (rows * cols) as u64;
+        let name = |part: &str| format!("{module}.weight.{part}");
+        let values = ndarray::Array1::from(values);
+        match self.float_dtype {
+            FloatDType::F32 => self
+                .tensors
+                .add_array(name("compressed"), values.view().into_dyn())?,
+            FloatDType::F16 => self.tensors.add_array(
+                name("compressed"),
+                values.mapv(half::f16::from_f32).view().into_dyn(),
+            )?,
+            FloatDType::BF16 => self.tensors.add_array(
+                name("compressed"),
+                values.mapv(half::bf16::from_f32).view().into_dyn(),
+            )?,
+        }
+        self.tensors.add_array(
+            name("shape"),
+            ndarray::arr1(&[rows as i64, cols as i64]).view().into_dyn(),
+        )?;
+        self.tensors.add_array(
+            name("bitmask"),
+            ndarray::Array2::from_shape_vec((rows, row_bytes), bitmask)
+                .map_err(|e| QuantFormatError::UnsupportedLayout {
+                    tensor: module.to_string(),
+                    format: "sparse-bitmask",
+                    reason: e.to_string(),
+                })?
+                .view()
+                .into_dyn(),
+        )?;
+        self.tensors.add_array(
+            name("row_offsets"),
+            ndarray::Array1::from(offsets).view().into_dyn(),
+        )?;
+        self.sparse.push(module.to_string());
+        Ok(())
+    }
+
     /// The `quantization_config` block this writer puts in `config.json`.
     pub fn quantization_config(&self) -> Result<Value> {
+        if !self.sparse.is_empty() {
+            if !self.schemes.is_empty() {
+                return Err(QuantFormatError::UnsupportedLayout {
+                    tensor: self.sparse[0].clone(),
+                    format: "compressed-tensors",
+                    reason: "sparse and quantized modules in one compressed-tensors folder \
+                             (sparse-24-bitmask with quantization) are not written yet: \
+                             export the pruned model alone, or quantize it densely"
+                        .into(),
+                }
+                .into());
+            }
+            let (zeros, total) = self.sparse_counts;
+            return Ok(json!({
+                "quant_method": "compressed-tensors",
+                "sparsity_config": {
+                    "format": "sparse-bitmask",
+                    "global_sparsity": zeros as f64 / total.max(1) as f64,
+                    "sparsity_structure": self.sparsity_structure.as_deref().unwrap_or("unstructured"),
+                    "targets": self.sparse,
+                    "ignore": [],
+                    "registry_requires_subclass": false,
+                },
+                // The last release with the sparse-bitmask compressor.
+                "version": "0.12.2",
+            }));
+        }
         let observer = self.observer.as_deref().unwrap_or("minmax");
         if let Some(a) = self.activations {
             if a.dynamic == ActivationDynamic::Static {
