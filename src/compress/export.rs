@@ -422,6 +422,7 @@ pub fn write_hf_checkpoint(
         }
     }
 
+    let structure = sparsity_structure(report);
     let mut writer = match options.format {
         ExportFormat::CompressedTensors => {
             let mut w = CompressedTensorsWriter::new().float_dtype(options.dtype);
@@ -437,7 +438,7 @@ pub fn write_hf_checkpoint(
                 }
                 w = w.input_activations(ActivationScheme::int8_per_token());
             }
-            if let Some(structure) = sparsity_structure(report) {
+            if let Some(structure) = structure {
                 w = w.sparsity_structure(structure);
             }
             Writer::Ct(w)
@@ -499,7 +500,11 @@ pub fn write_hf_checkpoint(
                                 shape: value.shape().to_vec(),
                             }
                         })?;
-                        w.add_sparse_bitmask(module, matrix)?;
+                        if structure == Some("2:4") {
+                            w.add_sparse_24_bitmask(module, matrix)?;
+                        } else {
+                            w.add_sparse_bitmask(module, matrix)?;
+                        }
                     }
                     _ => writer.add_float(&hf, &value, options.dtype)?,
                 }

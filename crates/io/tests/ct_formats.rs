@@ -418,3 +418,44 @@ fn sparse_bitmask_layout_and_config() {
         .unwrap();
     assert!(mixed.quantization_config().is_err());
 }
+
+#[test]
+fn sparse_24_bitmask_layout_and_errors() {
+    use safetensors::SafeTensors;
+    // Group 0 keeps columns 1 and 3; group 1 has one nonzero (column 6), so
+    // the first free position (4) is kept as an explicit zero.
+    let w = ndarray::array![[0.0f32, 1.0, 0.0, -2.0, 0.0, 0.0, 3.0, 0.0]];
+    let dir = tempfile::tempdir().unwrap();
+    let mut writer = CompressedTensorsWriter::new();
+    writer.add_sparse_24_bitmask(M, w.view()).unwrap();
+    writer.write_dir(dir.path(), &json!({})).unwrap();
+    let bytes = std::fs::read(dir.path().join("model.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let t = |part: &str| st.tensor(&format!("{M}.{part}")).unwrap();
+    assert_eq!(t("shape").shape(), [2, 1]);
+    assert_eq!(t("compressed").shape(), [1, 4]);
+    let values: Vec<f32> = t("compressed")
+        .data()
+        .chunks(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    assert_eq!(values, [1.0, -2.0, 0.0, 3.0]);
+    assert_eq!(t("bitmask").data(), [0b0101_1010]);
+    let c = config(dir.path());
+    assert_eq!(c["sparsity_config"]["format"], "sparse-24-bitmask");
+    assert_eq!(c["sparsity_config"]["sparsity_structure"], "2:4");
+    assert_eq!(c["sparsity_config"]["global_sparsity"], json!(5.0 / 8.0));
+    // More than two nonzeros in a group, widths not a multiple of 4, and a
+    // second sparse layout in the same folder are refused.
+    let dense = ndarray::array![[1.0f32, 1.0, 1.0, 0.0]];
+    assert!(CompressedTensorsWriter::new()
+        .add_sparse_24_bitmask(M, dense.view())
+        .is_err());
+    let narrow = Array2::<f32>::zeros((1, 6));
+    assert!(CompressedTensorsWriter::new()
+        .add_sparse_24_bitmask(M, narrow.view())
+        .is_err());
+    assert!(writer
+        .add_sparse_bitmask("model.layers.0.mlp.down_proj", w.view())
+        .is_err());
+}

@@ -121,6 +121,8 @@ pub struct CompressedTensorsWriter<'a> {
     /// Zeros and entries over the sparse modules.
     sparse_counts: (u64, u64),
     sparsity_structure: Option<String>,
+    /// Modules written as `sparse-24-bitmask`.
+    sparse24: bool,
 }
 
 impl<'a> CompressedTensorsWriter<'a> {
@@ -402,12 +404,23 @@ impl<'a> CompressedTensorsWriter<'a> {
     /// entry is kept when it is nonzero after the cast to the float dtype.
     ///
     /// # Errors
-    /// A module added twice.
+    /// A module added twice; a folder that already holds
+    /// `sparse-24-bitmask` modules.
     pub fn add_sparse_bitmask(
         &mut self,
         module: &str,
         weight: ndarray::ArrayView2<'_, f32>,
     ) -> Result<()> {
+        if self.sparse24 {
+            return Err(QuantFormatError::UnsupportedLayout {
+                tensor: module.to_string(),
+                format: "sparse-bitmask",
+                reason: "the folder already holds sparse-24-bitmask modules: \
+                         one sparse layout per folder"
+                    .into(),
+            }
+            .into());
+        }
         if !self.modules.insert(module.to_string()) {
             return Err(QuantFormatError::DuplicateModule {
                 module: module.to_string(),
@@ -478,6 +491,118 @@ impl<'a> CompressedTensorsWriter<'a> {
         Ok(())
     }
 
+    /// Adds a 2:4-sparse float weight of linear module `module` (`[out, in]`)
+    /// in compressed-tensors' `sparse-24-bitmask` layout (the one vLLM's 2:4
+    /// kernels load): `{module}.shape` (int64 `[2, 1]`), `{module}.compressed`
+    /// (`[rows, cols / 2]`, the two kept values of every group of 4, in
+    /// column order) and `{module}.bitmask` (uint8 `[rows, ceil(cols / 8)]`,
+    /// little-endian bits, exactly two set per group). A group with fewer
+    /// than two nonzeros keeps explicit zeros at its first free positions.
+    /// Every module of a folder takes the same sparse layout.
+    ///
+    /// # Errors
+    /// A module added twice, columns not a multiple of 4, a group with more
+    /// than two nonzeros (after the cast to the float dtype), a folder that
+    /// already holds `sparse-bitmask` modules.
+    pub fn add_sparse_24_bitmask(
+        &mut self,
+        module: &str,
+        weight: ndarray::ArrayView2<'_, f32>,
+    ) -> Result<()> {
+        let (rows, cols) = weight.dim();
+        let layout_error = |reason: String| QuantFormatError::UnsupportedLayout {
+            tensor: module.to_string(),
+            format: "sparse-24-bitmask",
+            reason,
+        };
+        if !self.sparse24 && !self.sparse.is_empty() {
+            return Err(layout_error(
+                "the folder already holds sparse-bitmask modules: one sparse layout per folder"
+                    .into(),
+            )
+            .into());
+        }
+        if !cols.is_multiple_of(4) {
+            return Err(layout_error(format!("{cols} columns are not a multiple of 4")).into());
+        }
+        if !self.modules.insert(module.to_string()) {
+            return Err(QuantFormatError::DuplicateModule {
+                module: module.to_string(),
+            }
+            .into());
+        }
+        let cast = |v: f32| match self.float_dtype {
+            FloatDType::F32 => v,
+            FloatDType::F16 => half::f16::from_f32(v).to_f32(),
+            FloatDType::BF16 => half::bf16::from_f32(v).to_f32(),
+        };
+        let row_bytes = cols.div_ceil(8);
+        let mut bitmask = vec![0u8; rows * row_bytes];
+        let mut values = Vec::with_capacity(rows * cols / 2);
+        let mut zeros = 0u64;
+        for (r, row) in weight.outer_iter().enumerate() {
+            for g in 0..cols / 4 {
+                let group: [f32; 4] = std::array::from_fn(|k| cast(row[4 * g + k]));
+                let nonzero = group.iter().filter(|v| **v != 0.0).count();
+                if nonzero > 2 {
+                    return Err(layout_error(format!(
+                        "row {r}, group {g} keeps {nonzero} of 4 values"
+                    ))
+                    .into());
+                }
+                zeros += (4 - nonzero) as u64;
+                // The nonzeros, then the first free positions, in column order.
+                let mut pad = 2 - nonzero;
+                for (k, &v) in group.iter().enumerate() {
+                    let take = v != 0.0
+                        || (pad > 0 && {
+                            pad -= 1;
+                            true
+                        });
+                    if take {
+                        let c = 4 * g + k;
+                        bitmask[r * row_bytes + c / 8] |= 1 << (c % 8);
+                        values.push(v);
+                    }
+                }
+            }
+        }
+        self.sparse_counts.0 += zeros;
+        self.sparse_counts.1 += (rows * cols) as u64;
+        let values = ndarray::Array2::from_shape_vec((rows, cols / 2), values)
+            .map_err(|e| layout_error(e.to_string()))?;
+        let name = |part: &str| format!("{module}.{part}");
+        match self.float_dtype {
+            FloatDType::F32 => self
+                .tensors
+                .add_array(name("compressed"), values.view().into_dyn())?,
+            FloatDType::F16 => self.tensors.add_array(
+                name("compressed"),
+                values.mapv(half::f16::from_f32).view().into_dyn(),
+            )?,
+            FloatDType::BF16 => self.tensors.add_array(
+                name("compressed"),
+                values.mapv(half::bf16::from_f32).view().into_dyn(),
+            )?,
+        }
+        self.tensors.add_array(
+            name("shape"),
+            ndarray::arr2(&[[rows as i64], [cols as i64]])
+                .view()
+                .into_dyn(),
+        )?;
+        self.tensors.add_array(
+            name("bitmask"),
+            ndarray::Array2::from_shape_vec((rows, row_bytes), bitmask)
+                .map_err(|e| layout_error(e.to_string()))?
+                .view()
+                .into_dyn(),
+        )?;
+        self.sparse.push(module.to_string());
+        self.sparse24 = true;
+        Ok(())
+    }
+
     /// The `quantization_config` block this writer puts in `config.json`.
     pub fn quantization_config(&self) -> Result<Value> {
         if !self.sparse.is_empty() {
@@ -496,9 +621,13 @@ impl<'a> CompressedTensorsWriter<'a> {
             return Ok(json!({
                 "quant_method": "compressed-tensors",
                 "sparsity_config": {
-                    "format": "sparse-bitmask",
+                    "format": if self.sparse24 { "sparse-24-bitmask" } else { "sparse-bitmask" },
                     "global_sparsity": zeros as f64 / total.max(1) as f64,
-                    "sparsity_structure": self.sparsity_structure.as_deref().unwrap_or("unstructured"),
+                    "sparsity_structure": if self.sparse24 {
+                        "2:4"
+                    } else {
+                        self.sparsity_structure.as_deref().unwrap_or("unstructured")
+                    },
                     "targets": self.sparse,
                     "ignore": [],
                     "registry_requires_subclass": false,
