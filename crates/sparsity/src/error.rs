@@ -93,6 +93,16 @@ pub enum Error {
         /// How many there are.
         total: usize,
     },
+    /// An option outside the range its method accepts.
+    #[error("{option} = {value}: {reason}")]
+    InvalidOption {
+        /// The option.
+        option: &'static str,
+        /// The value given.
+        value: String,
+        /// What it must be, and what to change.
+        reason: &'static str,
+    },
     /// An error of the quantization layer (joint pruning and quantization).
     #[error(transparent)]
     Quant(Box<tensorpress_quant_core::Error>),

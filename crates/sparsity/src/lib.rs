@@ -35,6 +35,7 @@
 //! # Ok::<(), tensorpress_sparsity::Error>(())
 //! ```
 
+mod allocation;
 mod error;
 pub mod kernels;
 mod magnitude;
@@ -45,6 +46,7 @@ mod sparsegpt;
 mod stats;
 mod structured;
 
+pub use allocation::{global_threshold_ratios, pq_index, SapRule};
 pub use error::{Error, Result};
 pub use magnitude::{magnitude_prune, prune_by_score, wanda_scores, PruneScope};
 pub use mask::SparsityMask;
