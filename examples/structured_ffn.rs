@@ -11,14 +11,18 @@
 //!
 //! The folder loads in transformers too:
 //! `python scripts/reference/hf_folder_perplexity.py OUT eval.txt`.
-//! Environment: `CALIB_WINDOWS` (32), `EVAL_CHUNKS` (all).
+//! Environment: `CALIB_WINDOWS` (32), `EVAL_CHUNKS` (all),
+//! `CRITERION` (`energy`, or `relevance`: gradient × activation of the true
+//! token's logit), `ALLOCATION` (`uniform`, `sap`: PQ-Index bound,
+//! `precropping`: one global Wanda ranking). Non-uniform widths are written
+//! zero-padded to the widest block.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use tensorpress::compress::{
-    calibration_windows, prune_ffn_llama, write_hf_checkpoint, ExportFormat, ExportOptions,
-    Progress,
+    calibration_windows, prune_ffn_llama_with, write_hf_checkpoint, BlockRatios, ExportFormat,
+    ExportOptions, FfnPruning, NeuronCriterion, Progress,
 };
 use tensorpress::io::export::FloatDType;
 use tensorpress::io::gguf::GgufFile;
@@ -27,6 +31,7 @@ use tensorpress::models::eval::{perplexity, PerplexityConfig};
 use tensorpress::models::llama::LlamaModel;
 use tensorpress::models::tokenizer::TextTokenizer;
 use tensorpress::models::weights::LoadOptions;
+use tensorpress::sparsity::SapRule;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -44,6 +49,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .ok()
         .and_then(|v| v.parse().ok());
 
+    let env = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_string());
+    let criterion = match env("CRITERION", "energy").as_str() {
+        "energy" => NeuronCriterion::Energy,
+        "relevance" => NeuronCriterion::Relevance,
+        other => return Err(format!("CRITERION={other}: use energy or relevance").into()),
+    };
+    let allocation = match env("ALLOCATION", "uniform").as_str() {
+        "uniform" => BlockRatios::Uniform,
+        "sap" => BlockRatios::Sap(SapRule::default()),
+        "precropping" => BlockRatios::PreCropping,
+        other => return Err(format!("ALLOCATION={other}: use uniform, sap or precropping").into()),
+    };
+    let options = FfnPruning::new(ratio)
+        .criterion(criterion)
+        .allocation(allocation)
+        .pad_to_uniform(allocation != BlockRatios::Uniform);
+
     let source = testdata::smollm2_gguf()?;
     let gguf = GgufFile::open(&source)?;
     let tokenizer = TextTokenizer::from_gguf(&gguf)?;
@@ -55,7 +77,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     config.max_chunks = chunks;
     let ppl = |m: &LlamaModel| perplexity(m, &eval_tokens, &config, &mut |_, _| {});
 
-    let mut model = LlamaModel::from_gguf(&gguf, LoadOptions::default())?;
+    let load = if criterion == NeuronCriterion::Relevance {
+        LoadOptions::trainable()
+    } else {
+        LoadOptions::default()
+    };
+    let mut model = LlamaModel::from_gguf(&gguf, load)?;
     let params = |m: &LlamaModel| -> usize {
         m.blocks()
             .iter()
@@ -66,10 +93,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (width0, linear0) = (model.params().intermediate_size, params(&model));
     let base = ppl(&model)?;
     let t = Instant::now();
-    let report = prune_ffn_llama(&mut model, &calib, ratio, &mut |p| {
-        if let Progress::Calibrating { block, blocks } = p {
-            eprint!("\r  block {}/{blocks}   ", block + 1);
-        }
+    let report = prune_ffn_llama_with(&mut model, &calib, &options, &mut |p| match p {
+        Progress::Calibrating { block, blocks } => eprint!("\r  block {}/{blocks}   ", block + 1),
+        Progress::Gradients { done, total } => eprint!("\r  gradients {done}/{total}   "),
+        _ => {}
     })?;
     eprintln!();
     let seconds = t.elapsed().as_secs_f64();
@@ -80,12 +107,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let reloaded = LlamaModel::from_hf_dir(&out, LoadOptions::default())?;
     let again = ppl(&reloaded)?;
 
+    let widths: Vec<String> = model
+        .blocks()
+        .iter()
+        .map(|b| b.linears()[4].op().out_features().to_string())
+        .collect();
     println!(
-        "SmolLM2-135M-Instruct, {:.0} % of FFN neurons removed per block ({windows} × 512 \
-         calibration tokens of SOTU 1990–2009, {seconds:.0} s); perplexity on SOTU 2017–2021, \
-         n_ctx 512{}\n",
+        "SmolLM2-135M-Instruct, {:.0} % of FFN neurons removed (criterion {criterion:?}, \
+         allocation {allocation:?}; {windows} × 512 calibration tokens of SOTU 1990–2009, \
+         {seconds:.0} s); perplexity on SOTU 2017–2021, n_ctx 512{}\n\nFFN widths per block: {}\n",
         ratio * 100.0,
-        chunks.map_or(String::new(), |c| format!(", first {c} windows"))
+        chunks.map_or(String::new(), |c| format!(", first {c} windows")),
+        widths.join(" ")
     );
     println!("| model | FFN width | linear parameters | checkpoint | perplexity |");
     println!("|---|---|---|---|---|");

@@ -681,3 +681,165 @@ fn structured_ffn_pruning_writes_a_smaller_smollm2_that_reloads() {
         ));
     }
 }
+
+#[test]
+fn relevance_is_gradient_times_activation_of_the_target_logit() {
+    use tensorpress::models::eval::curvature::{target_logit, target_logit_gradients, weight_var};
+
+    let p = params();
+    let w = MemoryWeights::random_llama(&p, 11);
+    let m = LlamaModel::load(&w, p, Naming::HuggingFace, LoadOptions::trainable()).unwrap();
+    let cal = windows();
+    let layer = "model.layers.0.mlp.down_proj".to_string();
+    let (_, grads) =
+        target_logit_gradients(&m, &cal[..2], &[layer.clone()], &mut |_, _| {}).unwrap();
+    let g = &grads[&layer];
+    let var = weight_var(&m, &layer).unwrap();
+    let w0 = to_matrix(var.as_tensor()).unwrap();
+    let mean_logit = |m: &LlamaModel| -> f64 {
+        cal[..2]
+            .iter()
+            .map(|t| f64::from(target_logit(m, t).unwrap().to_scalar::<f32>().unwrap()))
+            .sum::<f64>()
+            / 2.0
+    };
+    for neuron in [3usize, 77] {
+        let relevance: f64 = w0
+            .column(neuron)
+            .iter()
+            .zip(g.column(neuron))
+            .map(|(w, g)| f64::from(*w) * f64::from(*g))
+            .sum();
+        // Scaling neuron i's output by (1 ± ε) is scaling its down column.
+        let eps = 1e-2f32;
+        let scaled = |s: f32| {
+            let mut w = w0.clone();
+            w.column_mut(neuron).mapv_inplace(|v| v * s);
+            let t = candle_core::Tensor::from_vec(
+                w.iter().copied().collect(),
+                w.dim(),
+                &candle_core::Device::Cpu,
+            )
+            .unwrap();
+            var.set(&t).unwrap();
+            mean_logit(&m)
+        };
+        let fd = (scaled(1.0 + eps) - scaled(1.0 - eps)) / (2.0 * f64::from(eps));
+        scaled(1.0);
+        assert!(
+            (fd - relevance).abs() < 1e-3 + 0.02 * relevance.abs(),
+            "neuron {neuron}: finite difference {fd} vs gradient × activation {relevance}"
+        );
+    }
+}
+
+#[test]
+fn ffn_pruning_allocations_meet_the_target_and_pad_for_export() {
+    use tensorpress::compress::{prune_ffn_llama_with, BlockRatios, FfnPruning, NeuronCriterion};
+    use tensorpress::sparsity::SapRule;
+
+    let cal = windows();
+    let p = params();
+    let w = MemoryWeights::random_llama(&p, 11);
+    for (criterion, allocation) in [
+        (NeuronCriterion::Relevance, BlockRatios::Uniform),
+        (
+            NeuronCriterion::Energy,
+            BlockRatios::Sap(SapRule::default()),
+        ),
+        (NeuronCriterion::Energy, BlockRatios::PreCropping),
+        (NeuronCriterion::Relevance, BlockRatios::PreCropping),
+    ] {
+        let mut m =
+            LlamaModel::load(&w, params(), Naming::HuggingFace, LoadOptions::trainable()).unwrap();
+        let options = FfnPruning::new(0.4)
+            .criterion(criterion)
+            .allocation(allocation)
+            .pad_to_uniform(true);
+        let report = prune_ffn_llama_with(&mut m, &cal, &options, &mut |_| {}).unwrap();
+        let widths: Vec<usize> = m
+            .blocks()
+            .iter()
+            .map(|b| b.linears()[4].op().out_features())
+            .collect();
+        let removed = 256 - widths.iter().sum::<usize>();
+        // Rounding up per block: at most one extra neuron per block.
+        assert!(
+            (102..=105).contains(&removed),
+            "{criterion:?} {allocation:?}: widths {widths:?}"
+        );
+        // Padded to one width in the report, in memory as pruned.
+        let max = *widths.iter().max().unwrap();
+        for b in 0..2 {
+            let g = &report.replaced[&format!("model.layers.{b}.mlp.gate_proj.weight")];
+            let d = &report.replaced[&format!("model.layers.{b}.mlp.down_proj.weight")];
+            assert_eq!((g.shape()[0], d.shape()[1]), (max, max));
+            // The padding is zeros.
+            assert!(g
+                .slice(ndarray::s![widths[b].., ..])
+                .iter()
+                .all(|v| *v == 0.0));
+        }
+    }
+    // Relevance needs gradients.
+    let mut m = model();
+    let options = FfnPruning::new(0.25).criterion(NeuronCriterion::Relevance);
+    assert!(prune_ffn_llama_with(&mut m, &cal, &options, &mut |_| {}).is_err());
+}
+
+#[test]
+fn head_pruning_writes_a_smollm2_with_fewer_query_heads_that_reloads() {
+    use tensorpress::compress::{
+        prune_heads_llama, write_hf_checkpoint, ExportFormat, ExportOptions, NeuronCriterion,
+    };
+    use tensorpress::io::export::FloatDType;
+    use tensorpress::io::gguf::GgufFile;
+    use tensorpress::io::testdata;
+
+    let path = testdata::smollm2_gguf().expect("test data: run scripts/fetch-testdata.sh");
+    let gguf = GgufFile::open(&path).unwrap();
+    let mut m = LlamaModel::from_gguf(&gguf, LoadOptions::default()).unwrap();
+    let tokens = [1u32, 504, 3136, 282, 260, 1345, 28, 5346, 30];
+    let base = m.logits(&tokens, 0).unwrap();
+    let cal: Vec<Vec<u32>> = (0..2)
+        .map(|w| {
+            (0..64)
+                .map(|i| 300 + ((w * 64 + i) * 37 % 4000) as u32)
+                .collect()
+        })
+        .collect();
+    let report =
+        prune_heads_llama(&mut m, &cal, 0.3, NeuronCriterion::Energy, &mut |_| {}).unwrap();
+    // Nine query heads in three groups: one per group goes.
+    assert_eq!(m.params().num_heads, 6);
+    assert_eq!(report.layers.len(), 60);
+    assert!(report
+        .layers
+        .iter()
+        .filter_map(|l| l.output_error)
+        .all(|e| e > 0.0 && e < 1.0));
+    let pruned = m.logits(&tokens, 0).unwrap();
+    assert!(max_gap(&pruned, &base) > 0.0);
+    let dir = tempfile::tempdir().unwrap();
+    let opts = ExportOptions {
+        format: ExportFormat::Dequantized,
+        dtype: FloatDType::F32,
+    };
+    write_hf_checkpoint(&path, &report, &opts, dir.path()).unwrap();
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("config.json")).unwrap())
+            .unwrap();
+    assert_eq!(config["num_attention_heads"], 6);
+    assert_eq!(config["head_dim"], 64);
+    let back = LlamaModel::from_hf_dir(dir.path(), LoadOptions::default()).unwrap();
+    assert_eq!(back.params().num_heads, 6);
+    let diff = max_gap(&back.logits(&tokens, 0).unwrap(), &pruned);
+    assert!(diff < 1e-3, "{diff}");
+    // Removing a whole group, or nothing, is an error.
+    for ratio in [1.0, 0.0] {
+        assert!(matches!(
+            prune_heads_llama(&mut m, &cal, ratio, NeuronCriterion::Energy, &mut |_| {}),
+            Err(Error::Prune { .. })
+        ));
+    }
+}

@@ -206,7 +206,7 @@ impl Source {
             Source::Hf(m, _) => Ok(m.to_f32(source)?),
             Source::Gguf(g) => {
                 let value = g.dequantize(source)?;
-                match qk_heads(hf, params) {
+                match qk_heads(hf, value.shape().first().copied().unwrap_or(0), params) {
                     None => Ok(value),
                     Some(heads) => {
                         let shape = value.shape().to_vec();
@@ -233,7 +233,10 @@ fn model_to_hf_layout(
     value: &ArrayD<f32>,
     params: &LlamaParams,
 ) -> Result<ArrayD<f32>> {
-    match (src, qk_heads(hf, params)) {
+    match (
+        src,
+        qk_heads(hf, value.shape().first().copied().unwrap_or(0), params),
+    ) {
         (Source::Gguf(_), Some(heads)) => {
             let w = value
                 .view()
@@ -248,16 +251,13 @@ fn model_to_hf_layout(
     }
 }
 
-/// Heads of a query/key projection weight or module (`None` for other tensors).
-fn qk_heads(name: &str, p: &LlamaParams) -> Option<usize> {
+/// Heads of a query/key projection weight or module of `rows` rows (`None`
+/// for other tensors): `rows / head_dim`, so a query projection whose heads
+/// were pruned is unpermuted head by head too.
+fn qk_heads(name: &str, rows: usize, p: &LlamaParams) -> Option<usize> {
     let module = name.strip_suffix(".weight").unwrap_or(name);
-    if module.ends_with("self_attn.q_proj") {
-        Some(p.num_heads)
-    } else if module.ends_with("self_attn.k_proj") {
-        Some(p.num_kv_heads)
-    } else {
-        None
-    }
+    (module.ends_with("self_attn.q_proj") || module.ends_with("self_attn.k_proj"))
+        .then(|| rows / p.head_dim.max(1))
 }
 
 /// The row order that takes a GGUF-permuted query/key weight of `rows` rows
@@ -422,6 +422,36 @@ pub fn write_hf_checkpoint(
         }
     }
 
+    // Structured head pruning: the new query-head count, the same in every
+    // block (head_dim is written explicitly, as it no longer follows from
+    // hidden_size / num_attention_heads).
+    let heads: std::collections::BTreeSet<usize> = report
+        .replaced
+        .iter()
+        .filter(|(name, _)| name.ends_with(".self_attn.q_proj.weight"))
+        .map(|(_, v)| v.shape()[0] / params.head_dim.max(1))
+        .collect();
+    if let Some(&count) = heads.first() {
+        let pruned = report
+            .replaced
+            .keys()
+            .filter(|n| n.ends_with(".self_attn.q_proj.weight"))
+            .count();
+        if heads.len() > 1 || (count != params.num_heads && pruned != params.num_layers) {
+            return Err(Error::Export {
+                layer: "self_attn".into(),
+                reason: format!(
+                    "the attention head counts differ across blocks ({heads:?}): Hugging Face \
+                     Llama configs hold one num_attention_heads"
+                ),
+            });
+        }
+        if let Some(obj) = config.as_object_mut() {
+            obj.insert("num_attention_heads".into(), json!(count));
+            obj.insert("head_dim".into(), json!(params.head_dim));
+        }
+    }
+
     let structure = sparsity_structure(report);
     let mut writer = match options.format {
         ExportFormat::CompressedTensors => {
@@ -465,7 +495,7 @@ pub fn write_hf_checkpoint(
             (Some(module), Some(CompressedWeight::Quantized(q))) => {
                 let [rows, cols] = q.shape();
                 parameters += (rows * cols) as u64;
-                let q = match (&src, qk_heads(module, &params)) {
+                let q = match (&src, qk_heads(module, rows, &params)) {
                     (Source::Gguf(_), Some(heads)) => {
                         q.permute_rows(&gguf_to_hf_row_order(rows, heads)?)?
                     }

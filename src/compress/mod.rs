@@ -34,7 +34,10 @@ pub use recipe::Recipe;
 pub use rotate::{fold_llama_norms, merge_reports, rotate_llama, RotateOptions};
 pub use scheme::{parse_scheme, Scheme};
 pub use smooth::{ActivationQuant, SmoothReport, Smoothing};
-pub use structured::prune_ffn_llama;
+pub use structured::{
+    prune_ffn_llama, prune_ffn_llama_with, prune_heads_llama, BlockRatios, FfnPruning,
+    NeuronCriterion,
+};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -292,6 +295,14 @@ pub enum Progress {
     },
     /// A layer was quantized.
     Layer(LayerReport),
+    /// `done` of `total` calibration windows went through a backward pass
+    /// (gradient-based criteria).
+    Gradients {
+        /// Windows done.
+        done: usize,
+        /// Windows in all.
+        total: usize,
+    },
 }
 
 /// Quantizes the targeted linear layers of `model` in place (their ops become

@@ -230,6 +230,7 @@ pub(crate) fn run(args: CompressArgs) -> CliResult {
             l.bits_per_weight,
             l.seconds
         )),
+        Progress::Gradients { .. } => {}
     })?;
     pb.finish_and_clear();
     let compress_s = t1.elapsed().as_secs_f64();

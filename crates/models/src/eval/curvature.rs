@@ -46,6 +46,28 @@ pub fn lm_loss(model: &LlamaModel, tokens: &[u32]) -> Result<Tensor> {
     Ok(picked.mean_all()?.neg()?)
 }
 
+/// The mean over positions of the logit of the true next token (every
+/// position but the last predicts its successor), differentiable when the
+/// model is trainable. Relevance by gradient × activation is taken with
+/// respect to this output, the class score that "pruning by explaining"
+/// (Yeom et al., 2021) explains, rather than the loss, whose gradient
+/// vanishes on average at a trained optimum.
+///
+/// # Errors
+/// Fewer than two tokens, or a forward-pass error.
+pub fn target_logit(model: &LlamaModel, tokens: &[u32]) -> Result<Tensor> {
+    if tokens.len() < 2 {
+        return Err(Error::Config {
+            field: "tokens",
+            reason: "the target logit needs at least two tokens".into(),
+        });
+    }
+    let n = tokens.len() - 1;
+    let logits = model.logits(&tokens[..n], 0)?;
+    let targets = Tensor::from_slice(&tokens[1..], n, logits.device())?;
+    Ok(logits.gather(&targets.unsqueeze(1)?, 1)?.mean_all()?)
+}
+
 /// The variable behind linear layer `layer`'s weight.
 ///
 /// # Errors
@@ -96,12 +118,14 @@ fn check_windows(windows: &[Vec<u32>]) -> Result<()> {
     Ok(())
 }
 
-/// The mean over `windows` of each window's loss and of `of(gradient)` for
-/// each layer in `layers`; `progress(done, total)` after each window.
+/// The mean over `windows` of each window's `objective` (the loss, in
+/// general) and of `of(gradient)` for each layer in `layers`;
+/// `progress(done, total)` after each window.
 fn mean_over_windows(
     model: &LlamaModel,
     windows: &[Vec<u32>],
     layers: &[String],
+    objective: fn(&LlamaModel, &[u32]) -> Result<Tensor>,
     of: impl Fn(&Tensor) -> candle_core::Result<Tensor>,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<(f64, BTreeMap<String, Array2<f32>>)> {
@@ -114,7 +138,7 @@ fn mean_over_windows(
     let mut total = 0.0;
     let scale = 1.0 / windows.len() as f32;
     for (i, window) in windows.iter().enumerate() {
-        let loss = lm_loss(model, window)?;
+        let loss = objective(model, window)?;
         total += f64::from(loss.to_scalar::<f32>()?);
         let grads = loss.backward()?;
         for (name, var) in layers.iter().zip(&vars) {
@@ -145,7 +169,40 @@ pub fn loss_gradients(
     windows: &[Vec<u32>],
     layers: &[String],
 ) -> Result<(f64, BTreeMap<String, Array2<f32>>)> {
-    mean_over_windows(model, windows, layers, |g| Ok(g.clone()), &mut |_, _| {})
+    mean_over_windows(
+        model,
+        windows,
+        layers,
+        lm_loss,
+        |g| Ok(g.clone()),
+        &mut |_, _| {},
+    )
+}
+
+/// The mean [`target_logit`] over `windows` and its gradient with respect
+/// to each layer in `layers` (`[out, in]`, averaged over the windows);
+/// `progress(done, total)` after each window.
+///
+/// For a linear layer `y = W a`, `Σ_j W_ji ∂f/∂W_ji` is the sum over tokens
+/// of `a_i ∂f/∂a_i`: the gradient × activation relevance of input channel
+/// `i` (an FFN neuron, for the down projection).
+///
+/// # Errors
+/// As [`loss_gradients`].
+pub fn target_logit_gradients(
+    model: &LlamaModel,
+    windows: &[Vec<u32>],
+    layers: &[String],
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<(f64, BTreeMap<String, Array2<f32>>)> {
+    mean_over_windows(
+        model,
+        windows,
+        layers,
+        target_logit,
+        |g| Ok(g.clone()),
+        progress,
+    )
 }
 
 /// The empirical Fisher diagonal of each layer's weight: the mean over
@@ -160,7 +217,7 @@ pub fn fisher_diagonal(
     layers: &[String],
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<BTreeMap<String, Array2<f32>>> {
-    Ok(mean_over_windows(model, windows, layers, Tensor::sqr, progress)?.1)
+    Ok(mean_over_windows(model, windows, layers, lm_loss, Tensor::sqr, progress)?.1)
 }
 
 /// `H v` for the loss Hessian `H` of `layer`'s weight (mean loss over

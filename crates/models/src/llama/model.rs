@@ -484,6 +484,76 @@ impl LlamaModel {
         Ok(())
     }
 
+    /// Structured attention-head pruning: keeps only the query heads `keep`
+    /// (sorted, distinct) of block `block` and makes `o_proj` (`[hidden,
+    /// keep.len() · head_dim]`) its output projection. Key/value heads stay;
+    /// every key/value group must keep the same number of query heads, so
+    /// that kept head `h'` still reads key/value head `h' / groups'`. When
+    /// every block then has the same head count, the model's
+    /// `num_heads` follows.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a block out of range, an empty, unsorted or
+    /// out-of-range `keep`, groups that keep different counts, or an
+    /// `o_proj` of the wrong shape.
+    pub fn shrink_heads(&mut self, block: usize, keep: &[usize], o_proj: Tensor) -> Result<()> {
+        let bad = |reason: String| Error::Config {
+            field: "attention heads",
+            reason,
+        };
+        let n_blocks = self.blocks.len();
+        let (nkv, hd) = (self.params.num_kv_heads, self.params.head_dim);
+        let b = self
+            .blocks
+            .get_mut(block)
+            .ok_or_else(|| bad(format!("block {block} ≥ {n_blocks} blocks")))?;
+        let heads = b.q_proj.op().out_features() / hd;
+        let hidden = b.o_proj.op().out_features();
+        if keep.is_empty() {
+            return Err(bad("keeping no head would empty the layer".into()));
+        }
+        if keep.windows(2).any(|w| w[0] >= w[1]) || keep.last().is_some_and(|&k| k >= heads) {
+            return Err(bad(format!(
+                "kept heads must be sorted, distinct and below {heads}"
+            )));
+        }
+        let groups = heads / nkv;
+        let per_group: Vec<usize> = (0..nkv)
+            .map(|g| keep.iter().filter(|&&h| h / groups == g).count())
+            .collect();
+        if per_group.iter().any(|&c| c != per_group[0]) {
+            return Err(bad(format!(
+                "every key/value group must keep the same number of query heads, not {per_group:?}"
+            )));
+        }
+        if o_proj.dims() != [hidden, keep.len() * hd] {
+            return Err(bad(format!(
+                "o_proj {:?}, expected [{hidden}, {}]",
+                o_proj.dims(),
+                keep.len() * hd
+            )));
+        }
+        let rows: Vec<u32> = keep
+            .iter()
+            .flat_map(|&h| (h * hd..(h + 1) * hd).map(|r| r as u32))
+            .collect();
+        let len = rows.len();
+        let index = Tensor::from_vec(rows, len, self.embed_tokens.device())?;
+        let q = b.q_proj.op().dense_weight()?.index_select(&index, 0)?;
+        b.q_proj.replace_op(Arc::new(DenseLinear::new(q, None)?));
+        b.o_proj
+            .replace_op(Arc::new(DenseLinear::new(o_proj, None)?));
+        let counts: Vec<usize> = self
+            .blocks
+            .iter()
+            .map(|b| b.q_proj.op().out_features() / hd)
+            .collect();
+        if counts.iter().all(|&c| c == counts[0]) {
+            self.params.num_heads = counts[0];
+        }
+        Ok(())
+    }
+
     /// Attaches (or with `None` detaches) a hook on every block's FFN gate
     /// activation ([`FfnHook`]).
     pub fn set_ffn_hook(&mut self, hook: Option<Arc<dyn FfnHook>>) {
@@ -607,19 +677,15 @@ impl LlamaModel {
         })
     }
 
-    /// `[groups·t, past + t]` additive causal mask for `t` new tokens after
-    /// `past` cached ones, repeated once per query head that shares a
-    /// key/value head.
+    /// `[t, past + t]` additive causal mask for `t` new tokens after `past`
+    /// cached ones.
     fn causal_mask(&self, t: usize, past: usize) -> Result<Tensor> {
-        let groups = self.params.num_heads / self.params.num_kv_heads;
         let n = past + t;
-        let mut mask = Vec::with_capacity(groups * t * n);
-        for _ in 0..groups {
-            for i in 0..t {
-                mask.extend((0..n).map(|j| if j > past + i { f32::NEG_INFINITY } else { 0.0 }));
-            }
+        let mut mask = Vec::with_capacity(t * n);
+        for i in 0..t {
+            mask.extend((0..n).map(|j| if j > past + i { f32::NEG_INFINITY } else { 0.0 }));
         }
-        Ok(Tensor::from_vec(mask, (groups * t, n), &self.device)?)
+        Ok(Tensor::from_vec(mask, (t, n), &self.device)?)
     }
 
     /// Rotary embedding of `t` tokens starting at position `pos`.
@@ -648,7 +714,10 @@ impl LlamaModel {
         let obs = self.observer.as_deref();
         let p = &self.params;
         let (b, t, _) = x.dims3()?;
-        let (nh, nkv, hd) = (p.num_heads, p.num_kv_heads, p.head_dim);
+        // Query heads from the block's own projection: structured head
+        // pruning may leave blocks with different counts.
+        let (nkv, hd) = (p.num_kv_heads, p.head_dim);
+        let nh = block.q_proj.op().out_features() / hd;
         let groups = nh / nkv;
 
         let h = self.rms_norm(x, &block.attn_norm)?;
@@ -669,7 +738,13 @@ impl LlamaModel {
         let q = q.reshape((b, nkv, groups * t, hd))?;
         let scores = q.matmul(&k.t()?)?;
         let scores = match mask {
-            Some(m) => scores.broadcast_add(m)?,
+            Some(m) => {
+                let n = scores.dim(D::Minus1)?;
+                scores
+                    .reshape((b, nkv, groups, t, n))?
+                    .broadcast_add(m)?
+                    .reshape((b, nkv, groups * t, n))?
+            }
             None => scores,
         };
         let probs = if self.differentiable {
