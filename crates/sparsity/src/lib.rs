@@ -3,7 +3,9 @@
 //! with the layer Hessian (alone or jointly with quantization), N:M
 //! semi-structured masks (2:4, 4:8), the [`SparsityMask`] type and sparsity
 //! statistics. [`WeightPruner`] puts magnitude, Wanda and SparseGPT behind one
-//! interface for the compression pipeline.
+//! interface for the compression pipeline. [`training`] has the training-side
+//! helpers for activation sparsity, each with its gradient: DEFT's density
+//! loss.
 //!
 //! Weights are `[out_features, in_features]`; N:M groups run along the input
 //! dimension, as sparse tensor cores and compressed-tensors' 2:4 format expect.
@@ -44,6 +46,7 @@ mod pruner;
 mod sparsegpt;
 mod stats;
 mod structured;
+pub mod training;
 
 pub use error::{Error, Result};
 pub use magnitude::{magnitude_prune, prune_by_score, wanda_scores, PruneScope};
