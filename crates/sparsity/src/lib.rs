@@ -5,7 +5,7 @@
 //! statistics. [`WeightPruner`] puts magnitude, Wanda and SparseGPT behind one
 //! interface for the compression pipeline. [`training`] has the training-side
 //! helpers for activation sparsity, each with its gradient: DEFT's density
-//! loss.
+//! loss, ProSparse's progressive L1 schedule and FATReLU.
 //!
 //! Weights are `[out_features, in_features]`; N:M groups run along the input
 //! dimension, as sparse tensor cores and compressed-tensors' 2:4 format expect.

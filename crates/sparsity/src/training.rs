@@ -6,7 +6,10 @@
 //!
 //! - [`DensityLoss`]: DEFT's differentiable activation density,
 //!   `(1/N) Σ a²/(a² + ε)`, and [`activation_density`], the exact density
-//!   (fraction of nonzero entries) it approximates.
+//!   (fraction of nonzero entries) it approximates;
+//! - [`ProSparseSchedule`], [`l1_penalty`] and [`FatRelu`]: ProSparse's L1
+//!   penalty on the FFN intermediate activations with a factor that rises
+//!   along half sine waves, stage by stage, and its shifted-threshold ReLU.
 //!
 //! Activations are `[tokens, features]` in f32; sums are taken in f64.
 //! Every function that takes a mean or a fraction refuses empty inputs
@@ -16,7 +19,7 @@
 //! ```
 //! use ndarray::array;
 //! use tensorpress_sparsity::training::{
-//!     activation_density, DensityLoss,
+//!     activation_density, l1_penalty, DensityLoss, L1Reduction, ProSparseSchedule,
 //! };
 //!
 //! // FFN intermediate activations of two tokens.
@@ -28,10 +31,23 @@
 //! let (density, grad) = DensityLoss::new(1e-4)?.value_and_grad(acts.view())?;
 //! assert!(density > 0.374 && density < 0.375);
 //! assert!(grad[[1, 0]] > 0.0 && grad[[0, 3]] < 0.0 && grad[[0, 0]] == 0.0);
+//!
+//! // ProSparse: a constant warmup at 5e-3 for 1,000 steps, then a half sine
+//! // wave up to 5e-2 over 4,000 steps (halfway up at step 3,000).
+//! let schedule = ProSparseSchedule::new(&[(1000, 5e-3), (4000, 5e-2)])?;
+//! assert_eq!(schedule.lambda_at(500), 5e-3);
+//! assert!((schedule.lambda_at(3000) - 0.0275).abs() < 1e-12);
+//! assert_eq!(schedule.lambda_at(5000), 5e-2);
+//! // λ·‖a‖₁ per token, averaged over the two tokens: 0.05 · (3 + 0.5) / 2.
+//! let (penalty, grad) = l1_penalty(acts.view(), 5e-2, L1Reduction::RowSum)?;
+//! assert!((penalty - 0.0875).abs() < 1e-7);
+//! assert_eq!(grad[[0, 3]], -0.025);
 //! # Ok::<(), tensorpress_sparsity::Error>(())
 //! ```
 
-use ndarray::{Array2, ArrayView2};
+use std::f64::consts::{FRAC_PI_2, PI};
+
+use ndarray::{Array2, ArrayView2, Zip};
 
 use crate::magnitude::check_finite;
 use crate::{Error, Result};
@@ -45,6 +61,31 @@ fn check_acts(op: &'static str, acts: &ArrayView2<'_, f32>) -> Result<()> {
         });
     }
     check_finite(acts)
+}
+
+/// Refuses a regularization factor (or threshold) that is not finite and `>= 0`.
+fn check_non_negative(name: &'static str, value: f64) -> Result<()> {
+    if value.is_finite() && value >= 0.0 {
+        Ok(())
+    } else {
+        Err(Error::InvalidParameter {
+            name,
+            value,
+            expected: "finite and >= 0",
+        })
+    }
+}
+
+/// `sign(a)` with `sign(0) = 0`: the subgradient of `|a|` that leaves exact
+/// zeros where they are.
+fn sign0(a: f32) -> f64 {
+    if a > 0.0 {
+        1.0
+    } else if a < 0.0 {
+        -1.0
+    } else {
+        0.0
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -170,6 +211,261 @@ impl DensityLoss {
             })
             .sum();
         sum / acts.len() as f64
+    }
+}
+
+// ---------------------------------------------------------------------------
+// ProSparse
+// ---------------------------------------------------------------------------
+
+/// ProSparse's progressive schedule of the L1 factor λ (Song et al.,
+/// "ProSparse: Introducing and Enhancing Intrinsic Activation Sparsity within
+/// Large Language Models", 2024, arXiv:2402.13516, Algorithm 1 of Appendix B).
+///
+/// Stages `(steps, λᵢ)` with accumulated ends `T₁ < T₂ < … < T_S`:
+/// the first is the warmup stage, with the constant factor `λ₁` for
+/// `t ≤ T₁`; each later stage `i` raises the factor from `λᵢ₋₁` to `λᵢ`
+/// along half a sine wave, trough to peak,
+///
+/// `η = ½ [sin(−π/2 + π (t − Tᵢ₋₁)/(Tᵢ − Tᵢ₋₁)) + 1]`,  `λ(t) = λᵢ₋₁ + η (λᵢ − λᵢ₋₁)`,
+///
+/// for `Tᵢ₋₁ < t ≤ Tᵢ`, so the factor starts and ends every stage with zero
+/// slope. Two stages with the same target make a constant stage (the paper
+/// uses them for stability). After `T_S` the factor stays at `λ_S` (ProSparse
+/// trains its decay and SFT stages with constant factors). Steps `t` count
+/// from 1, as in Algorithm 1; `t = 0` is read as `t = 1`.
+///
+/// The paper precedes the warmup with the activation-substitution stage
+/// (ReLU in place of SiLU, λ = 0): [`with_substitution_steps`](Self::with_substitution_steps).
+/// ProSparse-7B (Table 6), counted from its warmup:
+///
+/// ```
+/// use tensorpress_sparsity::training::ProSparseSchedule;
+///
+/// let s = ProSparseSchedule::new(&[(1000, 5e-3), (4000, 5e-2), (2000, 5e-2), (4000, 2e-1), (500, 2e-1)])?
+///     .with_substitution_steps(5000);
+/// assert_eq!(s.lambda_at(5000), 0.0); // still the ReLU substitution
+/// assert_eq!(s.lambda_at(5001), 5e-3); // warmup
+/// assert_eq!(s.lambda_at(10_000), 5e-2); // T₂ in the paper's accumulated steps
+/// assert_eq!(s.lambda_at(11_000), 5e-2); // a constant stage
+/// assert_eq!(s.total_steps(), 16_500);
+/// # Ok::<(), tensorpress_sparsity::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProSparseSchedule {
+    /// Accumulated end step `Tᵢ` of every stage (strictly increasing).
+    ends: Vec<u64>,
+    /// Target factor `λᵢ` of every stage (non-decreasing).
+    lambdas: Vec<f64>,
+    /// Steps with λ = 0 before the warmup stage.
+    substitution: u64,
+}
+
+impl ProSparseSchedule {
+    /// A schedule from its stages `(steps, target λ)`, the first one the
+    /// constant warmup.
+    ///
+    /// # Errors
+    /// [`Error::EmptySchedule`] for no stages; [`Error::InvalidStage`] for a
+    /// stage of 0 steps or a factor that is negative, NaN or infinite;
+    /// [`Error::DecreasingSchedule`] when a target is below the one before.
+    pub fn new(stages: &[(u64, f64)]) -> Result<Self> {
+        if stages.is_empty() {
+            return Err(Error::EmptySchedule);
+        }
+        let mut ends = Vec::with_capacity(stages.len());
+        let mut lambdas = Vec::with_capacity(stages.len());
+        let mut end = 0u64;
+        for (stage, &(steps, lambda)) in stages.iter().enumerate() {
+            if steps == 0 || !lambda.is_finite() || lambda < 0.0 {
+                return Err(Error::InvalidStage {
+                    stage,
+                    steps,
+                    lambda,
+                });
+            }
+            if let Some(&previous) = lambdas.last() {
+                if lambda < previous {
+                    return Err(Error::DecreasingSchedule {
+                        stage,
+                        previous,
+                        lambda,
+                    });
+                }
+            }
+            end = end.saturating_add(steps);
+            ends.push(end);
+            lambdas.push(lambda);
+        }
+        Ok(ProSparseSchedule {
+            ends,
+            lambdas,
+            substitution: 0,
+        })
+    }
+
+    /// The same schedule after `steps` steps of activation substitution with
+    /// λ = 0 (ProSparse's first step; stage 0 of its Tables 6 and 7).
+    pub fn with_substitution_steps(mut self, steps: u64) -> Self {
+        self.substitution = steps;
+        self
+    }
+
+    /// The factor λ at training step `step` (counted from 1).
+    pub fn lambda_at(&self, step: u64) -> f64 {
+        let t = step.max(1);
+        if t <= self.substitution {
+            return 0.0;
+        }
+        let t = t - self.substitution;
+        let i = self.ends.partition_point(|&end| end < t);
+        if i == 0 {
+            return self.lambdas[0];
+        }
+        if i == self.ends.len() {
+            return self.lambdas[i - 1];
+        }
+        let (lo, hi) = (self.lambdas[i - 1], self.lambdas[i]);
+        if t == self.ends[i] {
+            return hi;
+        }
+        let (start, end) = (self.ends[i - 1], self.ends[i]);
+        let u = (t - start) as f64 / (end - start) as f64;
+        let eta = 0.5 * ((-FRAC_PI_2 + PI * u).sin() + 1.0);
+        (lo + eta * (hi - lo)).clamp(lo, hi)
+    }
+
+    /// The step at which the last stage ends (substitution steps included);
+    /// the factor is constant from there on.
+    pub fn total_steps(&self) -> u64 {
+        self.substitution
+            .saturating_add(*self.ends.last().expect("a schedule has stages"))
+    }
+}
+
+/// How [`l1_penalty`] normalizes `Σ|a|` over a `[tokens, d_ff]` matrix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum L1Reduction {
+    /// `‖a‖₁` of every token (row), averaged over the tokens: ProSparse's
+    /// Eq. 2, `λ‖x₁‖₁` for the intermediate output `x₁` of one token,
+    /// averaged over the batch as the language-modeling loss is. The
+    /// factors of the paper's tables (5e-3 to 0.2) are for this scale; the
+    /// paper does not spell out the batch reduction.
+    #[default]
+    RowSum,
+    /// The mean of `|a|` over all entries: [`RowSum`](Self::RowSum) divided
+    /// by `d_ff`.
+    Mean,
+}
+
+/// ProSparse's sparsity regularization of one FFN layer (Song et al., 2024,
+/// Eq. 2): the value `λ · Σ|a| / D` and its subgradient `λ · sign(a) / D`
+/// (0 at `a = 0`, so exact zeros of a ReLU output get no push), with
+/// `D` the number of rows ([`L1Reduction::RowSum`]) or of entries
+/// ([`L1Reduction::Mean`]). The model's total is the sum over its FFN
+/// layers; `λ` comes from a [`ProSparseSchedule`].
+///
+/// # Errors
+/// [`Error::InvalidParameter`] for a negative or non-finite `lambda`;
+/// [`Error::EmptyInput`], [`Error::NonFinite`].
+pub fn l1_penalty(
+    acts: ArrayView2<'_, f32>,
+    lambda: f64,
+    reduction: L1Reduction,
+) -> Result<(f32, Array2<f32>)> {
+    check_non_negative("ProSparse λ", lambda)?;
+    check_acts("l1_penalty", &acts)?;
+    let scale = lambda / l1_denominator(&acts, reduction);
+    let grad = acts.mapv(|a| (scale * sign0(a)) as f32);
+    Ok((l1_value(acts, lambda, reduction) as f32, grad))
+}
+
+fn l1_denominator(acts: &ArrayView2<'_, f32>, reduction: L1Reduction) -> f64 {
+    match reduction {
+        L1Reduction::RowSum => acts.nrows() as f64,
+        L1Reduction::Mean => acts.len() as f64,
+    }
+}
+
+fn l1_value(acts: ArrayView2<'_, f32>, lambda: f64, reduction: L1Reduction) -> f64 {
+    let sum: f64 = acts.iter().map(|&a| f64::from(a).abs()).sum();
+    lambda * sum / l1_denominator(&acts, reduction)
+}
+
+/// FATReLU, ProSparse's activation threshold shifting (Song et al., 2024,
+/// Eq. 3, after Kurtz et al., 2020): `σ(x) = x` for `x ≥ t`, else 0. It zeroes
+/// the small positive activations a ReLU keeps; ProSparse uses `t = 0.01`
+/// ([`FatRelu::PROSPARSE_THRESHOLD`]) after the regularization stages. With
+/// `t = 0` it is ReLU.
+///
+/// ```
+/// use ndarray::array;
+/// use tensorpress_sparsity::training::FatRelu;
+///
+/// let act = FatRelu::new(0.5)?;
+/// let x = array![[-1.0f32, 0.2, 0.5, 2.0]];
+/// assert_eq!(act.forward(x.view())?, array![[0.0, 0.0, 0.5, 2.0]]);
+/// let g = act.backward(x.view(), array![[1.0f32, 1.0, 1.0, 3.0]].view())?;
+/// assert_eq!(g, array![[0.0, 0.0, 1.0, 3.0]]);
+/// # Ok::<(), tensorpress_sparsity::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FatRelu {
+    threshold: f32,
+}
+
+impl FatRelu {
+    /// The threshold of ProSparse's released models (Appendix O).
+    pub const PROSPARSE_THRESHOLD: f32 = 0.01;
+
+    /// FATReLU with threshold `threshold`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] unless the threshold is finite and `>= 0`.
+    pub fn new(threshold: f32) -> Result<Self> {
+        check_non_negative("FATReLU threshold", f64::from(threshold))?;
+        Ok(FatRelu { threshold })
+    }
+
+    /// The threshold `t`.
+    pub fn threshold(&self) -> f32 {
+        self.threshold
+    }
+
+    /// `x` where `x ≥ t`, else 0.
+    ///
+    /// # Errors
+    /// [`Error::NonFinite`].
+    pub fn forward(&self, x: ArrayView2<'_, f32>) -> Result<Array2<f32>> {
+        check_finite(&x)?;
+        Ok(x.mapv(|v| if v >= self.threshold { v } else { 0.0 }))
+    }
+
+    /// The gradient with respect to `x` given the gradient `grad_out` with
+    /// respect to the output: `grad_out` where `x ≥ t`, else 0 (the function
+    /// jumps at `x = t` for `t > 0`; the kept side's slope is taken there, as
+    /// the forward keeps `x = t`).
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`], [`Error::NonFinite`].
+    pub fn backward(
+        &self,
+        x: ArrayView2<'_, f32>,
+        grad_out: ArrayView2<'_, f32>,
+    ) -> Result<Array2<f32>> {
+        if x.dim() != grad_out.dim() {
+            return Err(Error::ShapeMismatch {
+                op: "FatRelu::backward",
+                lhs: x.shape().to_vec(),
+                rhs: grad_out.shape().to_vec(),
+            });
+        }
+        check_finite(&x)?;
+        check_finite(&grad_out)?;
+        Ok(Zip::from(&x)
+            .and(&grad_out)
+            .map_collect(|&v, &g| if v >= self.threshold { g } else { 0.0 }))
     }
 }
 
@@ -324,6 +620,222 @@ mod tests {
                 prop_assert!(exact - surrogate <= exact * eps / min_sq + 1e-12);
             } else {
                 prop_assert_eq!(surrogate, 0.0);
+            }
+        }
+    }
+
+    /// ProSparse-7B's schedule (Table 6), counted from the warmup.
+    fn prosparse_7b() -> ProSparseSchedule {
+        ProSparseSchedule::new(&[
+            (1000, 5e-3),
+            (4000, 5e-2),
+            (2000, 5e-2),
+            (4000, 2e-1),
+            (500, 2e-1),
+        ])
+        .unwrap()
+    }
+
+    #[test]
+    fn prosparse_schedule_follows_algorithm_1() {
+        let s = prosparse_7b();
+        for t in [0, 1, 500, 1000] {
+            assert_eq!(s.lambda_at(t), 5e-3, "warmup at {t}");
+        }
+        // Stage 2 runs over (1000, 5000]: η = ½(1 − cos(π u)).
+        for (t, u) in [
+            (1001u64, 1.0 / 4000.0),
+            (2000, 0.25),
+            (3000, 0.5),
+            (4000, 0.75),
+        ] {
+            let eta = 0.5 * (1.0 - (PI * u).cos());
+            let want = 5e-3 + eta * (5e-2 - 5e-3);
+            assert!((s.lambda_at(t) - want).abs() < 1e-15, "t = {t}");
+        }
+        assert!((s.lambda_at(3000) - 0.0275).abs() < 1e-15);
+        // Zero slope at both ends of a stage: the first and last steps move little.
+        assert!(s.lambda_at(1001) - 5e-3 < 1e-8);
+        assert!(5e-2 - s.lambda_at(4999) < 1e-8);
+        for t in [5000, 5001, 6000, 7000] {
+            assert_eq!(s.lambda_at(t), 5e-2, "constant stage at {t}");
+        }
+        assert!((s.lambda_at(9000) - 0.125).abs() < 1e-15);
+        for t in [11_000, 11_500, 20_000, u64::MAX] {
+            assert_eq!(s.lambda_at(t), 0.2, "after the schedule at {t}");
+        }
+        assert_eq!(s.total_steps(), 11_500);
+        let with_sub = s.clone().with_substitution_steps(5000);
+        assert_eq!(with_sub.total_steps(), 16_500);
+        for t in 0..=5000 {
+            assert_eq!(with_sub.lambda_at(t), 0.0);
+        }
+        for t in (5001..20_000).step_by(37) {
+            assert_eq!(with_sub.lambda_at(t), s.lambda_at(t - 5000));
+        }
+    }
+
+    #[test]
+    fn prosparse_schedule_validation() {
+        assert!(matches!(
+            ProSparseSchedule::new(&[]),
+            Err(Error::EmptySchedule)
+        ));
+        assert!(matches!(
+            ProSparseSchedule::new(&[(10, 0.1), (0, 0.2)]),
+            Err(Error::InvalidStage {
+                stage: 1,
+                steps: 0,
+                ..
+            })
+        ));
+        for bad in [-1e-3, f64::NAN, f64::INFINITY] {
+            assert!(matches!(
+                ProSparseSchedule::new(&[(10, 0.1), (5, 0.2), (5, bad)]),
+                Err(Error::InvalidStage { stage: 2, .. })
+            ));
+        }
+        assert!(matches!(
+            ProSparseSchedule::new(&[(10, 0.1), (5, 0.05)]),
+            Err(Error::DecreasingSchedule { stage: 1, .. })
+        ));
+        // A zero factor (no regularization yet) and equal targets are allowed.
+        let s = ProSparseSchedule::new(&[(10, 0.0), (10, 0.0), (10, 1.0)]).unwrap();
+        assert_eq!(s.lambda_at(15), 0.0);
+        assert_eq!(s.lambda_at(25), 0.5);
+    }
+
+    #[test]
+    fn l1_penalty_gradient_matches_finite_differences() {
+        let acts = relu_acts(5, (5, 8));
+        assert!(acts.iter().any(|&a| a == 0.0));
+        // Central differences of |a| are exactly 0 at a = 0, the subgradient
+        // l1_penalty returns; elsewhere |a| > h, so the kink is not crossed.
+        assert!(acts.iter().all(|&a| a == 0.0 || a.abs() > 1e-3));
+        for reduction in [L1Reduction::RowSum, L1Reduction::Mean] {
+            let (value, grad) = l1_penalty(acts.view(), 0.2, reduction).unwrap();
+            let fd = central_diff(&acts, 1.0 / 1024.0, |a| l1_value(a, 0.2, reduction));
+            assert_grad_close(&grad, &fd, 1e-6);
+            let sum: f64 = acts.iter().map(|&a| f64::from(a)).sum();
+            let d = if reduction == L1Reduction::RowSum {
+                5.0
+            } else {
+                40.0
+            };
+            assert!((f64::from(value) - 0.2 * sum / d).abs() < 1e-6);
+        }
+        let (row, _) = l1_penalty(acts.view(), 0.2, L1Reduction::RowSum).unwrap();
+        let (mean, _) = l1_penalty(acts.view(), 0.2, L1Reduction::Mean).unwrap();
+        assert!((row / 8.0 - mean).abs() < 1e-6);
+        // Signs, and exact zeros untouched.
+        let (_, g) =
+            l1_penalty(array![[-2.0f32, 0.0, 3.0]].view(), 1.0, L1Reduction::RowSum).unwrap();
+        assert_eq!(g, array![[-1.0, 0.0, 1.0]]);
+    }
+
+    #[test]
+    fn l1_penalty_validation() {
+        let a = array![[1.0f32]];
+        for bad in [-0.1, f64::NAN, f64::INFINITY] {
+            assert!(matches!(
+                l1_penalty(a.view(), bad, L1Reduction::Mean),
+                Err(Error::InvalidParameter {
+                    name: "ProSparse λ",
+                    ..
+                })
+            ));
+        }
+        assert!(matches!(
+            l1_penalty(array![[1.0f32, f32::NAN]].view(), 0.1, L1Reduction::Mean),
+            Err(Error::NonFinite { row: 0, col: 1 })
+        ));
+        assert!(matches!(
+            l1_penalty(
+                Array2::<f32>::zeros((3, 0)).view(),
+                0.1,
+                L1Reduction::RowSum
+            ),
+            Err(Error::EmptyInput { .. })
+        ));
+    }
+
+    #[test]
+    fn fatrelu_forward_backward() {
+        let act = FatRelu::new(FatRelu::PROSPARSE_THRESHOLD).unwrap();
+        let x = array![[-1.0f32, 0.0, 0.005, 0.01, 0.02, 3.0]];
+        assert_eq!(
+            act.forward(x.view()).unwrap(),
+            array![[0.0, 0.0, 0.0, 0.01, 0.02, 3.0]]
+        );
+        // t = 0 is ReLU.
+        let relu = FatRelu::new(0.0).unwrap();
+        assert_eq!(relu.forward(x.view()).unwrap(), x.mapv(|v| v.max(0.0)));
+        // Backward of Σ w ⊙ FATReLU(x) against finite differences, away from t.
+        let act = FatRelu::new(0.3).unwrap();
+        let x = SeededRng::new(9).array_normal((4, 7));
+        assert!(x.iter().all(|v| (v - 0.3).abs() > 1e-2));
+        let w = SeededRng::new(10).array_normal((4, 7));
+        let loss = |x: ArrayView2<'_, f32>| {
+            let y = act.forward(x).unwrap();
+            y.iter()
+                .zip(&w)
+                .map(|(&y, &w)| f64::from(y) * f64::from(w))
+                .sum::<f64>()
+        };
+        let grad = act.backward(x.view(), w.view()).unwrap();
+        assert_grad_close(&grad, &central_diff(&x, 1.0 / 1024.0, loss), 1e-6);
+        assert!(grad.iter().any(|&g| g == 0.0) && grad.iter().any(|&g| g != 0.0));
+    }
+
+    #[test]
+    fn fatrelu_validation() {
+        for bad in [-0.01, f32::NAN, f32::INFINITY] {
+            assert!(matches!(
+                FatRelu::new(bad),
+                Err(Error::InvalidParameter {
+                    name: "FATReLU threshold",
+                    ..
+                })
+            ));
+        }
+        let act = FatRelu::new(0.1).unwrap();
+        let x = array![[1.0f32, f32::NEG_INFINITY]];
+        assert!(matches!(
+            act.forward(x.view()),
+            Err(Error::NonFinite { row: 0, col: 1 })
+        ));
+        assert!(matches!(
+            act.backward(x.view(), array![[1.0f32]].view()),
+            Err(Error::ShapeMismatch { .. })
+        ));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// λ(t) never decreases, stays between the stage's endpoints and hits
+        /// every target at the stage's last step.
+        #[test]
+        fn prosparse_schedule_is_monotone_and_hits_its_targets(
+            stages in prop::collection::vec((1u64..50, 0.0f64..1.0), 1..6), probe in 0u64..300,
+        ) {
+            let mut lambdas: Vec<f64> = stages.iter().map(|s| s.1).collect();
+            lambdas.sort_by(f64::total_cmp);
+            let stages: Vec<(u64, f64)> = stages.iter().zip(&lambdas).map(|(s, &l)| (s.0, l)).collect();
+            let s = ProSparseSchedule::new(&stages).unwrap();
+            let mut end = 0;
+            for (i, &(steps, lambda)) in stages.iter().enumerate() {
+                let lo = if i == 0 { lambda } else { stages[i - 1].1 };
+                for t in end + 1..=end + steps {
+                    let l = s.lambda_at(t);
+                    prop_assert!(lo <= l && l <= lambda, "stage {} step {}: {} not in [{}, {}]", i, t, l, lo, lambda);
+                }
+                end += steps;
+                prop_assert_eq!(s.lambda_at(end), lambda);
+            }
+            prop_assert_eq!(s.lambda_at(end + probe), lambdas[lambdas.len() - 1]);
+            for t in 0..=end {
+                prop_assert!(s.lambda_at(t) <= s.lambda_at(t + 1), "decreases after step {}", t);
             }
         }
     }
