@@ -4,8 +4,9 @@
 //! semi-structured masks (2:4, 4:8), the [`SparsityMask`] type and sparsity
 //! statistics. [`WeightPruner`] puts magnitude, Wanda and SparseGPT behind one
 //! interface for the compression pipeline. [`training`] has the training-side
-//! helpers for activation sparsity, each with its gradient: DEFT's density
-//! loss, ProSparse's progressive L1 schedule and FATReLU.
+//! helpers for activation sparsity: DEFT's density loss, ProSparse's
+//! progressive L1 schedule and FATReLU, and delta (temporal) encoding, each
+//! with its gradient.
 //!
 //! Weights are `[out_features, in_features]`; N:M groups run along the input
 //! dimension, as sparse tensor cores and compressed-tensors' 2:4 format expect.

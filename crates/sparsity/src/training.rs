@@ -9,17 +9,21 @@
 //!   (fraction of nonzero entries) it approximates;
 //! - [`ProSparseSchedule`], [`l1_penalty`] and [`FatRelu`]: ProSparse's L1
 //!   penalty on the FFN intermediate activations with a factor that rises
-//!   along half sine waves, stage by stage, and its shifted-threshold ReLU.
+//!   along half sine waves, stage by stage, and its shifted-threshold ReLU;
+//! - [`DeltaEncoder`], [`DeltaDecoder`], [`temporal_sparsity`] and
+//!   [`delta_l1`]: temporal sparsity, activations sent as their changes
+//!   between time steps, and the L1 penalty on those changes.
 //!
-//! Activations are `[tokens, features]` in f32; sums are taken in f64.
-//! Every function that takes a mean or a fraction refuses empty inputs
-//! ([`Error::EmptyInput`]), and every one refuses NaN or infinite
-//! activations ([`Error::NonFinite`]).
+//! Activations are `[tokens, features]` (`[time, features]` for the delta
+//! helpers) in f32; sums are taken in f64. Every function that takes a mean
+//! or a fraction refuses empty inputs ([`Error::EmptyInput`]), and every one
+//! refuses NaN or infinite activations ([`Error::NonFinite`]).
 //!
 //! ```
 //! use ndarray::array;
 //! use tensorpress_sparsity::training::{
-//!     activation_density, l1_penalty, DensityLoss, L1Reduction, ProSparseSchedule,
+//!     activation_density, l1_penalty, temporal_sparsity, DeltaDecoder, DeltaEncoder,
+//!     DensityLoss, L1Reduction, ProSparseSchedule,
 //! };
 //!
 //! // FFN intermediate activations of two tokens.
@@ -42,12 +46,21 @@
 //! let (penalty, grad) = l1_penalty(acts.view(), 5e-2, L1Reduction::RowSum)?;
 //! assert!((penalty - 0.0875).abs() < 1e-7);
 //! assert_eq!(grad[[0, 3]], -0.025);
+//!
+//! // Deltas of three time steps; changes of at most 0.1 are not sent.
+//! let x = array![[1.0f32, 0.0], [1.05, 0.0], [1.5, -2.0]];
+//! let deltas = DeltaEncoder::new(2, 0.1)?.encode(x.view())?;
+//! assert_eq!(deltas, array![[1.0, 0.0], [0.0, 0.0], [0.5, -2.0]]);
+//! assert_eq!(temporal_sparsity(deltas.view())?, 0.5);
+//! // The receiver holds 1.0 at step 1 (the 0.05 change was not sent).
+//! let decoded = DeltaDecoder::new(2).decode(deltas.view())?;
+//! assert_eq!(decoded, array![[1.0, 0.0], [1.0, 0.0], [1.5, -2.0]]);
 //! # Ok::<(), tensorpress_sparsity::Error>(())
 //! ```
 
 use std::f64::consts::{FRAC_PI_2, PI};
 
-use ndarray::{Array2, ArrayView2, Zip};
+use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis, Zip};
 
 use crate::magnitude::check_finite;
 use crate::{Error, Result};
@@ -469,10 +482,234 @@ impl FatRelu {
     }
 }
 
+// ---------------------------------------------------------------------------
+// Delta (temporal) sparsity
+// ---------------------------------------------------------------------------
+
+/// Sends activations as their changes between time steps, the delta
+/// inference of Yousefzadeh & Sifalakis ("Training for temporal sparsity in
+/// deep neural networks, application in video processing", 2021,
+/// arXiv:2107.07305: the Delta Activation Layer) with the threshold and
+/// reference state of delta networks (Neil et al., "Delta Networks for
+/// Optimized Recurrent Network Computation", ICML 2017).
+///
+/// The encoder keeps the reference `r` the receiver holds (zeros at first).
+/// For each feature at step `t`, `d = x_t − r`; when `|d| > threshold` it
+/// sends `d` and updates `r ← r + d`, else it sends 0 and keeps `r`. So
+/// small changes accumulate until they cross the threshold, `|x_t − r_t|`
+/// never exceeds the threshold (plus f32 rounding), and a [`DeltaDecoder`]
+/// that adds up the deltas holds exactly (bit for bit) the encoder's `r`.
+/// With threshold 0 it reconstructs `x` up to f32 rounding. The first step
+/// sends the whole activation (the change from zeros); the Delta Activation
+/// Layer's loss leaves it out, as [`delta_l1`] does.
+///
+/// The paper's layer, in training, first quantizes activations to a grid
+/// (with a learned step) and sends the exact changes of the quantized
+/// values; this encoder thresholds instead and has no quantizer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeltaEncoder {
+    threshold: f32,
+    reference: Array1<f32>,
+}
+
+impl DeltaEncoder {
+    /// An encoder of `features` activations per step, with all-zero
+    /// reference.
+    ///
+    /// # Errors
+    /// [`Error::EmptyInput`] for `features == 0`; [`Error::InvalidParameter`]
+    /// unless the threshold is finite and `>= 0`.
+    pub fn new(features: usize, threshold: f32) -> Result<Self> {
+        if features == 0 {
+            return Err(Error::EmptyInput {
+                op: "DeltaEncoder::new",
+                shape: vec![0],
+            });
+        }
+        check_non_negative("delta threshold", f64::from(threshold))?;
+        Ok(DeltaEncoder {
+            threshold,
+            reference: Array1::zeros(features),
+        })
+    }
+
+    /// The threshold: changes of at most this size are not sent.
+    pub fn threshold(&self) -> f32 {
+        self.threshold
+    }
+
+    /// The reference the receiver holds after the steps encoded so far.
+    pub fn reference(&self) -> ArrayView1<'_, f32> {
+        self.reference.view()
+    }
+
+    /// Back to the all-zero reference (a new sequence).
+    pub fn reset(&mut self) {
+        self.reference.fill(0.0);
+    }
+
+    /// Encodes one time step `x` (`[features]`), updating the reference.
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`], [`Error::NonFinite`] (row 0); the state is
+    /// unchanged on error.
+    pub fn step(&mut self, x: ArrayView1<'_, f32>) -> Result<Array1<f32>> {
+        self.encode(x.insert_axis(Axis(0)))
+            .map(|d| d.index_axis_move(Axis(0), 0))
+    }
+
+    /// Encodes the steps `xs` (`[time, features]`) after those encoded so
+    /// far, returning the deltas (`[time, features]`).
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`], [`Error::NonFinite`]; the state is
+    /// unchanged on error.
+    pub fn encode(&mut self, xs: ArrayView2<'_, f32>) -> Result<Array2<f32>> {
+        check_features("DeltaEncoder::encode", self.reference.len(), &xs)?;
+        check_finite(&xs)?;
+        let mut deltas = Array2::zeros(xs.dim());
+        for (x, mut d) in xs.outer_iter().zip(deltas.outer_iter_mut()) {
+            Zip::from(&mut self.reference)
+                .and(&x)
+                .and(&mut d)
+                .for_each(|r, &x, d| {
+                    let change = x - *r;
+                    if change.abs() > self.threshold {
+                        *r += change;
+                        *d = change;
+                    }
+                });
+        }
+        Ok(deltas)
+    }
+}
+
+/// Adds up deltas from a [`DeltaEncoder`]: its state after each step is the
+/// encoder's reference, bit for bit (both compute `r + d` in f32).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeltaDecoder {
+    state: Array1<f32>,
+}
+
+impl DeltaDecoder {
+    /// A decoder of `features` activations per step, starting from zeros.
+    pub fn new(features: usize) -> Self {
+        DeltaDecoder {
+            state: Array1::zeros(features),
+        }
+    }
+
+    /// The activations reconstructed so far.
+    pub fn state(&self) -> ArrayView1<'_, f32> {
+        self.state.view()
+    }
+
+    /// Back to zeros (a new sequence).
+    pub fn reset(&mut self) {
+        self.state.fill(0.0);
+    }
+
+    /// Adds the deltas `deltas` (`[time, features]`) step by step, returning
+    /// the state after each (`[time, features]`).
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`], [`Error::NonFinite`]; the state is
+    /// unchanged on error.
+    pub fn decode(&mut self, deltas: ArrayView2<'_, f32>) -> Result<Array2<f32>> {
+        check_features("DeltaDecoder::decode", self.state.len(), &deltas)?;
+        check_finite(&deltas)?;
+        let mut out = Array2::zeros(deltas.dim());
+        for (d, mut o) in deltas.outer_iter().zip(out.outer_iter_mut()) {
+            self.state += &d;
+            o.assign(&self.state);
+        }
+        Ok(out)
+    }
+}
+
+fn check_features(op: &'static str, features: usize, xs: &ArrayView2<'_, f32>) -> Result<()> {
+    if xs.ncols() == features {
+        Ok(())
+    } else {
+        Err(Error::ShapeMismatch {
+            op,
+            lhs: vec![xs.nrows(), features],
+            rhs: xs.shape().to_vec(),
+        })
+    }
+}
+
+/// The temporal sparsity of `deltas`: the fraction of entries that are
+/// exactly zero (changes not sent). Pass `deltas.slice(s![1.., ..])` to leave
+/// out the first step, as the Delta Activation Layer's statistics do.
+///
+/// # Errors
+/// [`Error::EmptyInput`], [`Error::NonFinite`].
+pub fn temporal_sparsity(deltas: ArrayView2<'_, f32>) -> Result<f64> {
+    check_acts("temporal_sparsity", &deltas)?;
+    let zeros = deltas.iter().filter(|&&d| d == 0.0).count();
+    Ok(zeros as f64 / deltas.len() as f64)
+}
+
+/// The Delta Activation Layer's sparsity loss (Yousefzadeh & Sifalakis,
+/// 2021): λ times the mean absolute change between consecutive steps of
+/// `xs` (`[time, features]`),
+///
+/// `L = λ / ((T − 1) F) · Σ_{t ≥ 1} Σ_f |x[t, f] − x[t − 1, f]|`,
+///
+/// and its subgradient with respect to `xs`,
+/// `∂L/∂x[t] = λ / ((T − 1) F) · (sign(x[t] − x[t − 1]) − sign(x[t + 1] − x[t]))`
+/// (terms outside `0..T` dropped, `sign(0) = 0`). These are the deltas a
+/// [`DeltaEncoder`] with threshold 0 sends after the first step; the layer's
+/// authors normalize by the number of deltas the same way. (Their layer
+/// takes the changes of quantized activations; a caller with a quantizer
+/// passes its output here and its straight-through gradient on.)
+///
+/// # Errors
+/// [`Error::InvalidParameter`] for a negative or non-finite `lambda`;
+/// [`Error::TooFewSteps`] for fewer than 2 steps; [`Error::EmptyInput`] for
+/// no features; [`Error::NonFinite`].
+pub fn delta_l1(xs: ArrayView2<'_, f32>, lambda: f64) -> Result<(f32, Array2<f32>)> {
+    check_non_negative("delta L1 λ", lambda)?;
+    let (steps, features) = xs.dim();
+    if steps < 2 {
+        return Err(Error::TooFewSteps {
+            op: "delta_l1",
+            steps,
+            needed: 2,
+        });
+    }
+    check_acts("delta_l1", &xs)?;
+    let scale = lambda / ((steps - 1) * features) as f64;
+    let mut grad = Array2::zeros(xs.dim());
+    for t in 1..steps {
+        for f in 0..features {
+            let s = scale * sign0(xs[[t, f]] - xs[[t - 1, f]]);
+            grad[[t, f]] += s;
+            grad[[t - 1, f]] -= s;
+        }
+    }
+    Ok((
+        delta_l1_value(xs, lambda) as f32,
+        grad.mapv(|g: f64| g as f32),
+    ))
+}
+
+fn delta_l1_value(xs: ArrayView2<'_, f32>, lambda: f64) -> f64 {
+    let (steps, features) = xs.dim();
+    let mut sum = 0.0;
+    for t in 1..steps {
+        for f in 0..features {
+            sum += (f64::from(xs[[t, f]]) - f64::from(xs[[t - 1, f]])).abs();
+        }
+    }
+    lambda * sum / ((steps - 1) * features) as f64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ndarray::array;
+    use ndarray::{array, s};
     use proptest::prelude::*;
     use tensorpress_tensor::SeededRng;
 
@@ -836,6 +1073,187 @@ mod tests {
             prop_assert_eq!(s.lambda_at(end + probe), lambdas[lambdas.len() - 1]);
             for t in 0..=end {
                 prop_assert!(s.lambda_at(t) <= s.lambda_at(t + 1), "decreases after step {}", t);
+            }
+        }
+    }
+
+    /// A sequence that mostly changes a little and sometimes stays put.
+    fn slow_sequence(seed: u64, steps: usize, features: usize, scale: f32) -> Array2<f32> {
+        let mut rng = SeededRng::new(seed);
+        let mut x = Array2::zeros((steps, features));
+        let mut row = rng.array_normal(features);
+        for t in 0..steps {
+            if t % 5 != 3 {
+                row += &rng.array_normal(features).mapv(|v| v * scale);
+            }
+            x.row_mut(t).assign(&row);
+        }
+        x
+    }
+
+    #[test]
+    fn delta_round_trip_is_exact_at_threshold_zero() {
+        let x = slow_sequence(1, 40, 12, 0.1);
+        let mut enc = DeltaEncoder::new(12, 0.0).unwrap();
+        let deltas = enc.encode(x.view()).unwrap();
+        let decoded = DeltaDecoder::new(12).decode(deltas.view()).unwrap();
+        for (((t, f), &x), &y) in x.indexed_iter().zip(decoded.iter()) {
+            assert!(
+                (x - y).abs() <= 4.0 * f32::EPSILON * x.abs().max(1.0),
+                "({t}, {f}): {x} vs {y}"
+            );
+        }
+        assert_eq!(enc.reference(), decoded.row(39));
+        // Every fifth step repeats the one before: its deltas are all zero.
+        for t in (3..40).step_by(5) {
+            assert!(deltas.row(t).iter().all(|&d| d == 0.0));
+        }
+        let sparsity = temporal_sparsity(deltas.slice(s![1.., ..])).unwrap();
+        assert!((sparsity - 8.0 / 39.0).abs() < 1e-12, "{sparsity}");
+    }
+
+    #[test]
+    fn thresholded_deltas_decode_to_the_encoder_reference() {
+        let x = slow_sequence(2, 60, 9, 0.05);
+        let threshold = 0.1;
+        let mut enc = DeltaEncoder::new(9, threshold).unwrap();
+        let mut dec = DeltaDecoder::new(9);
+        let mut sent = 0;
+        for t in 0..60 {
+            let d = enc.step(x.row(t)).unwrap();
+            sent += d.iter().filter(|&&v| v != 0.0).count();
+            let y = dec.decode(d.insert_axis(Axis(0)).view()).unwrap();
+            assert_eq!(y.row(0), enc.reference(), "step {t}");
+            for (&xv, &r) in x.row(t).iter().zip(enc.reference()) {
+                assert!((xv - r).abs() <= threshold + 1e-6, "step {t}: {xv} vs {r}");
+            }
+        }
+        // Small steps (σ = 0.05) against a threshold of 0.1: most changes wait.
+        assert!(sent < 60 * 9 / 2, "{sent} of {} sent", 60 * 9);
+        // Streaming in chunks gives the same deltas as one call.
+        let whole = DeltaEncoder::new(9, threshold)
+            .unwrap()
+            .encode(x.view())
+            .unwrap();
+        let mut chunked = DeltaEncoder::new(9, threshold).unwrap();
+        let mut parts = chunked
+            .encode(x.slice(s![..25, ..]))
+            .unwrap()
+            .into_raw_vec_and_offset()
+            .0;
+        parts.extend(chunked.encode(x.slice(s![25.., ..])).unwrap().iter());
+        assert_eq!(whole.into_raw_vec_and_offset().0, parts);
+        assert_eq!(chunked.reference(), enc.reference());
+        chunked.reset();
+        assert!(chunked.reference().iter().all(|&r| r == 0.0));
+    }
+
+    #[test]
+    fn delta_l1_gradient_matches_finite_differences() {
+        // Repeated steps give exact ties (zero deltas): central differences
+        // there are 0, the subgradient delta_l1 uses.
+        let x = slow_sequence(3, 12, 5, 0.5);
+        for t in 1..12 {
+            for (a, b) in x.row(t).iter().zip(x.row(t - 1)) {
+                assert!(a == b || (a - b).abs() > 4e-3);
+            }
+        }
+        let (value, grad) = delta_l1(x.view(), 0.7).unwrap();
+        let fd = central_diff(&x, 1.0 / 1024.0, |x| delta_l1_value(x, 0.7));
+        assert_grad_close(&grad, &fd, 1e-6);
+        // The value is λ times the mean |delta| a threshold-0 encoder sends after step 0.
+        let deltas = DeltaEncoder::new(5, 0.0).unwrap().encode(x.view()).unwrap();
+        let mean = deltas.slice(s![1.., ..]).mapv(f32::abs).mean().unwrap();
+        assert!(
+            (value - 0.7 * mean).abs() < 1e-5 * value,
+            "{value} vs {}",
+            0.7 * mean
+        );
+        // A constant sequence costs nothing and has no gradient.
+        let flat = Array2::from_elem((4, 3), 1.5f32);
+        let (v, g) = delta_l1(flat.view(), 1.0).unwrap();
+        assert_eq!(v, 0.0);
+        assert!(g.iter().all(|&g| g == 0.0));
+    }
+
+    #[test]
+    fn delta_validation() {
+        assert!(matches!(
+            DeltaEncoder::new(0, 0.1),
+            Err(Error::EmptyInput { .. })
+        ));
+        for bad in [-0.1, f32::NAN, f32::INFINITY] {
+            assert!(matches!(
+                DeltaEncoder::new(3, bad),
+                Err(Error::InvalidParameter {
+                    name: "delta threshold",
+                    ..
+                })
+            ));
+        }
+        let mut enc = DeltaEncoder::new(3, 0.0).unwrap();
+        assert!(matches!(
+            enc.encode(Array2::<f32>::zeros((2, 4)).view()),
+            Err(Error::ShapeMismatch { .. })
+        ));
+        // A NaN at step 1 leaves the state as it was.
+        let x = array![[1.0f32, 2.0, 3.0], [1.0, f32::NAN, 3.0]];
+        assert!(matches!(
+            enc.encode(x.view()),
+            Err(Error::NonFinite { row: 1, col: 1 })
+        ));
+        assert!(enc.reference().iter().all(|&r| r == 0.0));
+        assert!(matches!(
+            enc.step(array![f32::INFINITY, 0.0, 0.0].view()),
+            Err(Error::NonFinite { row: 0, col: 0 })
+        ));
+        let mut dec = DeltaDecoder::new(3);
+        assert!(matches!(
+            dec.decode(array![[1.0f32, 2.0]].view()),
+            Err(Error::ShapeMismatch { .. })
+        ));
+        assert!(matches!(
+            dec.decode(array![[1.0f32, 2.0, f32::NAN]].view()),
+            Err(Error::NonFinite { .. })
+        ));
+        assert!(matches!(
+            delta_l1(array![[1.0f32, 2.0]].view(), 1.0),
+            Err(Error::TooFewSteps {
+                steps: 1,
+                needed: 2,
+                ..
+            })
+        ));
+        assert!(matches!(
+            delta_l1(Array2::<f32>::zeros((3, 0)).view(), 1.0),
+            Err(Error::EmptyInput { .. })
+        ));
+        assert!(matches!(
+            delta_l1(Array2::<f32>::zeros((3, 2)).view(), -1.0),
+            Err(Error::InvalidParameter { .. })
+        ));
+        assert!(matches!(
+            temporal_sparsity(Array2::<f32>::zeros((0, 2)).view()),
+            Err(Error::EmptyInput { .. })
+        ));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// The decoder holds the encoder's reference bit for bit, which is
+        /// within the threshold (plus rounding) of the input at every step.
+        #[test]
+        fn delta_codec_round_trip(
+            steps in 1usize..30, features in 1usize..10, threshold in prop_oneof![Just(0.0f32), 0.0f32..0.5],
+            seed in any::<u64>(),
+        ) {
+            let x = slow_sequence(seed, steps, features, 0.2);
+            let mut enc = DeltaEncoder::new(features, threshold).unwrap();
+            let decoded = DeltaDecoder::new(features).decode(enc.encode(x.view()).unwrap().view()).unwrap();
+            prop_assert_eq!(decoded.row(steps - 1), enc.reference());
+            for (&a, &b) in x.iter().zip(&decoded) {
+                prop_assert!((a - b).abs() <= threshold + 8.0 * f32::EPSILON * a.abs().max(1.0), "{} vs {}", a, b);
             }
         }
     }
