@@ -103,6 +103,58 @@ pub enum Error {
         /// What it must be, and what to change.
         reason: &'static str,
     },
+    /// A scalar hyperparameter outside its domain (a negative threshold, a
+    /// non-finite or non-positive ε, a negative regularization factor).
+    #[error("{name} = {value} is invalid: it must be {expected}")]
+    InvalidParameter {
+        /// The parameter.
+        name: &'static str,
+        /// The value given.
+        value: f64,
+        /// Its domain, in words.
+        expected: &'static str,
+    },
+    /// An input with no elements where a mean or a fraction is taken.
+    #[error("{op} got an empty input (shape {shape:?})")]
+    EmptyInput {
+        /// The operation.
+        op: &'static str,
+        /// The shape given.
+        shape: Vec<usize>,
+    },
+    /// A sequence too short for a temporal operation.
+    #[error("{op} needs at least {needed} time steps, got {steps}")]
+    TooFewSteps {
+        /// The operation.
+        op: &'static str,
+        /// Time steps given.
+        steps: usize,
+        /// Time steps needed.
+        needed: usize,
+    },
+    /// A regularization schedule without stages.
+    #[error("a ProSparse schedule needs at least one stage")]
+    EmptySchedule,
+    /// A schedule stage with no steps or a factor that is not finite and non-negative.
+    #[error("schedule stage {stage} ({steps} steps, factor {lambda}) needs at least one step and a finite factor >= 0")]
+    InvalidStage {
+        /// Index of the stage.
+        stage: usize,
+        /// Its length in steps.
+        steps: u64,
+        /// Its target factor.
+        lambda: f64,
+    },
+    /// A schedule stage whose target factor is below the previous one.
+    #[error("schedule stage {stage} targets {lambda}, below the previous stage's {previous}: factors must not decrease")]
+    DecreasingSchedule {
+        /// Index of the stage.
+        stage: usize,
+        /// The previous stage's target.
+        previous: f64,
+        /// This stage's target.
+        lambda: f64,
+    },
     /// An error of the quantization layer (joint pruning and quantization).
     #[error(transparent)]
     Quant(Box<tensorpress_quant_core::Error>),

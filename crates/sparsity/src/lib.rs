@@ -3,7 +3,10 @@
 //! with the layer Hessian (alone or jointly with quantization), N:M
 //! semi-structured masks (2:4, 4:8), the [`SparsityMask`] type and sparsity
 //! statistics. [`WeightPruner`] puts magnitude, Wanda and SparseGPT behind one
-//! interface for the compression pipeline.
+//! interface for the compression pipeline. [`training`] has the training-side
+//! helpers for activation sparsity: DEFT's density loss, ProSparse's
+//! progressive L1 schedule and FATReLU, and delta (temporal) encoding, each
+//! with its gradient.
 //!
 //! Weights are `[out_features, in_features]`; N:M groups run along the input
 //! dimension, as sparse tensor cores and compressed-tensors' 2:4 format expect.
@@ -45,6 +48,7 @@ mod pruner;
 mod sparsegpt;
 mod stats;
 mod structured;
+pub mod training;
 
 pub use allocation::{global_threshold_ratios, pq_index, SapRule};
 pub use error::{Error, Result};
