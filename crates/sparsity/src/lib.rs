@@ -45,7 +45,7 @@ mod sparsegpt;
 mod stats;
 mod structured;
 
-pub use error::{Error, Result};
+pub use error::{Error, Result, SparseDefect};
 pub use magnitude::{magnitude_prune, prune_by_score, wanda_scores, PruneScope};
 pub use mask::SparsityMask;
 pub use nm::{nm_magnitude, nm_mask};
