@@ -38,9 +38,12 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod csr;
 mod scalar;
 #[cfg(target_arch = "x86_64")]
 mod x86;
+
+pub use csr::{ColumnIndices, CsrMatrix};
 
 use ndarray::ArrayView2;
 use rayon::prelude::*;
@@ -48,7 +51,7 @@ use tensorpress_quant_core::kernels::{Isa, Q8Vector, QuantMatrix};
 use tensorpress_quant_core::Error as QuantError;
 
 use crate::mask::check_pattern;
-use crate::{Error, Result};
+use crate::{Error, Result, SparseDefect};
 
 /// Output rows per rayon task.
 const ROWS_PER_TASK: usize = 64;
@@ -80,6 +83,38 @@ fn check_isa(isa: Isa) -> Result<(), QuantError> {
             value: format!("{isa:?}"),
             expected: "a level this CPU supports (Isa::available)",
         })
+    }
+}
+
+/// Most columns of a [`CsrMatrix`]: the SIMD gathers
+/// take column indices as signed 32-bit offsets.
+const MAX_COLS: usize = i32::MAX as usize;
+
+/// [`Error::InvalidSparseParts`] for `format`.
+fn defect(format: &'static str, defect: SparseDefect) -> Error {
+    Error::InvalidSparseParts { format, defect }
+}
+
+/// Checks that a `[rows, cols]` shape fits the unstructured sparse layouts:
+/// at most [`MAX_COLS`] columns and `isize::MAX` entries (so `rows + 1` and
+/// `rows · cols` never overflow, and the dense matrix is a valid array).
+fn check_dims(format: &'static str, rows: usize, cols: usize) -> Result<()> {
+    let fits = cols <= MAX_COLS
+        && rows <= isize::MAX as usize
+        && rows
+            .checked_mul(cols)
+            .is_some_and(|n| n <= isize::MAX as usize);
+    if fits {
+        Ok(())
+    } else {
+        Err(defect(
+            format,
+            SparseDefect::TooLarge {
+                rows,
+                cols,
+                max_cols: MAX_COLS,
+            },
+        ))
     }
 }
 

@@ -1,9 +1,9 @@
-//! x86-64 sparse kernels: AVX2+FMA (2:4 rows, column updates) and AVX-512F
-//! (column updates).
+//! x86-64 sparse kernels: AVX2+FMA (2:4 rows, column updates, CSR gathers)
+//! and AVX-512 (column updates, CSR gathers).
 
 use std::arch::x86_64::*;
 
-use super::scalar;
+use super::scalar::{self, ColIndex};
 
 /// For an index byte (two 2:4 groups of 4 columns): the lane of each of its
 /// four kept values within the byte's 8 columns.
@@ -150,4 +150,134 @@ pub(super) unsafe fn axpy4_avx512(
         r += 16;
     }
     scalar::axpy(&[&c0[r..], &c1[r..], &c2[r..], &c3[r..]], xs, &mut y[r..]);
+}
+
+/// The sum of the 8 lanes of `v`.
+#[target_feature(enable = "avx2")]
+#[inline]
+fn hsum256(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+    _mm_cvtss_f32(s)
+}
+
+/// Eight column indices from `p`, widened to 32 bits.
+///
+/// # Safety
+/// AVX2; 8 indices readable at `p`.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn load_cols8<I: ColIndex>(p: *const I) -> __m256i {
+    // SAFETY: the caller guarantees 8 readable indices of `I` at `p`
+    // (32 bytes for `u32`, 16 for `u16`), read unaligned.
+    unsafe {
+        if I::WIDE {
+            _mm256_loadu_si256(p.cast())
+        } else {
+            _mm256_cvtepu16_epi32(_mm_loadu_si128(p.cast()))
+        }
+    }
+}
+
+/// One CSR row times `x`: 8 activations per gather, two accumulators.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA; `values.len() == cols.len()` and every
+/// column is below `x.len()`.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn csr_dot_avx2<I: ColIndex>(values: &[f32], cols: &[I], x: &[f32]) -> f32 {
+    debug_assert_eq!(values.len(), cols.len());
+    debug_assert!(cols.iter().all(|c| c.col() < x.len()));
+    let n = values.len();
+    let (vp, cp, xp) = (values.as_ptr(), cols.as_ptr(), x.as_ptr());
+    let mut acc0 = _mm256_setzero_ps();
+    let mut acc1 = _mm256_setzero_ps();
+    let mut k = 0;
+    while k + 16 <= n {
+        // SAFETY: entries `k..k + 16` of `values` and `cols` exist, and every
+        // column is below `x.len()` (the caller's contract), so the gathers
+        // read inside `x`.
+        unsafe {
+            let g0 = _mm256_i32gather_ps::<4>(xp, load_cols8(cp.add(k)));
+            let g1 = _mm256_i32gather_ps::<4>(xp, load_cols8(cp.add(k + 8)));
+            acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(vp.add(k)), g0, acc0);
+            acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(vp.add(k + 8)), g1, acc1);
+        }
+        k += 16;
+    }
+    if k + 8 <= n {
+        // SAFETY: as above, for entries `k..k + 8`.
+        unsafe {
+            let g = _mm256_i32gather_ps::<4>(xp, load_cols8(cp.add(k)));
+            acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(vp.add(k)), g, acc0);
+        }
+        k += 8;
+    }
+    hsum256(_mm256_add_ps(acc0, acc1)) + scalar::csr_dot(&values[k..], &cols[k..], x)
+}
+
+/// The column indices selected by `m` among 16 at `p`, widened to 32 bits
+/// (zero in the other lanes).
+///
+/// # Safety
+/// AVX-512 F/BW/VL; the indices selected by `m` are readable at `p`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+#[inline]
+unsafe fn load_cols16<I: ColIndex>(p: *const I, m: __mmask16) -> __m512i {
+    // SAFETY: masked loads read only the selected lanes, which the caller
+    // guarantees are readable.
+    unsafe {
+        if I::WIDE {
+            _mm512_maskz_loadu_epi32(m, p.cast())
+        } else {
+            _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p.cast()))
+        }
+    }
+}
+
+/// One CSR row times `x`: 16 activations per gather, two accumulators, a
+/// masked gather for the last `n % 16` values.
+///
+/// # Safety
+/// The CPU must support AVX-512 F/BW/VL; `values.len() == cols.len()` and
+/// every column is below `x.len()`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+pub(super) unsafe fn csr_dot_avx512<I: ColIndex>(values: &[f32], cols: &[I], x: &[f32]) -> f32 {
+    debug_assert_eq!(values.len(), cols.len());
+    debug_assert!(cols.iter().all(|c| c.col() < x.len()));
+    let n = values.len();
+    let (vp, cp, xp) = (values.as_ptr(), cols.as_ptr(), x.as_ptr());
+    let mut acc0 = _mm512_setzero_ps();
+    let mut acc1 = _mm512_setzero_ps();
+    let mut k = 0;
+    while k + 32 <= n {
+        // SAFETY: entries `k..k + 32` of `values` and `cols` exist, and every
+        // column is below `x.len()` (the caller's contract), so the gathers
+        // read inside `x`.
+        unsafe {
+            let g0 = _mm512_i32gather_ps::<4>(load_cols16(cp.add(k), !0), xp);
+            let g1 = _mm512_i32gather_ps::<4>(load_cols16(cp.add(k + 16), !0), xp);
+            acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(vp.add(k)), g0, acc0);
+            acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(vp.add(k + 16)), g1, acc1);
+        }
+        k += 32;
+    }
+    while k < n {
+        let m: __mmask16 = if n - k >= 16 {
+            !0
+        } else {
+            (1u16 << (n - k)) - 1
+        };
+        // SAFETY: the lanes of `m` are entries `k..min(k + 16, n)`, inside
+        // `values` and `cols`; masked-off lanes are neither loaded nor
+        // gathered, and the gathered columns are below `x.len()`.
+        unsafe {
+            let idx = load_cols16(cp.add(k), m);
+            let g = _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), m, idx, xp);
+            acc0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, vp.add(k)), g, acc0);
+        }
+        k += 16;
+    }
+    _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1))
 }
