@@ -38,11 +38,13 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod bitmask;
 mod csr;
 mod scalar;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
+pub use bitmask::BitmaskMatrix;
 pub use csr::{ColumnIndices, CsrMatrix};
 
 use ndarray::ArrayView2;
@@ -86,7 +88,7 @@ fn check_isa(isa: Isa) -> Result<(), QuantError> {
     }
 }
 
-/// Most columns of a [`CsrMatrix`]: the SIMD gathers
+/// Most columns of a [`CsrMatrix`] or [`BitmaskMatrix`]: the SIMD gathers
 /// take column indices as signed 32-bit offsets.
 const MAX_COLS: usize = i32::MAX as usize;
 

@@ -207,6 +207,52 @@ fn csr_matches_dense_at_every_level_shape_and_sparsity() {
 }
 
 #[test]
+fn bitmask_matches_dense_at_every_level_shape_and_sparsity() {
+    let mut rng = SeededRng::new(4);
+    for (rows, cols) in UNSTRUCTURED_SHAPES {
+        for zero in [0.0, 0.5, 0.9, 1.0] {
+            for empty_rows in [false, true] {
+                let w = unstructured(&mut rng, rows, cols, zero, empty_rows);
+                let m = BitmaskMatrix::from_dense(w.view()).unwrap();
+                let nnz = w.iter().filter(|v| **v != 0.0).count();
+                assert_eq!(m.nnz(), nnz);
+                assert_eq!(m.to_dense(), w);
+                assert_eq!(m.bitmask().len(), rows * cols.div_ceil(8));
+                assert_eq!(
+                    m.storage_bytes(),
+                    rows * cols.div_ceil(8) + 4 * nnz + 8 * rows
+                );
+                check_against_dense(&m, &w, &mut rng);
+            }
+        }
+    }
+}
+
+#[test]
+fn bitmask_bit_order_is_compressed_tensors() {
+    // Column j is bit j % 8 of byte j / 8, as tensorpress-io's
+    // sparse-bitmask export writes it.
+    let w = ndarray::array![
+        [0.0f32, 2.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 3.0, 0.0],
+        [1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 4.0, 0.0, 5.0],
+    ];
+    let m = BitmaskMatrix::from_dense(w.view()).unwrap();
+    assert_eq!(m.bitmask(), &[0b10, 0b1, 0b1000_0001, 0b10]);
+    assert_eq!(m.values(), &[2.0, 3.0, 1.0, 4.0, 5.0]);
+    assert_eq!(m.row_offsets(), &[0, 2]);
+    assert!((m.density() - 0.25).abs() < 1e-12);
+    let again = BitmaskMatrix::from_parts(
+        2,
+        10,
+        m.bitmask().to_vec(),
+        m.values().to_vec(),
+        m.row_offsets().to_vec(),
+    )
+    .unwrap();
+    assert_eq!(again, m);
+}
+
+#[test]
 fn csr_from_parts_reports_each_defect() {
     use crate::SparseDefect as D;
     let parts = |row_ptr: &[usize], cols: &[u32], values: &[f32]| {
@@ -312,6 +358,79 @@ fn csr_from_parts_reports_each_defect() {
     assert!(ok.dequantize_rows(1, &mut [0.0; 8]).is_err());
 }
 
+#[test]
+fn bitmask_from_parts_reports_each_defect() {
+    use crate::SparseDefect as D;
+    // 2 rows of 10 columns: 2 mask bytes per row, 6 padding bits in the second.
+    let parts = |mask: &[u8], values: &[f32], offsets: &[usize]| {
+        BitmaskMatrix::from_parts(2, 10, mask.to_vec(), values.to_vec(), offsets.to_vec())
+    };
+    let defect = |r: Result<BitmaskMatrix>| match r {
+        Err(Error::InvalidSparseParts {
+            format: "bitmask",
+            defect,
+        }) => defect,
+        other => panic!("expected a bitmask defect, got {other:?}"),
+    };
+    let ok = parts(&[1, 2, 0, 0], &[1.0, 2.0], &[0, 2]).unwrap();
+    assert_eq!(ok.to_dense()[[0, 9]], 2.0);
+    assert!(matches!(
+        defect(parts(&[1, 2, 0], &[1.0, 2.0], &[0, 2])),
+        D::Length {
+            what: "bitmask",
+            expected: 4,
+            actual: 3
+        }
+    ));
+    assert!(matches!(
+        defect(parts(&[1, 2, 0, 0], &[1.0, 2.0], &[0])),
+        D::Length {
+            what: "row_offsets",
+            ..
+        }
+    ));
+    assert!(matches!(
+        defect(parts(&[1, 4, 0, 0], &[1.0, 2.0], &[0, 2])),
+        D::PaddingBits { row: 0, cols: 10 }
+    ));
+    assert!(matches!(
+        defect(parts(&[1, 2, 0, 0], &[1.0, 2.0], &[1, 2])),
+        D::RowOffset {
+            row: 0,
+            expected: 0,
+            actual: 1
+        }
+    ));
+    assert!(matches!(
+        defect(parts(&[1, 2, 0, 0], &[1.0, 2.0], &[0, 1])),
+        D::RowOffset {
+            row: 1,
+            expected: 2,
+            actual: 1
+        }
+    ));
+    assert!(matches!(
+        defect(parts(&[1, 2, 0, 0], &[1.0], &[0, 2])),
+        D::KeptCount { kept: 2, stored: 1 }
+    ));
+    assert!(matches!(
+        parts(&[1, 0, 0, 2], &[1.0, f32::INFINITY], &[0, 1]),
+        Err(Error::NonFinite { row: 1, col: 9 })
+    ));
+    assert!(matches!(
+        defect(BitmaskMatrix::from_parts(
+            0,
+            usize::MAX,
+            vec![],
+            vec![],
+            vec![]
+        )),
+        D::TooLarge { .. }
+    ));
+    let mut y = vec![0.0; 2];
+    assert!(ok.gemv(&[0.0; 9], &mut y).is_err());
+}
+
 mod properties {
     use super::*;
     use proptest::prelude::*;
@@ -360,6 +479,17 @@ mod properties {
         }
 
         #[test]
+        fn bitmask_round_trips(w in sparse_weight()) {
+            let m = BitmaskMatrix::from_dense(w.view()).unwrap();
+            prop_assert_eq!(m.to_dense(), w.clone());
+            let again = BitmaskMatrix::from_parts(
+                w.nrows(), w.ncols(), m.bitmask().to_vec(), m.values().to_vec(), m.row_offsets().to_vec(),
+            ).unwrap();
+            prop_assert_eq!(&again, &m);
+            exercise(&m, w);
+        }
+
+        #[test]
         fn csr_from_garbage_never_panics(
             rows in 0usize..5,
             cols in prop_oneof![0usize..20, Just(usize::MAX), Just(1usize << 31)],
@@ -401,5 +531,42 @@ mod properties {
             }
         }
 
+        #[test]
+        fn bitmask_from_garbage_never_panics(
+            rows in 0usize..5,
+            cols in prop_oneof![0usize..20, Just(usize::MAX), Just(1usize << 31)],
+            mask in prop::collection::vec(any::<u8>(), 0..12),
+            values in prop::collection::vec(any_value(), 0..20),
+            row_offsets in prop::collection::vec(0usize..20, 0..6),
+        ) {
+            if let Ok(m) = BitmaskMatrix::from_parts(rows, cols, mask, values, row_offsets) {
+                let w = m.to_dense();
+                exercise(&m, w);
+            }
+        }
+
+        #[test]
+        fn bitmask_from_one_corrupted_part_never_panics(
+            w in sparse_weight(),
+            part in 0usize..3,
+            at in any::<prop::sample::Index>(),
+            byte in any::<u8>(),
+            offset in 0usize..40,
+            bad in any_value(),
+        ) {
+            let m = BitmaskMatrix::from_dense(w.view()).unwrap();
+            let (mut mask, mut values, mut offsets) =
+                (m.bitmask().to_vec(), m.values().to_vec(), m.row_offsets().to_vec());
+            match part {
+                0 if !mask.is_empty() => { let i = at.index(mask.len()); mask[i] = byte; }
+                1 if !offsets.is_empty() => { let i = at.index(offsets.len()); offsets[i] = offset; }
+                _ if !values.is_empty() => { let i = at.index(values.len()); values[i] = bad; }
+                _ => {}
+            }
+            if let Ok(m) = BitmaskMatrix::from_parts(w.nrows(), w.ncols(), mask, values, offsets) {
+                let w = m.to_dense();
+                exercise(&m, w);
+            }
+        }
     }
 }
