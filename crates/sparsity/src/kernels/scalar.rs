@@ -39,16 +39,11 @@ pub(super) fn axpy(cols: &[&[f32]], xs: &[f32; 4], y: &mut [f32]) {
 /// A stored column index of a [`CsrMatrix`](super::CsrMatrix): 16 bits when
 /// the matrix has at most 65,536 columns, 32 bits otherwise.
 pub(super) trait ColIndex: Copy + Send + Sync + std::fmt::Debug + 'static {
-    /// Whether the index is 32 bits wide (`u32`) rather than 16 (`u16`).
-    const WIDE: bool;
-
     /// The column.
     fn col(self) -> usize;
 }
 
 impl ColIndex for u16 {
-    const WIDE: bool = false;
-
     #[inline]
     fn col(self) -> usize {
         self as usize
@@ -56,8 +51,6 @@ impl ColIndex for u16 {
 }
 
 impl ColIndex for u32 {
-    const WIDE: bool = true;
-
     #[inline]
     fn col(self) -> usize {
         self as usize
