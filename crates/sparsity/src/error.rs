@@ -121,7 +121,7 @@ impl From<tensorpress_quant_core::Error> for Error {
 #[non_exhaustive]
 pub enum SparseDefect {
     /// The shape is too large for the layout: more than `max_cols` columns
-    /// (column indices are 32-bit signed in the SIMD gathers) or more than
+    /// (column indices are stored in at most 32 bits) or more than
     /// `isize::MAX` entries in the dense matrix.
     #[error(
         "shape [{rows}, {cols}] is too large (at most {max_cols} columns and isize::MAX entries)"

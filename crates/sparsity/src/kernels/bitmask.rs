@@ -57,7 +57,7 @@ impl BitmaskMatrix {
     /// # Errors
     /// [`Error::NonFinite`] for a NaN or infinite entry;
     /// [`Error::InvalidSparseParts`] with [`SparseDefect::TooLarge`] for more
-    /// than `i32::MAX` columns.
+    /// than `u32::MAX` columns.
     pub fn from_dense(w: ArrayView2<'_, f32>) -> Result<Self> {
         let (rows, cols) = w.dim();
         check_dims(FORMAT, rows, cols)?;

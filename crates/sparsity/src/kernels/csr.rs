@@ -72,13 +72,14 @@ impl ColumnIndices<'_> {
 /// indices are stored in 16 bits when the matrix has at most 65,536 columns
 /// (every LLM projection), in 32 bits otherwise, so a kept value costs 6
 /// bytes (8 beyond 65,536 columns) and CSR reads fewer bytes than the dense
-/// f32 weight only above a third of zeros. At most `i32::MAX` columns.
+/// f32 weight only above a third of zeros. At most `u32::MAX` columns.
 ///
 /// The product runs one dot product per row: the scalar reference, and at
-/// the AVX2 and AVX-512 levels the same loop unrolled into 8 independent FMA
-/// accumulators without bounds checks (×1.5–1.8 the reference). SIMD
-/// gathers (`vgatherdps`, 8 or 16 lanes) were measured slower than that loop
-/// at 50 % and 90 % sparsity and are not used (`docs/sparsity.md`).
+/// the AVX2 and AVX-512 levels the same loop unrolled into 8 independent
+/// FMA accumulators without bounds checks (×1.9–2.3 the reference in the
+/// bench). SIMD gathers (`vgatherdps`, 8 or 16 lanes) were measured slower
+/// than that loop at 50 % and 90 % sparsity and are not used
+/// (`docs/sparsity.md`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct CsrMatrix {
     rows: usize,
@@ -94,7 +95,7 @@ impl CsrMatrix {
     /// # Errors
     /// [`Error::NonFinite`] for a NaN or infinite entry;
     /// [`Error::InvalidSparseParts`] with [`SparseDefect::TooLarge`] for more
-    /// than `i32::MAX` columns.
+    /// than `u32::MAX` columns.
     pub fn from_dense(w: ArrayView2<'_, f32>) -> Result<Self> {
         let (rows, cols) = w.dim();
         check_dims(FORMAT, rows, cols)?;

@@ -329,7 +329,7 @@ fn csr_from_parts_reports_each_defect() {
     assert!(matches!(
         defect(CsrMatrix::from_parts(
             1,
-            1 << 31,
+            (1 << 32) + 1,
             vec![0, 0],
             vec![],
             vec![]
@@ -492,7 +492,7 @@ mod properties {
         #[test]
         fn csr_from_garbage_never_panics(
             rows in 0usize..5,
-            cols in prop_oneof![0usize..20, Just(usize::MAX), Just(1usize << 31)],
+            cols in prop_oneof![0usize..20, Just(usize::MAX), Just((1usize << 32) + 1)],
             row_ptr in prop::collection::vec(0usize..8, 0..7),
             sort in any::<bool>(),
             col_idx in prop::collection::vec(0u32..24, 0..9),
@@ -534,7 +534,7 @@ mod properties {
         #[test]
         fn bitmask_from_garbage_never_panics(
             rows in 0usize..5,
-            cols in prop_oneof![0usize..20, Just(usize::MAX), Just(1usize << 31)],
+            cols in prop_oneof![0usize..20, Just(usize::MAX), Just((1usize << 32) + 1)],
             mask in prop::collection::vec(any::<u8>(), 0..12),
             values in prop::collection::vec(any_value(), 0..20),
             row_offsets in prop::collection::vec(0usize..20, 0..6),
