@@ -5,6 +5,9 @@
 //!   columns of zero activations are skipped) at 0 %, 50 %, 90 % and 99 %
 //!   zero activations;
 //! - 2:4 GEMV ([`Sparse24Matrix`]) on a 2:4-pruned weight;
+//! - unstructured sparse GEMV, CSR ([`CsrMatrix`]) and compressed-tensors'
+//!   bitmask layout ([`BitmaskMatrix`]), on the weight magnitude-pruned to
+//!   50 %, 70 % and 90 % per row;
 //!
 //! each at every SIMD level, against quant-core's [`F32Matrix`] (row dot
 //! products, AVX2+FMA) on the same weight, with one and with all threads.
@@ -23,8 +26,10 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use tensorpress_quant_core::kernels::{F32Matrix, Isa, QuantMatrix};
-use tensorpress_sparsity::kernels::{ActivationSparseMatrix, Sparse24Matrix};
-use tensorpress_sparsity::nm_magnitude;
+use tensorpress_sparsity::kernels::{
+    ActivationSparseMatrix, BitmaskMatrix, CsrMatrix, Sparse24Matrix,
+};
+use tensorpress_sparsity::{magnitude_prune, nm_magnitude, PruneScope};
 use tensorpress_tensor::SeededRng;
 
 /// Bytes the cycled copies of one matrix add up to.
@@ -74,6 +79,30 @@ fn activations(rng: &mut SeededRng, cols: usize, zero: f64) -> Vec<f32> {
     x
 }
 
+/// Table rows of an unstructured sparse matrix at every level: its time
+/// against the dense product's `dense_t` and against its scalar reference.
+fn unstructured_rows<M: QuantMatrix + Clone>(
+    name: &str,
+    sparsity: f64,
+    m: &M,
+    dense_bytes: usize,
+    dense_t: f64,
+    x: &[f32],
+) {
+    let scalar = time_gemv(m, Isa::Scalar, x, 50);
+    for isa in Isa::available() {
+        let s = time_gemv(m, isa, x, 50);
+        println!(
+            "| {name}, {:.0} % pruned ({:.0} % of the dense bytes) | {isa:?} | 0 % | {:.3} | ×{:.2} | ×{:.2} |",
+            sparsity * 100.0,
+            100.0 * m.weight_bytes() as f64 / dense_bytes as f64,
+            s * 1e3,
+            dense_t / s,
+            scalar / s
+        );
+    }
+}
+
 fn report() {
     let shapes = env_list("SPARSE_SHAPES", "576x1536,2048x5632", |s| {
         let (r, c) = s.split_once('x').expect("ROWSxCOLS");
@@ -92,7 +121,22 @@ fn report() {
             .applied(w.view())
             .unwrap();
         let s24 = Sparse24Matrix::from_dense(w24.view()).unwrap();
-        drop((w, w24));
+        drop(w24);
+        let unstructured: Vec<(f64, CsrMatrix, BitmaskMatrix)> = [0.5, 0.7, 0.9]
+            .iter()
+            .map(|&sparsity| {
+                let pruned = magnitude_prune(w.view(), sparsity, PruneScope::PerRow)
+                    .unwrap()
+                    .applied(w.view())
+                    .unwrap();
+                (
+                    sparsity,
+                    CsrMatrix::from_dense(pruned.view()).unwrap(),
+                    BitmaskMatrix::from_dense(pruned.view()).unwrap(),
+                )
+            })
+            .collect();
+        drop(w);
         let xs: Vec<(f64, Vec<f32>)> = [0.0, 0.5, 0.9, 0.99]
             .iter()
             .map(|&z| (z, activations(&mut rng, cols, z)))
@@ -134,6 +178,11 @@ fn report() {
                         dense_t / s,
                         scalar / s
                     );
+                }
+                for (sparsity, csr, bitmask) in &unstructured {
+                    let x = &xs[0].1;
+                    unstructured_rows("CSR", *sparsity, csr, dense.weight_bytes(), dense_t, x);
+                    unstructured_rows("bitmask", *sparsity, bitmask, dense.weight_bytes(), dense_t, x);
                 }
             });
         }

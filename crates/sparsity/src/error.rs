@@ -155,6 +155,15 @@ pub enum Error {
         /// This stage's target.
         lambda: f64,
     },
+    /// The parts given to a sparse matrix's `from_parts` (or a dense weight
+    /// given to its `from_dense`) do not describe a valid matrix.
+    #[error("invalid {format} matrix: {defect}")]
+    InvalidSparseParts {
+        /// The layout (`"CSR"`, `"bitmask"`).
+        format: &'static str,
+        /// What is wrong.
+        defect: SparseDefect,
+    },
     /// An error of the quantization layer (joint pruning and quantization).
     #[error(transparent)]
     Quant(Box<tensorpress_quant_core::Error>),
@@ -167,6 +176,109 @@ impl From<tensorpress_quant_core::Error> for Error {
     fn from(e: tensorpress_quant_core::Error) -> Self {
         Error::Quant(Box::new(e))
     }
+}
+
+/// What is wrong with the parts of a sparse matrix ([`Error::InvalidSparseParts`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SparseDefect {
+    /// The shape is too large for the layout: more than `max_cols` columns
+    /// (column indices are stored in at most 32 bits) or more than
+    /// `isize::MAX` entries in the dense matrix.
+    #[error(
+        "shape [{rows}, {cols}] is too large (at most {max_cols} columns and isize::MAX entries)"
+    )]
+    TooLarge {
+        /// Rows given.
+        rows: usize,
+        /// Columns given.
+        cols: usize,
+        /// The most columns the layout takes.
+        max_cols: usize,
+    },
+    /// An array of the wrong length.
+    #[error("{what} has {actual} entries, expected {expected}")]
+    Length {
+        /// The array.
+        what: &'static str,
+        /// The length the shape implies.
+        expected: usize,
+        /// The length given.
+        actual: usize,
+    },
+    /// The row pointers do not start at 0.
+    #[error("the first row pointer is {first}, not 0")]
+    RowPointerStart {
+        /// The first row pointer.
+        first: usize,
+    },
+    /// A row pointer (or row offset) smaller than the one before it.
+    #[error("row {row} starts at {start}, before the previous row's start {previous}")]
+    RowPointerDecreasing {
+        /// The row.
+        row: usize,
+        /// Where it starts.
+        start: usize,
+        /// Where the previous row starts.
+        previous: usize,
+    },
+    /// The last row pointer is not the number of stored values.
+    #[error("the rows end at {end} but {nnz} values are stored")]
+    RowPointerEnd {
+        /// The last row pointer.
+        end: usize,
+        /// Values stored.
+        nnz: usize,
+    },
+    /// A column index outside the matrix.
+    #[error("row {row} has column {col}, outside 0..{cols}")]
+    ColumnOutOfRange {
+        /// The row.
+        row: usize,
+        /// The column index.
+        col: usize,
+        /// Columns of the matrix.
+        cols: usize,
+    },
+    /// Column indices of a row that are not strictly increasing (unsorted or
+    /// repeated).
+    #[error(
+        "row {row}: column {col} follows column {previous} (columns must be strictly increasing)"
+    )]
+    ColumnsNotIncreasing {
+        /// The row.
+        row: usize,
+        /// The column index.
+        col: usize,
+        /// The column before it.
+        previous: usize,
+    },
+    /// A bitmask bit set past the last column, in a row's padding bits.
+    #[error("row {row} sets bitmask bits past column {cols}")]
+    PaddingBits {
+        /// The row.
+        row: usize,
+        /// Columns of the matrix.
+        cols: usize,
+    },
+    /// A row offset that is not the number of kept values in the rows before.
+    #[error("row {row} has offset {actual}, but the bitmask keeps {expected} values before it")]
+    RowOffset {
+        /// The row.
+        row: usize,
+        /// The values the bitmask keeps in rows `0..row`.
+        expected: usize,
+        /// The offset given.
+        actual: usize,
+    },
+    /// The bitmask keeps a different number of values than are stored.
+    #[error("the bitmask keeps {kept} values but {stored} are stored")]
+    KeptCount {
+        /// Bits set in the bitmask.
+        kept: usize,
+        /// Values given.
+        stored: usize,
+    },
 }
 
 /// Result with this crate's [`Error`].

@@ -51,7 +51,7 @@ mod structured;
 pub mod training;
 
 pub use allocation::{global_threshold_ratios, pq_index, SapRule};
-pub use error::{Error, Result};
+pub use error::{Error, Result, SparseDefect};
 pub use magnitude::{magnitude_prune, prune_by_score, wanda_scores, PruneScope};
 pub use mask::SparsityMask;
 pub use nm::{nm_magnitude, nm_mask};
