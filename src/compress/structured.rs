@@ -221,7 +221,9 @@ pub fn prune_ffn_llama_with(
         )?;
         xs = xs
             .iter()
-            .map(|x| model.forward_block(b, x))
+            // Detached: a trainable model would otherwise chain every
+            // block's autograd graph into the next block's inputs.
+            .map(|x| model.forward_block(b, x).map(|y| y.detach()))
             .collect::<tensorpress_models::Result<_>>()?;
     }
     if options.pad_to_uniform {
@@ -318,7 +320,9 @@ pub fn prune_heads_llama(
         )?;
         xs = xs
             .iter()
-            .map(|x| model.forward_block(b, x))
+            // Detached: a trainable model would otherwise chain every
+            // block's autograd graph into the next block's inputs.
+            .map(|x| model.forward_block(b, x).map(|y| y.detach()))
             .collect::<tensorpress_models::Result<_>>()?;
     }
     Ok(report)
