@@ -692,7 +692,8 @@ fn relevance_is_gradient_times_activation_of_the_target_logit() {
     let cal = windows();
     let layer = "model.layers.0.mlp.down_proj".to_string();
     let (_, grads) =
-        target_logit_gradients(&m, &cal[..2], &[layer.clone()], &mut |_, _| {}).unwrap();
+        target_logit_gradients(&m, &cal[..2], std::slice::from_ref(&layer), &mut |_, _| {})
+            .unwrap();
     let g = &grads[&layer];
     let var = weight_var(&m, &layer).unwrap();
     let w0 = to_matrix(var.as_tensor()).unwrap();
@@ -770,15 +771,12 @@ fn ffn_pruning_allocations_meet_the_target_and_pad_for_export() {
         );
         // Padded to one width in the report, in memory as pruned.
         let max = *widths.iter().max().unwrap();
-        for b in 0..2 {
+        for (b, &width) in widths.iter().enumerate() {
             let g = &report.replaced[&format!("model.layers.{b}.mlp.gate_proj.weight")];
             let d = &report.replaced[&format!("model.layers.{b}.mlp.down_proj.weight")];
             assert_eq!((g.shape()[0], d.shape()[1]), (max, max));
             // The padding is zeros.
-            assert!(g
-                .slice(ndarray::s![widths[b].., ..])
-                .iter()
-                .all(|v| *v == 0.0));
+            assert!(g.slice(ndarray::s![width.., ..]).iter().all(|v| *v == 0.0));
         }
     }
     // Relevance needs gradients.

@@ -334,7 +334,7 @@ mod tests {
         let layers: Vec<Vec<f64>> = (0..6)
             .map(|l| {
                 (0..300)
-                    .map(|i| ((i * (l + 2)) as f64 * 0.37).sin().abs().powi(l as i32 + 1))
+                    .map(|i| ((i * (l + 2)) as f64 * 0.37).sin().abs().powi(l + 1))
                     .collect()
             })
             .collect();
