@@ -15,13 +15,15 @@
 //! `CRITERION` (`energy`, or `relevance`: gradient × activation of the true
 //! token's logit), `ALLOCATION` (`uniform`, `sap`: PQ-Index bound,
 //! `precropping`: one global Wanda ranking). Non-uniform widths are written
-//! zero-padded to the widest block.
+//! zero-padded to the widest block. `PRUNE=heads` removes that fraction of
+//! the query heads of every key/value group instead (o_proj refit by least
+//! squares; `config.json` gets the new `num_attention_heads`).
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use tensorpress::compress::{
-    calibration_windows, prune_ffn_llama_with, write_hf_checkpoint, BlockRatios, ExportFormat,
+    calibration_windows, prune_ffn_llama_with, prune_heads_llama, write_hf_checkpoint, BlockRatios, ExportFormat,
     ExportOptions, FfnPruning, NeuronCriterion, Progress,
 };
 use tensorpress::io::export::FloatDType;
@@ -61,6 +63,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "precropping" => BlockRatios::PreCropping,
         other => return Err(format!("ALLOCATION={other}: use uniform, sap or precropping").into()),
     };
+    let heads = match env("PRUNE", "ffn").as_str() {
+        "ffn" => false,
+        "heads" => true,
+        other => return Err(format!("PRUNE={other}: use ffn or heads").into()),
+    };
     let options = FfnPruning::new(ratio)
         .criterion(criterion)
         .allocation(allocation)
@@ -91,13 +98,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .sum()
     };
     let (width0, linear0) = (model.params().intermediate_size, params(&model));
+    let base_heads = model.params().num_heads;
     let base = ppl(&model)?;
     let t = Instant::now();
-    let report = prune_ffn_llama_with(&mut model, &calib, &options, &mut |p| match p {
+    let mut progress = |p: Progress| match p {
         Progress::Calibrating { block, blocks } => eprint!("\r  block {}/{blocks}   ", block + 1),
         Progress::Gradients { done, total } => eprint!("\r  gradients {done}/{total}   "),
         _ => {}
-    })?;
+    };
+    let report = if heads {
+        prune_heads_llama(&mut model, &calib, ratio, criterion, &mut progress)?
+    } else {
+        prune_ffn_llama_with(&mut model, &calib, &options, &mut progress)?
+    };
     eprintln!();
     let seconds = t.elapsed().as_secs_f64();
     let pruned = ppl(&model)?;
@@ -112,10 +125,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .iter()
         .map(|b| b.linears()[4].op().out_features().to_string())
         .collect();
+    let what = if heads {
+        format!(
+            "query heads removed (criterion {criterion:?}; {} of {} heads left",
+            model.params().num_heads,
+            base_heads
+        )
+    } else {
+        format!("FFN neurons removed (criterion {criterion:?}, allocation {allocation:?}")
+    };
     println!(
-        "SmolLM2-135M-Instruct, {:.0} % of FFN neurons removed (criterion {criterion:?}, \
-         allocation {allocation:?}; {windows} × 512 calibration tokens of SOTU 1990–2009, \
-         {seconds:.0} s); perplexity on SOTU 2017–2021, n_ctx 512{}\n\nFFN widths per block: {}\n",
+        "SmolLM2-135M-Instruct, {:.0} % of {what}; {windows} × 512 calibration tokens of SOTU \
+         1990–2009, {seconds:.0} s); perplexity on SOTU 2017–2021, n_ctx 512{}\n\nFFN widths \
+         per block: {}\n",
         ratio * 100.0,
         chunks.map_or(String::new(), |c| format!(", first {c} windows")),
         widths.join(" ")
