@@ -17,13 +17,14 @@ use ndarray::{Array2, ArrayD, ArrayView1, Ix2};
 use serde_json::{json, Value};
 use tensorpress_io::export::{
     ActivationScheme, CompressedTensorsWriter, DequantizedWriter, FloatDType, GptqWriter,
+    SparseLayout,
 };
 use tensorpress_io::gguf::GgufFile;
 use tensorpress_io::safetensors::SafetensorsModel;
 use tensorpress_io::write_bytes_atomic;
 use tensorpress_models::llama::{gguf_tensor_to_hf, permute_qk, LlamaParams, QkPermutation};
 use tensorpress_models::tokenizer::TextTokenizer;
-use tensorpress_quant_core::QuantizedTensor;
+use tensorpress_quant_core::{Format, QuantizedTensor};
 
 use super::{CompressReport, CompressedWeight};
 use crate::convert::{llama_config_json, write_gguf_tokenizer_files};
@@ -501,7 +502,27 @@ pub fn write_hf_checkpoint(
                     }
                     _ => q.clone(),
                 };
-                writer.add_quantized(module, &q)?;
+                let sparse_codes = match &writer {
+                    // compressed-tensors sparsifies unpacked symmetric codes
+                    // (int8 W8A8, FP8); packed words stay dense.
+                    Writer::Ct(w) if report.masks.contains_key(module) => {
+                        let spec = q.spec();
+                        w.format_for(spec).is_some_and(|f| f.stores_weight())
+                            && (spec.symmetric || !matches!(spec.format, Format::Int { .. }))
+                    }
+                    _ => false,
+                };
+                match &mut writer {
+                    Writer::Ct(w) if sparse_codes => {
+                        let layout = if structure == Some("2:4") {
+                            SparseLayout::TwoFour
+                        } else {
+                            SparseLayout::Bitmask
+                        };
+                        w.add_sparse_quantized(module, &q, None, layout)?;
+                    }
+                    _ => writer.add_quantized(module, &q)?,
+                }
             }
             (Some(module), Some(CompressedWeight::Ggml(g))) => {
                 return Err(Error::Export {

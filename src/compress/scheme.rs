@@ -294,7 +294,9 @@ fn parse_parts(scheme: &str, parts: &[&str]) -> Result<Scheme> {
 }
 
 /// `magnitude-50`, `wanda-2:4`, `sparsegpt-4:8`, `sparsegpt-50-w4[-gN|-ch][-asym]`
-/// (joint pruning and quantization), `magnitude-50-row` (per output row).
+/// (joint pruning and quantization; `sparsegpt-2:4-w8a8` and
+/// `sparsegpt-2:4-float8_e4m3fn-ch` are the pruned and quantized layouts
+/// vLLM's 2:4 kernels load), `magnitude-50-row` (per output row).
 fn parse_pruning(scheme: &str, method: &str, target: &str, options: &[&str]) -> Result<Scheme> {
     let bad = |reason: String| Error::Scheme {
         scheme: scheme.to_string(),
@@ -352,26 +354,39 @@ fn parse_pruning(scheme: &str, method: &str, target: &str, options: &[&str]) -> 
             // Joint pruning and quantization: the rest is a quantization format.
             let spec = parse_spec(options).map_err(bad)?;
             let sg = SparseGpt::new(target).with_quant(spec);
-            return Ok(Scheme::weight_only(
+            // `w8a8`: int8 activations per token too (compressed-tensors
+            // `int-quantized`, which it then stores sparse).
+            let w8a8 = options[0] == "w8a8";
+            let mut scheme = Scheme::weight_only(
                 sg.label(),
                 Method::Weight {
                     quantizer: Arc::new(sg),
                     calibrate: true,
                 },
-            ));
+            );
+            if w8a8 {
+                scheme.label.push_str(" + int8 activations per token");
+                scheme.activations = Some(ActivationQuant { bits: 8 });
+            }
+            return Ok(scheme);
         }
     };
     Ok(Scheme::weight_only(pruner.label(), Method::Prune(pruner)))
 }
 
-/// `wB[-gN|-ch|-tensor][-asym]` or a float format name, for SparseGPT's joint mode.
+/// `wB[-gN|-ch|-tensor][-asym]`, `w8a8` (int8 per channel) or a float
+/// format name, for SparseGPT's joint mode.
 fn parse_spec(parts: &[&str]) -> std::result::Result<QuantSpec, String> {
     let format = parts[0];
     let fmt: Format = match format.strip_prefix('w').and_then(|b| b.parse::<u8>().ok()) {
         Some(bits) => Format::Int { bits },
+        None if format == "w8a8" => Format::Int { bits: 8 },
         None => format.parse().map_err(|e| format!("{e}"))?,
     };
     let mut spec = QuantSpec::new(fmt);
+    if format == "w8a8" {
+        spec = spec.channel();
+    }
     for &o in &parts[1..] {
         match o {
             "ch" => spec = spec.channel(),

@@ -10,7 +10,7 @@ use proptest::prelude::*;
 use serde_json::{json, Value};
 use tensorpress_io::export::{
     ActivationDynamic, ActivationScheme, ActivationStrategy, ActivationType,
-    CompressedTensorsWriter, CtFormat, FloatDType, QuantFormatError,
+    CompressedTensorsWriter, CtFormat, CtPacking, FloatDType, QuantFormatError,
 };
 use tensorpress_io::import::QuantizedCheckpoint;
 use tensorpress_io::Error;
@@ -406,17 +406,137 @@ fn sparse_bitmask_layout_and_config() {
     assert_eq!(c["sparsity_config"]["targets"], json!([M]));
     assert_eq!(c["sparsity_config"]["global_sparsity"], json!(17.0 / 20.0));
     assert!(c.get("config_groups").is_none());
-    // Sparse and quantized modules in one folder are refused, not half-written.
-    let mut mixed = CompressedTensorsWriter::new();
-    mixed.add_sparse_bitmask(M, w.view()).unwrap();
-    mixed
-        .add_quantized(
-            "model.layers.0.mlp.down_proj",
-            &quantize(QuantSpec::int(4).group(32), 4, 64, 1),
+    // A sparse float module next to a pack-quantized one: the folder
+    // declares compressed-tensors 0.12.2, so its int32 words must use that
+    // release's packing.
+    for (packing, ok) in [(CtPacking::Dense, false), (CtPacking::Aligned, true)] {
+        let mut mixed = CompressedTensorsWriter::new().packing(packing);
+        mixed.add_sparse_bitmask(M, w.view()).unwrap();
+        mixed
+            .add_quantized(
+                "model.layers.0.mlp.down_proj",
+                &quantize(QuantSpec::int(4).group(32), 4, 64, 1),
+                None,
+            )
+            .unwrap();
+        let c = mixed.quantization_config();
+        assert_eq!(c.is_ok(), ok, "{packing:?}");
+        if let Ok(c) = c {
+            assert_eq!(c["sparsity_config"]["targets"], json!([M]));
+            assert_eq!(
+                c["config_groups"]["group_0"]["targets"],
+                json!(["model.layers.0.mlp.down_proj"])
+            );
+            assert_eq!(c["version"], "0.12.2");
+        }
+    }
+}
+
+/// Keeps the two largest of every four entries of each row.
+fn prune_24(w: &Array2<f32>) -> Array2<f32> {
+    let mut w = w.clone();
+    for mut row in w.rows_mut() {
+        for g in 0..row.len() / 4 {
+            let mut idx = [0usize, 1, 2, 3];
+            idx.sort_by(|&a, &b| row[4 * g + b].abs().total_cmp(&row[4 * g + a].abs()));
+            row[4 * g + idx[2]] = 0.0;
+            row[4 * g + idx[3]] = 0.0;
+        }
+    }
+    w
+}
+
+#[test]
+fn pruned_int8_and_fp8_codes_are_stored_sparse_as_compressed_tensors_composes_them() {
+    use safetensors::SafeTensors;
+    use tensorpress_io::export::SparseLayout;
+    let w = prune_24(&weight(8, 32, 21));
+    for (spec, activations, code_dtype) in [
+        (
+            QuantSpec::int(8).channel(),
+            Some(ActivationScheme::int8_per_token()),
+            safetensors::Dtype::I8,
+        ),
+        (
+            QuantSpec::float(FloatFormat::E4M3).channel(),
             None,
-        )
+            safetensors::Dtype::F8_E4M3,
+        ),
+    ] {
+        let q = Rtn::new(spec).quantize(w.view(), None).unwrap();
+        for layout in [SparseLayout::TwoFour, SparseLayout::Bitmask] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut writer = CompressedTensorsWriter::new().float_dtype(FloatDType::F32);
+            if let Some(a) = activations {
+                writer = writer.input_activations(a);
+            }
+            writer.add_sparse_quantized(M, &q, None, layout).unwrap();
+            writer.write_dir(dir.path(), &json!({})).unwrap();
+            let bytes = std::fs::read(dir.path().join("model.safetensors")).unwrap();
+            let st = SafeTensors::deserialize(&bytes).unwrap();
+            let prefix = match layout {
+                SparseLayout::TwoFour => M.to_string(),
+                SparseLayout::Bitmask => format!("{M}.weight"),
+            };
+            let compressed = st.tensor(&format!("{prefix}.compressed")).unwrap();
+            assert_eq!(compressed.dtype(), code_dtype);
+            assert_eq!(compressed.data().len(), 8 * 16);
+            assert!(st.tensor(&format!("{M}.weight")).is_err());
+            assert!(st.tensor(&format!("{M}.weight_scale")).is_ok());
+            // The kept codes, scattered back by the bitmask, are the codes.
+            let mask = st.tensor(&format!("{prefix}.bitmask")).unwrap().data();
+            let mut kept = compressed.data().iter();
+            let want = q.codes_2d();
+            let mid = if code_dtype == safetensors::Dtype::I8 {
+                128u8
+            } else {
+                0
+            };
+            for r in 0..8 {
+                for c in 0..32 {
+                    let code = if mask[r * 4 + c / 8] >> (c % 8) & 1 == 1 {
+                        *kept.next().unwrap()
+                    } else {
+                        0
+                    };
+                    assert_eq!(code.wrapping_add(mid), want[[r, c]], "({r}, {c})");
+                }
+            }
+            let c = config(dir.path());
+            assert_eq!(c["sparsity_config"]["format"], layout.name());
+            assert_eq!(c["sparsity_config"]["targets"], json!([M]));
+            assert_eq!(c["sparsity_config"]["global_sparsity"], json!(0.5));
+            assert_eq!(c["config_groups"]["group_0"]["targets"], json!([M]));
+            assert_eq!(c["version"], "0.12.2");
+        }
+    }
+    // Packed codes (weight-only int4 is pack-quantized), asymmetric codes
+    // and more than two nonzero codes per group are typed errors.
+    let refuse = |q: &QuantizedTensor, a: Option<ActivationScheme>| {
+        let mut writer = CompressedTensorsWriter::new();
+        if let Some(a) = a {
+            writer = writer.input_activations(a);
+        }
+        writer.add_sparse_quantized(M, q, None, SparseLayout::TwoFour)
+    };
+    let int4 = Rtn::new(QuantSpec::int(4).group(32))
+        .quantize(w.view(), None)
         .unwrap();
-    assert!(mixed.quantization_config().is_err());
+    assert!(matches!(
+        refuse(&int4, None),
+        Err(Error::QuantFormat(
+            QuantFormatError::UnsupportedLayout { .. }
+        ))
+    ));
+    let a8 = Some(ActivationScheme::int8_per_token());
+    let asym = Rtn::new(QuantSpec::int(8).channel().asymmetric())
+        .quantize(w.view(), None)
+        .unwrap();
+    assert!(refuse(&asym, a8).is_err());
+    let dense = Rtn::new(QuantSpec::int(8).channel())
+        .quantize(weight(8, 32, 22).view(), None)
+        .unwrap();
+    assert!(refuse(&dense, a8).is_err());
 }
 
 #[test]

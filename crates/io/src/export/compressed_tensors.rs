@@ -13,6 +13,7 @@ use tensorpress_tensor::{DType, TensorView};
 
 use super::ct_layouts::{stage_fp8, stage_mx, stage_naive_int, stage_nvfp4};
 use super::ct_scheme::{weights_json, ActivationDynamic, ActivationScheme, CtFormat};
+use super::ct_sparse::{stage_sparse, SparseLayout};
 use super::{
     add_staged, check_bias, i32_tensor, integer_zeros, pack_error, write_config, FloatDType,
     QuantFormatError, Staged,
@@ -21,6 +22,10 @@ use crate::safetensors::{SafetensorsWriter, StoreElement};
 use crate::Result;
 
 const FORMAT: &str = "compressed-tensors";
+
+/// The last compressed-tensors release with the sparse-bitmask compressor
+/// (0.20 keeps only its config class), declared by folders with sparse modules.
+const SPARSE_VERSION: &str = "0.12.2";
 
 /// How `config_groups` name the modules each scheme applies to.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -121,8 +126,8 @@ pub struct CompressedTensorsWriter<'a> {
     /// Zeros and entries over the sparse modules.
     sparse_counts: (u64, u64),
     sparsity_structure: Option<String>,
-    /// Modules written as `sparse-24-bitmask`.
-    sparse24: bool,
+    /// The sparse layout of the folder, once a sparse module is added.
+    sparse_layout: Option<SparseLayout>,
 }
 
 impl<'a> CompressedTensorsWriter<'a> {
@@ -197,6 +202,81 @@ impl<'a> CompressedTensorsWriter<'a> {
         q: &QuantizedTensor,
         bias: Option<ArrayView1<'_, f32>>,
     ) -> Result<()> {
+        let (staged, key) = self.stage_quantized(module, q, bias)?;
+        add_staged(&mut self.tensors, staged)?;
+        self.register(module, key);
+        Ok(())
+    }
+
+    /// Adds a pruned quantized layer as compressed-tensors composes the two:
+    /// the quantization compressor's tensors, with the `weight` codes tensor
+    /// then stored in the sparse `layout` (`{module}.compressed`, `.bitmask`,
+    /// … over int8 / FP8 codes; `weight_scale` and the rest stay as they
+    /// are). This is what vLLM's 2:4 FP8 / INT8 kernels load
+    /// (`float-quantized` or `int-quantized` with `sparse-24-bitmask`).
+    ///
+    /// # Errors
+    /// Everything [`add_quantized`](Self::add_quantized) rejects; a format
+    /// that packs its codes (`pack-quantized` — weight-only integers — and
+    /// the FP4/FP6 formats: compressed-tensors does not sparsify those, use
+    /// `int-quantized` through [`input_activations`](Self::input_activations)
+    /// or FP8); asymmetric integers (a pruned weight's code is its zero
+    /// point, not 0); a layout other than the folder's; for
+    /// [`SparseLayout::TwoFour`], a group of four with more than two nonzero
+    /// codes.
+    pub fn add_sparse_quantized(
+        &mut self,
+        module: &str,
+        q: &QuantizedTensor,
+        bias: Option<ArrayView1<'_, f32>>,
+        layout: SparseLayout,
+    ) -> Result<()> {
+        let (mut staged, key) = self.stage_quantized(module, q, bias)?;
+        let layout_error = |reason: String| QuantFormatError::UnsupportedLayout {
+            tensor: module.to_owned(),
+            format: layout.name(),
+            reason,
+        };
+        if !key.format.stores_weight() {
+            return Err(layout_error(format!(
+                "{} keeps its codes packed, and compressed-tensors only sparsifies an \
+                 unpacked `weight` (int-quantized, float-quantized, naive-quantized)",
+                key.format
+            ))
+            .into());
+        }
+        if matches!(key.spec.format, Format::Int { .. }) && !key.spec.symmetric {
+            return Err(layout_error(
+                "asymmetric integer codes: a pruned weight is stored as its zero point, \
+                 not as a zero code; quantize symmetrically"
+                    .into(),
+            )
+            .into());
+        }
+        self.check_sparse_layout(module, layout)?;
+        let weight = format!("{module}.weight");
+        let at = staged
+            .iter()
+            .position(|t| t.0 == weight)
+            .ok_or_else(|| layout_error("no weight tensor was staged".into()))?;
+        let (_, dtype, _, bytes) = staged.remove(at);
+        let [rows, cols] = q.shape();
+        let (sparse, zeros) =
+            stage_sparse(module, layout, dtype, (rows, cols), &bytes).map_err(layout_error)?;
+        staged.extend(sparse);
+        add_staged(&mut self.tensors, staged)?;
+        self.register(module, key);
+        self.add_sparse_counts(module, layout, zeros, rows * cols);
+        Ok(())
+    }
+
+    /// Validates and stages the tensors of a quantized layer.
+    fn stage_quantized(
+        &self,
+        module: &str,
+        q: &QuantizedTensor,
+        bias: Option<ArrayView1<'_, f32>>,
+    ) -> Result<(Vec<Staged>, SchemeKey)> {
         if self.modules.contains(module) {
             return Err(QuantFormatError::DuplicateModule {
                 module: module.to_owned(),
@@ -268,19 +348,45 @@ impl<'a> CompressedTensorsWriter<'a> {
                 dt.encode(b.iter().copied()),
             ));
         }
-        add_staged(&mut self.tensors, staged)?;
-
         let key = SchemeKey {
             format,
             spec,
             act_order,
         };
+        Ok((staged, key))
+    }
+
+    /// Records `module` under its config group.
+    fn register(&mut self, module: &str, key: SchemeKey) {
         match self.schemes.iter_mut().find(|(k, _)| *k == key) {
             Some((_, names)) => names.push(module.to_owned()),
             None => self.schemes.push((key, vec![module.to_owned()])),
         }
         self.modules.insert(module.to_owned());
-        Ok(())
+    }
+
+    /// One sparse layout per folder.
+    fn check_sparse_layout(&self, module: &str, layout: SparseLayout) -> Result<()> {
+        match self.sparse_layout {
+            Some(have) if have != layout => Err(QuantFormatError::UnsupportedLayout {
+                tensor: module.to_owned(),
+                format: layout.name(),
+                reason: format!(
+                    "the folder already holds {} modules: one sparse layout per folder",
+                    have.name()
+                ),
+            }
+            .into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Counts a sparse module for `global_sparsity` and `targets`.
+    fn add_sparse_counts(&mut self, module: &str, layout: SparseLayout, zeros: u64, n: usize) {
+        self.sparse_counts.0 += zeros;
+        self.sparse_counts.1 += n as u64;
+        self.sparse.push(module.to_owned());
+        self.sparse_layout = Some(layout);
     }
 
     /// The `pack-quantized` tensors of an integer layer (int32 words).
@@ -411,84 +517,7 @@ impl<'a> CompressedTensorsWriter<'a> {
         module: &str,
         weight: ndarray::ArrayView2<'_, f32>,
     ) -> Result<()> {
-        if self.sparse24 {
-            return Err(QuantFormatError::UnsupportedLayout {
-                tensor: module.to_string(),
-                format: "sparse-bitmask",
-                reason: "the folder already holds sparse-24-bitmask modules: \
-                         one sparse layout per folder"
-                    .into(),
-            }
-            .into());
-        }
-        if !self.modules.insert(module.to_string()) {
-            return Err(QuantFormatError::DuplicateModule {
-                module: module.to_string(),
-            }
-            .into());
-        }
-        let (rows, cols) = weight.dim();
-        let stored: Vec<f32> = weight
-            .iter()
-            .map(|&v| match self.float_dtype {
-                FloatDType::F32 => v,
-                FloatDType::F16 => half::f16::from_f32(v).to_f32(),
-                FloatDType::BF16 => half::bf16::from_f32(v).to_f32(),
-            })
-            .collect();
-        let row_bytes = cols.div_ceil(8);
-        let mut bitmask = vec![0u8; rows * row_bytes];
-        let mut values = Vec::new();
-        let mut offsets = Vec::with_capacity(rows);
-        for r in 0..rows {
-            offsets.push(values.len() as i64);
-            for c in 0..cols {
-                let v = stored[r * cols + c];
-                if v != 0.0 {
-                    bitmask[r * row_bytes + c / 8] |= 1 << (c % 8);
-                    values.push(v);
-                }
-            }
-        }
-        let nnz = values.len();
-        self.sparse_counts.0 += (rows * cols - nnz) as u64;
-        self.sparse_counts.1 += (rows * cols) as u64;
-        let name = |part: &str| format!("{module}.weight.{part}");
-        let values = ndarray::Array1::from(values);
-        match self.float_dtype {
-            FloatDType::F32 => self
-                .tensors
-                .add_array(name("compressed"), values.view().into_dyn())?,
-            FloatDType::F16 => self.tensors.add_array(
-                name("compressed"),
-                values.mapv(half::f16::from_f32).view().into_dyn(),
-            )?,
-            FloatDType::BF16 => self.tensors.add_array(
-                name("compressed"),
-                values.mapv(half::bf16::from_f32).view().into_dyn(),
-            )?,
-        }
-        self.tensors.add_array(
-            name("shape"),
-            ndarray::arr1(&[rows as i64, cols as i64]).view().into_dyn(),
-        )?;
-        self.tensors.add_array(
-            name("bitmask"),
-            ndarray::Array2::from_shape_vec((rows, row_bytes), bitmask)
-                .map_err(|e| QuantFormatError::UnsupportedLayout {
-                    tensor: module.to_string(),
-                    format: "sparse-bitmask",
-                    reason: e.to_string(),
-                })?
-                .view()
-                .into_dyn(),
-        )?;
-        self.tensors.add_array(
-            name("row_offsets"),
-            ndarray::Array1::from(offsets).view().into_dyn(),
-        )?;
-        self.sparse.push(module.to_string());
-        Ok(())
+        self.add_sparse_float(module, weight, SparseLayout::Bitmask)
     }
 
     /// Adds a 2:4-sparse float weight of linear module `module` (`[out, in]`)
@@ -509,131 +538,74 @@ impl<'a> CompressedTensorsWriter<'a> {
         module: &str,
         weight: ndarray::ArrayView2<'_, f32>,
     ) -> Result<()> {
-        let (rows, cols) = weight.dim();
-        let layout_error = |reason: String| QuantFormatError::UnsupportedLayout {
-            tensor: module.to_string(),
-            format: "sparse-24-bitmask",
-            reason,
-        };
-        if !self.sparse24 && !self.sparse.is_empty() {
-            return Err(layout_error(
-                "the folder already holds sparse-bitmask modules: one sparse layout per folder"
-                    .into(),
-            )
-            .into());
-        }
-        if !cols.is_multiple_of(4) {
-            return Err(layout_error(format!("{cols} columns are not a multiple of 4")).into());
-        }
-        if !self.modules.insert(module.to_string()) {
+        self.add_sparse_float(module, weight, SparseLayout::TwoFour)
+    }
+
+    /// A float weight, cast to the writer's dtype, in `layout`.
+    fn add_sparse_float(
+        &mut self,
+        module: &str,
+        weight: ndarray::ArrayView2<'_, f32>,
+        layout: SparseLayout,
+    ) -> Result<()> {
+        self.check_sparse_layout(module, layout)?;
+        if self.modules.contains(module) {
             return Err(QuantFormatError::DuplicateModule {
-                module: module.to_string(),
+                module: module.to_owned(),
             }
             .into());
         }
-        let cast = |v: f32| match self.float_dtype {
-            FloatDType::F32 => v,
-            FloatDType::F16 => half::f16::from_f32(v).to_f32(),
-            FloatDType::BF16 => half::bf16::from_f32(v).to_f32(),
-        };
-        let row_bytes = cols.div_ceil(8);
-        let mut bitmask = vec![0u8; rows * row_bytes];
-        let mut values = Vec::with_capacity(rows * cols / 2);
-        let mut zeros = 0u64;
-        for (r, row) in weight.outer_iter().enumerate() {
-            for g in 0..cols / 4 {
-                let group: [f32; 4] = std::array::from_fn(|k| cast(row[4 * g + k]));
-                let nonzero = group.iter().filter(|v| **v != 0.0).count();
-                if nonzero > 2 {
-                    return Err(layout_error(format!(
-                        "row {r}, group {g} keeps {nonzero} of 4 values"
-                    ))
-                    .into());
-                }
-                zeros += (4 - nonzero) as u64;
-                // The nonzeros, then the first free positions, in column order.
-                let mut pad = 2 - nonzero;
-                for (k, &v) in group.iter().enumerate() {
-                    let take = v != 0.0
-                        || (pad > 0 && {
-                            pad -= 1;
-                            true
-                        });
-                    if take {
-                        let c = 4 * g + k;
-                        bitmask[r * row_bytes + c / 8] |= 1 << (c % 8);
-                        values.push(v);
-                    }
-                }
-            }
-        }
-        self.sparse_counts.0 += zeros;
-        self.sparse_counts.1 += (rows * cols) as u64;
-        let values = ndarray::Array2::from_shape_vec((rows, cols / 2), values)
-            .map_err(|e| layout_error(e.to_string()))?;
-        let name = |part: &str| format!("{module}.{part}");
-        match self.float_dtype {
-            FloatDType::F32 => self
-                .tensors
-                .add_array(name("compressed"), values.view().into_dyn())?,
-            FloatDType::F16 => self.tensors.add_array(
-                name("compressed"),
-                values.mapv(half::f16::from_f32).view().into_dyn(),
-            )?,
-            FloatDType::BF16 => self.tensors.add_array(
-                name("compressed"),
-                values.mapv(half::bf16::from_f32).view().into_dyn(),
-            )?,
-        }
-        self.tensors.add_array(
-            name("shape"),
-            ndarray::arr2(&[[rows as i64], [cols as i64]])
-                .view()
-                .into_dyn(),
-        )?;
-        self.tensors.add_array(
-            name("bitmask"),
-            ndarray::Array2::from_shape_vec((rows, row_bytes), bitmask)
-                .map_err(|e| layout_error(e.to_string()))?
-                .view()
-                .into_dyn(),
-        )?;
-        self.sparse.push(module.to_string());
-        self.sparse24 = true;
+        let dt = self.float_dtype;
+        let bytes = dt.encode(weight.iter().copied());
+        let (staged, zeros) = stage_sparse(module, layout, dt.dtype(), weight.dim(), &bytes)
+            .map_err(|reason| QuantFormatError::UnsupportedLayout {
+                tensor: module.to_owned(),
+                format: layout.name(),
+                reason,
+            })?;
+        add_staged(&mut self.tensors, staged)?;
+        self.modules.insert(module.to_owned());
+        self.add_sparse_counts(module, layout, zeros, weight.len());
         Ok(())
     }
 
     /// The `quantization_config` block this writer puts in `config.json`.
     pub fn quantization_config(&self) -> Result<Value> {
-        if !self.sparse.is_empty() {
-            if !self.schemes.is_empty() {
-                return Err(QuantFormatError::UnsupportedLayout {
-                    tensor: self.sparse[0].clone(),
-                    format: "compressed-tensors",
-                    reason: "sparse and quantized modules in one compressed-tensors folder \
-                             (sparse-24-bitmask with quantization) are not written yet: \
-                             export the pruned model alone, or quantize it densely"
-                        .into(),
-                }
-                .into());
-            }
+        let sparsity = self.sparse_layout.map(|layout| {
             let (zeros, total) = self.sparse_counts;
+            json!({
+                "format": layout.name(),
+                "global_sparsity": zeros as f64 / total.max(1) as f64,
+                "sparsity_structure": match layout {
+                    SparseLayout::TwoFour => "2:4",
+                    SparseLayout::Bitmask => {
+                        self.sparsity_structure.as_deref().unwrap_or("unstructured")
+                    }
+                },
+                "targets": self.sparse,
+                "ignore": [],
+                "registry_requires_subclass": false,
+            })
+        });
+        let packed = self
+            .schemes
+            .iter()
+            .any(|(k, _)| k.format == CtFormat::PackQuantized);
+        if sparsity.is_some() && packed && self.packing == CtPacking::Dense {
+            return Err(QuantFormatError::UnsupportedLayout {
+                tensor: self.sparse[0].clone(),
+                format: FORMAT,
+                reason: "sparse modules need compressed-tensors 0.12.2, whose pack-quantized \
+                         words are CtPacking::Aligned: set .packing(CtPacking::Aligned)"
+                    .into(),
+            }
+            .into());
+        }
+        if let (Some(sparsity), true) = (&sparsity, self.schemes.is_empty()) {
             return Ok(json!({
                 "quant_method": "compressed-tensors",
-                "sparsity_config": {
-                    "format": if self.sparse24 { "sparse-24-bitmask" } else { "sparse-bitmask" },
-                    "global_sparsity": zeros as f64 / total.max(1) as f64,
-                    "sparsity_structure": if self.sparse24 {
-                        "2:4"
-                    } else {
-                        self.sparsity_structure.as_deref().unwrap_or("unstructured")
-                    },
-                    "targets": self.sparse,
-                    "ignore": [],
-                    "registry_requires_subclass": false,
-                },
-                // The last release with the sparse-bitmask compressor.
-                "version": "0.12.2",
+                "sparsity_config": sparsity,
+                "version": SPARSE_VERSION,
             }));
         }
         let observer = self.observer.as_deref().unwrap_or("minmax");
@@ -692,11 +664,12 @@ impl<'a> CompressedTensorsWriter<'a> {
             "kv_cache_scheme": null,
             "quant_method": "compressed-tensors",
             "quantization_status": "compressed",
-            "sparsity_config": {},
+            "sparsity_config": sparsity.unwrap_or_else(|| json!({})),
             // The compressed-tensors release whose packing these files follow.
-            "version": match self.packing {
-                CtPacking::Dense => "0.20.0",
-                CtPacking::Aligned => "0.12.2",
+            "version": match (self.packing, self.sparse_layout) {
+                (_, Some(_)) => SPARSE_VERSION,
+                (CtPacking::Dense, None) => "0.20.0",
+                (CtPacking::Aligned, None) => "0.12.2",
             },
         }))
     }

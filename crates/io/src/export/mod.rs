@@ -44,6 +44,7 @@
 mod compressed_tensors;
 pub(crate) mod ct_layouts;
 mod ct_scheme;
+mod ct_sparse;
 mod dequantized;
 mod error;
 mod gptq;
@@ -52,6 +53,7 @@ pub use compressed_tensors::{CompressedTensorsWriter, Targets};
 pub use ct_scheme::{
     ActivationDynamic, ActivationScheme, ActivationStrategy, ActivationType, CtFormat,
 };
+pub use ct_sparse::SparseLayout;
 pub use dequantized::DequantizedWriter;
 pub use error::QuantFormatError;
 pub use gptq::{GptqOptions, GptqWriter};
