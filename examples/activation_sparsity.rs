@@ -7,7 +7,8 @@
 //! ```
 //!
 //! For each target: CHESS channel-wise thresholds, CATS (one threshold per
-//! layer) and top-k per token; then the per-layer realized sparsity and
+//! layer), top-k per token, and CHESS+ (CHESS plus its selective
+//! sparsification of the query and output projections' inputs); then the per-layer realized sparsity and
 //! dead-neuron rate of CHESS at the first target, and the PPL-p% sparsity
 //! (Sparsing Law): the largest common CHESS target whose perplexity stays
 //! within p % of the base model, found by bisection, with each layer's
@@ -99,8 +100,19 @@ fn main() -> Res<()> {
             ("CHESS (channel-wise)", FfnSparsity::Chess(s)),
             ("CATS (per layer)", FfnSparsity::Cats(s)),
             ("top-k per token", FfnSparsity::TopK(s)),
+            ("CHESS+ (FFN, and attention", FfnSparsity::ChessPlus(s)),
         ] {
             let (ppl, unc, layers) = run(rule, chunks)?;
+            let name = if matches!(rule, FfnSparsity::ChessPlus(_)) {
+                let n = layers.len().max(1) as f64;
+                format!(
+                    "{name}: q_proj inputs {:.1} %, o_proj inputs {:.1} %)",
+                    100.0 * layers.iter().map(|l| l.query_sparsity).sum::<f64>() / n,
+                    100.0 * layers.iter().map(|l| l.output_sparsity).sum::<f64>() / n
+                )
+            } else {
+                name.to_string()
+            };
             println!(
                 "| {name} | {:.0} % | {:.1} % | {ppl:.4} ± {unc:.4} | {:+.3} |",
                 s * 100.0,

@@ -23,8 +23,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use tensorpress::compress::{
-    calibration_windows, prune_ffn_llama_with, prune_heads_llama, write_hf_checkpoint, BlockRatios, ExportFormat,
-    ExportOptions, FfnPruning, NeuronCriterion, Progress,
+    calibration_windows, prune_ffn_llama_with, prune_heads_llama, write_hf_checkpoint, BlockRatios,
+    ExportFormat, ExportOptions, FfnPruning, NeuronCriterion, Progress,
 };
 use tensorpress::io::export::FloatDType;
 use tensorpress::io::gguf::GgufFile;

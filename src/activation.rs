@@ -11,7 +11,13 @@
 //!   so each channel gets its own threshold `τ / E|a_up,i|`;
 //! - [`FfnSparsity::Cats`]: CATS (Lee et al., 2024), one threshold per layer on
 //!   `|a_gate|`, the target quantile of its calibration distribution;
-//! - [`FfnSparsity::TopK`]: per token, keep the `k` largest `|a_gate|`.
+//! - [`FfnSparsity::TopK`]: per token, keep the `k` largest `|a_gate|`;
+//! - [`FfnSparsity::ChessPlus`]: CHESS in the FFN plus its selective
+//!   sparsification of attention (He et al., 2024, the authors' "CHESS+"):
+//!   the inputs of the query and output projections are thresholded too, one
+//!   threshold per layer and point (the target quantile of `|x|`), while keys
+//!   and values keep the dense input — they are cached and reused by every
+//!   later token, so an error there persists.
 //!
 //! [`FfnSparsityHook`] applies a rule and counts what it did: the realized
 //! sparsity of each layer and its dead-neuron rate (the share of channels
@@ -50,13 +56,19 @@ pub enum FfnSparsity {
     Cats(f64),
     /// Keep the largest `(1 − s) · intermediate` entries of each token.
     TopK(f64),
+    /// CHESS in the FFN, and per-layer thresholds on the inputs of the query
+    /// and output projections at the same target.
+    ChessPlus(f64),
 }
 
 impl FfnSparsity {
     /// The target sparsity.
     pub fn target(&self) -> f64 {
         match *self {
-            FfnSparsity::Chess(s) | FfnSparsity::Cats(s) | FfnSparsity::TopK(s) => s,
+            FfnSparsity::Chess(s)
+            | FfnSparsity::Cats(s)
+            | FfnSparsity::TopK(s)
+            | FfnSparsity::ChessPlus(s) => s,
         }
     }
 }
@@ -70,7 +82,16 @@ pub struct FfnBlockStats {
     pub up_abs_mean: Vec<f32>,
     /// Tokens recorded in `gate_abs`.
     pub tokens: usize,
+    /// `|h|` at the query projection's input, for the first
+    /// [`ATTENTION_TOKENS`] tokens, `[tokens × hidden]` row-major.
+    pub query_abs: Vec<f32>,
+    /// `|attn|` at the output projection's input, same tokens.
+    pub output_abs: Vec<f32>,
 }
+
+/// Tokens per block whose attention inputs [`calibrate_ffn`] records (a
+/// per-layer quantile needs far fewer samples than per-channel ones).
+pub const ATTENTION_TOKENS: usize = 512;
 
 /// Calibration distributions of every block's FFN activations.
 #[derive(Debug, Clone)]
@@ -94,7 +115,42 @@ fn hook_error(e: impl std::fmt::Display) -> tensorpress_models::Error {
     }
 }
 
+impl Recorder {
+    /// Appends `|x|` of up to [`ATTENTION_TOKENS`] tokens to the block's
+    /// `field` (`query_abs` or `output_abs`).
+    fn record_attention(
+        &self,
+        block: usize,
+        x: &Tensor,
+        field: fn(&mut FfnBlockStats) -> &mut Vec<f32>,
+    ) -> tensorpress_models::Result<()> {
+        let width = x.dim(D::Minus1)?;
+        let flat = x.abs()?.flatten_to(D::Minus2)?;
+        let mut blocks = self.blocks.lock().map_err(hook_error)?;
+        if blocks.len() <= block {
+            blocks.resize_with(block + 1, Default::default);
+        }
+        let values = field(&mut blocks[block].0);
+        let room = (ATTENTION_TOKENS * width).saturating_sub(values.len()) / width.max(1);
+        let take = room.min(flat.dim(0)?);
+        if take > 0 {
+            values.extend(flat.narrow(0, 0, take)?.flatten_all()?.to_vec1::<f32>()?);
+        }
+        Ok(())
+    }
+}
+
 impl FfnHook for Recorder {
+    fn query_input(&self, block: usize, h: &Tensor) -> tensorpress_models::Result<Tensor> {
+        self.record_attention(block, h, |s| &mut s.query_abs)?;
+        Ok(h.clone())
+    }
+
+    fn attention_output(&self, block: usize, attn: &Tensor) -> tensorpress_models::Result<Tensor> {
+        self.record_attention(block, attn, |s| &mut s.output_abs)?;
+        Ok(attn.clone())
+    }
+
     fn gate(&self, block: usize, gate: &Tensor, up: &Tensor) -> tensorpress_models::Result<Tensor> {
         let n = gate.dim(D::Minus1)?;
         let g = gate.abs()?.flatten_to(D::Minus2)?;
@@ -107,9 +163,12 @@ impl FfnHook for Recorder {
             .to_vec1()?;
         let mut blocks = self.blocks.lock().map_err(hook_error)?;
         if blocks.len() <= block {
-            blocks.resize_with(block + 1, || (FfnBlockStats::default(), vec![0.0; n], 0));
+            blocks.resize_with(block + 1, Default::default);
         }
         let (stats, sums, seen) = &mut blocks[block];
+        if sums.len() != n {
+            *sums = vec![0.0; n];
+        }
         for (s, u) in sums.iter_mut().zip(&up_sum) {
             *s += f64::from(*u);
         }
@@ -194,7 +253,7 @@ impl FfnStats {
             .iter()
             .map(|b| match rule {
                 FfnSparsity::Cats(s) => Ok(vec![quantile(b.gate_abs.clone(), s); n]),
-                FfnSparsity::Chess(s) => {
+                FfnSparsity::Chess(s) | FfnSparsity::ChessPlus(s) => {
                     let scores: Vec<f32> = b
                         .gate_abs
                         .iter()
@@ -211,6 +270,37 @@ impl FfnStats {
                     scheme: "top-k".into(),
                     reason: "top-k keeps a count per token and has no thresholds".into(),
                 }),
+            })
+            .collect()
+    }
+}
+
+impl FfnStats {
+    /// Per block, the thresholds on `|x|` at the query projection's input
+    /// and at the output projection's input (CHESS's selective
+    /// sparsification): the `target` quantile of each calibration
+    /// distribution. An entry is kept when `|x| > t`.
+    ///
+    /// # Errors
+    /// A target outside `(0, 1)`; stats recorded without attention inputs.
+    pub fn attention_thresholds(&self, target: f64) -> Result<Vec<(f32, f32)>> {
+        check_target(target)?;
+        self.blocks
+            .iter()
+            .enumerate()
+            .map(|(block, b)| {
+                if b.query_abs.is_empty() || b.output_abs.is_empty() {
+                    return Err(Error::Scheme {
+                        scheme: "CHESS attention".into(),
+                        reason: format!(
+                            "block {block} has no recorded attention inputs: calibrate with calibrate_ffn"
+                        ),
+                    });
+                }
+                Ok((
+                    quantile(b.query_abs.clone(), target),
+                    quantile(b.output_abs.clone(), target),
+                ))
             })
             .collect()
     }
@@ -236,6 +326,10 @@ pub struct FfnLayerReport {
     pub dead_rate: f64,
     /// Tokens seen.
     pub tokens: u64,
+    /// Fraction of the query projection's inputs zeroed ([`FfnSparsity::ChessPlus`]; 0 otherwise).
+    pub query_sparsity: f64,
+    /// Fraction of the output projection's inputs zeroed ([`FfnSparsity::ChessPlus`]; 0 otherwise).
+    pub output_sparsity: f64,
 }
 
 #[derive(Debug)]
@@ -253,6 +347,10 @@ pub struct FfnSparsityHook {
     rule: Rule,
     /// Per block: (tokens seen, active count per channel).
     counts: Mutex<Vec<(u64, Vec<u64>)>>,
+    /// CHESS+: per block, the query-input and output-projection-input thresholds.
+    attention: Option<Vec<(f32, f32)>>,
+    /// Per block: [zeroed, seen] at the query input and at the output input.
+    attention_counts: Mutex<Vec<[u64; 4]>>,
 }
 
 impl FfnSparsityHook {
@@ -262,6 +360,7 @@ impl FfnSparsityHook {
     /// A target outside `(0, 1)`.
     pub fn new(stats: &FfnStats, rule: FfnSparsity) -> Result<Self> {
         check_target(rule.target())?;
+        let rule_in = rule;
         let n = stats.intermediate;
         let rule = match rule {
             FfnSparsity::TopK(s) => Rule::TopK((((1.0 - s) * n as f64).round() as usize).max(1)),
@@ -273,10 +372,42 @@ impl FfnSparsityHook {
                     .collect::<candle_core::Result<_>>()?,
             ),
         };
+        let attention = match rule_in {
+            FfnSparsity::ChessPlus(s) => Some(stats.attention_thresholds(s)?),
+            _ => None,
+        };
         Ok(FfnSparsityHook {
             rule,
             counts: Mutex::new(Vec::new()),
+            attention,
+            attention_counts: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Zeroes `|x| ≤ t` (CHESS+ at one attention point) and counts it.
+    fn threshold_attention(
+        &self,
+        block: usize,
+        x: &Tensor,
+        pick: fn((f32, f32)) -> f32,
+        slot: usize,
+    ) -> tensorpress_models::Result<Tensor> {
+        let Some(thresholds) = &self.attention else {
+            return Ok(x.clone());
+        };
+        let t = *thresholds
+            .get(block)
+            .ok_or_else(|| hook_error(format!("no attention thresholds for block {block}")))?;
+        let keep = x.abs()?.gt(f64::from(pick(t)))?.to_dtype(x.dtype())?;
+        let kept = keep.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()? as u64;
+        let n = keep.elem_count() as u64;
+        let mut counts = self.attention_counts.lock().map_err(hook_error)?;
+        if counts.len() <= block {
+            counts.resize(block + 1, [0; 4]);
+        }
+        counts[block][slot] += n - kept;
+        counts[block][slot + 1] += n;
+        Ok((x * keep)?)
     }
 
     /// Per block: realized sparsity and dead-neuron rate so far.
@@ -285,15 +416,24 @@ impl FfnSparsityHook {
             Ok(c) => c.clone(),
             Err(_) => return Vec::new(),
         };
+        let attention = self
+            .attention_counts
+            .lock()
+            .map(|c| c.clone())
+            .unwrap_or_default();
         counts
             .iter()
-            .map(|(tokens, active)| {
+            .enumerate()
+            .map(|(block, (tokens, active))| {
                 let n = active.len().max(1) as f64;
                 let kept: u64 = active.iter().sum();
+                let a = attention.get(block).copied().unwrap_or([0; 4]);
                 FfnLayerReport {
                     sparsity: 1.0 - kept as f64 / (*tokens as f64 * n).max(1.0),
                     dead_rate: active.iter().filter(|a| **a == 0).count() as f64 / n,
                     tokens: *tokens,
+                    query_sparsity: a[0] as f64 / a[1].max(1) as f64,
+                    output_sparsity: a[2] as f64 / a[3].max(1) as f64,
                 }
             })
             .collect()
@@ -304,10 +444,21 @@ impl FfnSparsityHook {
         if let Ok(mut c) = self.counts.lock() {
             c.clear();
         }
+        if let Ok(mut c) = self.attention_counts.lock() {
+            c.clear();
+        }
     }
 }
 
 impl FfnHook for FfnSparsityHook {
+    fn query_input(&self, block: usize, h: &Tensor) -> tensorpress_models::Result<Tensor> {
+        self.threshold_attention(block, h, |t| t.0, 0)
+    }
+
+    fn attention_output(&self, block: usize, attn: &Tensor) -> tensorpress_models::Result<Tensor> {
+        self.threshold_attention(block, attn, |t| t.1, 2)
+    }
+
     fn gate(
         &self,
         block: usize,

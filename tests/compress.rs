@@ -600,6 +600,7 @@ fn ffn_activation_sparsity_hits_its_targets_and_counts_them() {
         FfnSparsity::Chess(0.5),
         FfnSparsity::Cats(0.5),
         FfnSparsity::TopK(0.5),
+        FfnSparsity::ChessPlus(0.5),
     ] {
         let hook = Arc::new(FfnSparsityHook::new(&stats, rule).unwrap());
         m.set_ffn_hook(Some(hook.clone()));
@@ -610,6 +611,18 @@ fn ffn_activation_sparsity_hits_its_targets_and_counts_them() {
         for layer in hook.report() {
             assert_eq!(layer.tokens, 6 * 48);
             assert!((layer.sparsity - 0.5).abs() < 0.01, "{rule:?}: {layer:?}");
+            // CHESS+ thresholds the query and output projections' inputs too
+            // (near the target: later inputs shift once earlier ones are sparse).
+            let attention = if matches!(rule, FfnSparsity::ChessPlus(_)) {
+                0.5
+            } else {
+                0.0
+            };
+            assert!((layer.query_sparsity - attention).abs() < 0.03, "{layer:?}");
+            assert!(
+                (layer.output_sparsity - attention).abs() < 0.03,
+                "{layer:?}"
+            );
         }
         let sparse = m.logits(&cal[0], 0).unwrap();
         gaps.push(max_gap(&sparse, &dense));
@@ -622,6 +635,8 @@ fn ffn_activation_sparsity_hits_its_targets_and_counts_them() {
     assert!(FfnSparsityHook::new(&stats, FfnSparsity::Chess(1.0)).is_err());
     assert!(FfnSparsityHook::new(&stats, FfnSparsity::TopK(0.0)).is_err());
     assert!(stats.thresholds(FfnSparsity::TopK(0.5)).is_err());
+    assert!(stats.attention_thresholds(1.5).is_err());
+    assert_eq!(stats.blocks[1].query_abs.len(), 6 * 48 * 64);
     assert!(matches!(
         calibrate_ffn(&mut m, &[], 10),
         Err(Error::NoCalibration)
