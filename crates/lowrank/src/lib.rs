@@ -34,3 +34,13 @@ pub use rank::{
     break_even_rank, compression_ratio, low_rank_params, max_rank_for_ratio, rank_for_energy,
 };
 pub use svd::{factorize, reconstruction_error, LowRank, RankSelection, ReconstructionError};
+
+mod activation;
+
+pub use activation::{
+    activation_error, asvd, channel_rms, svd_llm, Asvd, Whitening, DEFAULT_ASVD_ALPHA,
+    DEFAULT_SCALE_FLOOR,
+};
+mod compensate;
+
+pub use compensate::{eora, lorc, Adapter, Eigenspace, DEFAULT_EIGEN_FLOOR};
