@@ -436,7 +436,7 @@ pub(crate) fn whitened_truncation(
             vectors,
             sqrt_values,
         } => {
-            let scaled = bf / &sqrt_values.view().insert_axis(Axis(0));
+            let scaled = bf / sqrt_values.view().insert_axis(Axis(0));
             linalg::matmul(scaled.view(), vectors.t())?
         }
     };

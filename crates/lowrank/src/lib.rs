@@ -35,12 +35,17 @@ pub use rank::{
 };
 pub use svd::{factorize, reconstruction_error, LowRank, RankSelection, ReconstructionError};
 
+// Activation-aware factorization (ASVD, SVD-LLM), compensation (LoRC, EoRA), BitStack.
 mod activation;
+mod bitstack;
+mod compensate;
 
 pub use activation::{
     activation_error, asvd, channel_rms, svd_llm, Asvd, Whitening, DEFAULT_ASVD_ALPHA,
     DEFAULT_SCALE_FLOOR,
 };
-mod compensate;
-
+pub use bitstack::{
+    allocate_blocks, BitStack, BitStackConfig, BlockAllocation, ErrorMetric, SignPlane, StackBlock,
+    StackProfile, DEFAULT_MAGNITUDE_RANK,
+};
 pub use compensate::{eora, lorc, Adapter, Eigenspace, DEFAULT_EIGEN_FLOOR};
