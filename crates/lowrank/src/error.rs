@@ -37,6 +37,67 @@ pub enum Error {
     /// An error of the tensor layer (non-finite input, SVD failure, …).
     #[error(transparent)]
     Tensor(#[from] tensorpress_tensor::Error),
+    /// A rank outside `1..=max` where a positive rank is required (adapters,
+    /// BitStack magnitude factors).
+    #[error("{op}: rank {rank} is outside 1..={max}")]
+    RankOutOfRange {
+        /// The operation.
+        op: &'static str,
+        /// The rank asked for.
+        rank: usize,
+        /// The largest rank allowed, `min(out, in)`.
+        max: usize,
+    },
+    /// A NaN or infinity in an input matrix.
+    #[error("{what}: non-finite value {value} at row {row}, column {col}")]
+    NonFinite {
+        /// Which input (weight, compressed weight, Hessian).
+        what: &'static str,
+        /// Row of the value.
+        row: usize,
+        /// Column of the value.
+        col: usize,
+        /// The value itself (NaN or ±infinity).
+        value: f64,
+    },
+    /// A per-channel activation magnitude or scale that is negative or not finite.
+    #[error("channel scale {value} at channel {index} must be finite and >= 0")]
+    InvalidChannelScale {
+        /// The input channel.
+        index: usize,
+        /// The value given.
+        value: f64,
+    },
+    /// A numeric option outside its domain.
+    #[error("{name} = {value} is invalid: expected {expected}")]
+    InvalidParameter {
+        /// The option.
+        name: &'static str,
+        /// The value given.
+        value: f64,
+        /// The domain it must lie in.
+        expected: &'static str,
+    },
+    /// The calibration Gram matrix `H` is not positive definite, even after the
+    /// largest damping of the schedule (or, for an eigendecomposition, has no
+    /// positive eigenvalue).
+    #[error(
+        "calibration matrix is not positive definite (pivot {pivot} failed; relative damp tried up to {damp_tried})"
+    )]
+    HessianNotPositiveDefinite {
+        /// First pivot that failed in the last attempt (0 for an eigendecomposition).
+        pivot: usize,
+        /// The last relative damp tried.
+        damp_tried: f64,
+    },
+    /// More BitStack blocks asked for than the stack holds.
+    #[error("asked for {requested} blocks of a stack of {available}")]
+    BlocksOutOfRange {
+        /// Blocks asked for.
+        requested: usize,
+        /// Blocks in the stack.
+        available: usize,
+    },
 }
 
 /// Result with this crate's [`Error`].

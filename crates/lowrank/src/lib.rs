@@ -34,3 +34,18 @@ pub use rank::{
     break_even_rank, compression_ratio, low_rank_params, max_rank_for_ratio, rank_for_energy,
 };
 pub use svd::{factorize, reconstruction_error, LowRank, RankSelection, ReconstructionError};
+
+// Activation-aware factorization (ASVD, SVD-LLM), compensation (LoRC, EoRA), BitStack.
+mod activation;
+mod bitstack;
+mod compensate;
+
+pub use activation::{
+    activation_error, asvd, channel_rms, svd_llm, Asvd, Whitening, DEFAULT_ASVD_ALPHA,
+    DEFAULT_SCALE_FLOOR,
+};
+pub use bitstack::{
+    allocate_blocks, BitStack, BitStackConfig, BlockAllocation, ErrorMetric, SignPlane, StackBlock,
+    StackProfile, DEFAULT_MAGNITUDE_RANK,
+};
+pub use compensate::{eora, lorc, Adapter, Eigenspace, DEFAULT_EIGEN_FLOOR};

@@ -27,6 +27,19 @@ pub struct LowRank {
     singular_values: Array1<f32>,
 }
 
+impl LowRank {
+    /// Assembles a factorization from its parts (for the activation-aware
+    /// variants, whose spectrum is that of a transformed weight).
+    pub(crate) fn from_parts(a: Array2<f32>, b: Array2<f32>, singular_values: Array1<f32>) -> Self {
+        debug_assert_eq!(a.ncols(), b.nrows());
+        LowRank {
+            a,
+            b,
+            singular_values,
+        }
+    }
+}
+
 /// Factorizes `w` by a thin SVD (computed in f32 by faer), keeping the rank that
 /// `selection` asks for.
 ///
