@@ -40,6 +40,14 @@ pub enum Error {
     /// From the sensitivity metrics.
     #[error(transparent)]
     Sensitivity(#[from] tensorpress_sensitivity::Error),
+    /// Compensating a compressed layer with a low-rank adapter failed.
+    #[error("layer `{layer}`: low-rank compensation: {source}")]
+    Compensation {
+        /// The layer.
+        layer: String,
+        /// What the low-rank crate reported.
+        source: tensorpress_lowrank::Error,
+    },
     /// Quantizing a layer failed.
     #[error("layer `{layer}`: {source}")]
     Layer {

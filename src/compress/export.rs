@@ -255,7 +255,7 @@ fn model_to_hf_layout(
 /// Heads of a query/key projection weight or module of `rows` rows (`None`
 /// for other tensors): `rows / head_dim`, so a query projection whose heads
 /// were pruned is unpermuted head by head too.
-fn qk_heads(name: &str, rows: usize, p: &LlamaParams) -> Option<usize> {
+pub(super) fn qk_heads(name: &str, rows: usize, p: &LlamaParams) -> Option<usize> {
     let module = name.strip_suffix(".weight").unwrap_or(name);
     (module.ends_with("self_attn.q_proj") || module.ends_with("self_attn.k_proj"))
         .then(|| rows / p.head_dim.max(1))
@@ -263,10 +263,44 @@ fn qk_heads(name: &str, rows: usize, p: &LlamaParams) -> Option<usize> {
 
 /// The row order that takes a GGUF-permuted query/key weight of `rows` rows
 /// to Hugging Face's: row `i` of the result is row `order[i]` of the input.
-fn gguf_to_hf_row_order(rows: usize, heads: usize) -> Result<Vec<usize>> {
+pub(super) fn gguf_to_hf_row_order(rows: usize, heads: usize) -> Result<Vec<usize>> {
     let index = Array2::from_shape_fn((rows, 1), |(r, _)| r as f32);
     let permuted = permute_qk(index.view(), heads, QkPermutation::GgufToHf)?;
     Ok(permuted.iter().map(|&r| r as usize).collect())
+}
+
+/// Runs `write` on a sibling staging folder of `out` and renames it into
+/// place, so an interrupted run leaves no partial folder at `out` (which
+/// must be missing or empty). Returns the written paths under `out`.
+pub(super) fn write_staged(
+    out: &Path,
+    write: impl FnOnce(&Path) -> Result<Vec<PathBuf>>,
+) -> Result<Vec<PathBuf>> {
+    let staging = staging_dir(out)?;
+    let mut files = match write(&staging) {
+        Ok(files) => files,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(e);
+        }
+    };
+    if out.exists() {
+        // Only an empty folder may be replaced (checked before writing).
+        std::fs::remove_dir(out).map_err(|source| Error::File {
+            path: out.to_path_buf(),
+            source,
+        })?;
+    }
+    std::fs::rename(&staging, out).map_err(|source| Error::File {
+        path: out.to_path_buf(),
+        source,
+    })?;
+    for f in &mut files {
+        if let Ok(rel) = f.strip_prefix(&staging) {
+            *f = out.join(rel);
+        }
+    }
+    Ok(files)
 }
 
 /// Writes the tensors, `config.json` and the tokenizer files into `dir`.
@@ -582,31 +616,9 @@ pub fn write_hf_checkpoint(
     }
     // Everything goes to a sibling staging folder that is renamed into place
     // at the end, so an interrupted run leaves no partial checkpoint at `out`.
-    let staging = staging_dir(out)?;
-    let result = write_all(&writer, &config, &src, &params, &staging);
-    let mut files = match result {
-        Ok(files) => files,
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&staging);
-            return Err(e);
-        }
-    };
-    if out.exists() {
-        // Only an empty folder may be replaced (checked before writing).
-        std::fs::remove_dir(out).map_err(|source| Error::File {
-            path: out.to_path_buf(),
-            source,
-        })?;
-    }
-    std::fs::rename(&staging, out).map_err(|source| Error::File {
-        path: out.to_path_buf(),
-        source,
+    let files = write_staged(out, |staging| {
+        write_all(&writer, &config, &src, &params, staging)
     })?;
-    for f in &mut files {
-        if let Ok(rel) = f.strip_prefix(&staging) {
-            *f = out.join(rel);
-        }
-    }
     let mut tensor_bytes = 0u64;
     for f in &files {
         if f.extension().is_some_and(|e| e == "safetensors") {

@@ -11,10 +11,12 @@
 
 mod calib;
 mod capture;
+mod compensate;
 mod export;
 mod filter;
 mod gguf;
 mod kernels;
+mod peft;
 mod recipe;
 mod rotate;
 mod scheme;
@@ -23,6 +25,7 @@ mod structured;
 
 pub use calib::calibration_windows;
 pub use capture::{Collected, HessianCollector};
+pub use compensate::{set_adapter_rank, Compensation, CompensationMethod};
 pub use export::{write_hf_checkpoint, ExportFormat, ExportOptions, ExportReport};
 pub use filter::LayerFilter;
 pub use gguf::{llama_file_type, write_gguf, GgufExportOptions, GgufExportSummary};
@@ -30,6 +33,7 @@ pub use kernels::{
     attach_checkpoint_kernels, attach_gguf_kernels, attach_kernels, kernel_matrix,
     load_llama_kernels, KernelReport,
 };
+pub use peft::write_peft_adapter;
 pub use recipe::Recipe;
 pub use rotate::{fold_llama_norms, merge_reports, rotate_llama, RotateOptions};
 pub use scheme::{parse_scheme, Scheme};
@@ -142,6 +146,9 @@ pub struct CompressOptions {
     /// [`rotate_llama`]); the rotated float tensors land in
     /// [`CompressReport::replaced`] unless a layer is then quantized.
     pub rotation: Option<RotateOptions>,
+    /// A low-rank adapter fitted to each compressed layer's error (EoRA,
+    /// LoRC), run as `W'x + A(Bx)`; see [`Compensation`].
+    pub compensation: Option<Compensation>,
 }
 
 impl CompressOptions {
@@ -168,6 +175,7 @@ impl CompressOptions {
             smoothing: None,
             activations: None,
             rotation: None,
+            compensation: None,
         }
     }
 
@@ -186,7 +194,9 @@ impl CompressOptions {
     }
 
     fn calibrates(&self, targets: &[String]) -> bool {
-        self.smoothing.is_some() || targets.iter().any(|n| self.method_for(n).calibrates())
+        self.smoothing.is_some()
+            || self.compensation.is_some_and(|c| c.calibrates())
+            || targets.iter().any(|n| self.method_for(n).calibrates())
     }
 }
 
@@ -245,6 +255,9 @@ pub struct CompressReport {
     pub smoothing: Vec<SmoothReport>,
     /// The run-time quantization of the compressed layers' inputs, if any.
     pub activations: Option<ActivationQuant>,
+    /// Low-rank compensation adapters, by layer name
+    /// ([`CompressOptions::compensation`]).
+    pub adapters: BTreeMap<String, tensorpress_lowrank::Adapter>,
     /// Where the time went.
     pub timings: Timings,
 }
@@ -257,6 +270,7 @@ impl CompressReport {
             quantized: BTreeMap::new(),
             replaced: BTreeMap::new(),
             masks: BTreeMap::new(),
+            adapters: BTreeMap::new(),
             smoothing: Vec::new(),
             activations: None,
             timings: Timings::default(),
@@ -460,9 +474,25 @@ fn quantize_layer(
             (None, p.weight, Some(p.mask))
         }
     };
+    let adapter = match options.compensation {
+        Some(c) => Some(
+            c.fit(
+                name,
+                w.view(),
+                deq.view(),
+                cal.as_ref()
+                    .and_then(|c| c.hessian.as_ref())
+                    .map(|h| h.h.view()),
+            )?,
+        ),
+        None => None,
+    };
     let seconds = t.elapsed().as_secs_f64();
     report.timings.solve += seconds;
-    let delta: Array2<f32> = &deq - &w;
+    let delta: Array2<f32> = match &adapter {
+        Some(a) => &compensate::corrected_weight(&deq, a) - &w,
+        None => &deq - &w,
+    };
     let weight_error = delta.mapv(|v| f64::from(v * v)).sum()
         / w.mapv(|v| f64::from(v * v)).sum().max(f64::MIN_POSITIVE);
     let output_error = match &cal {
@@ -481,12 +511,17 @@ fn quantize_layer(
     let bits_per_weight = match &compressed {
         Some(c) => c.bits_per_weight(),
         None => 16.0 * (1.0 - sparsity) + 1.0,
-    };
+    } + adapter
+        .as_ref()
+        .map_or(0.0, |a| a.added_bits_per_weight(16.0));
     let data = deq.into_raw_vec_and_offset().0;
     let new_weight = Tensor::from_vec(data, (rows, cols), &device)?;
     let pruned_weight = new_weight.clone();
     let bias = linear.op().bias().cloned();
-    let dense: Arc<dyn LinearOp> = Arc::new(DenseLinear::new(new_weight, bias)?);
+    let mut dense: Arc<dyn LinearOp> = Arc::new(DenseLinear::new(new_weight, bias)?);
+    if let Some(a) = &adapter {
+        dense = compensate::corrected_op(dense, a)?;
+    }
     match options.activations {
         Some(a) => linear.set_op(Arc::new(InputQuantLinear::new(dense, a.bits)?))?,
         None => linear.set_op(dense)?,
@@ -510,6 +545,9 @@ fn quantize_layer(
     }
     if let Some(mask) = mask {
         report.masks.insert(name.to_string(), mask);
+    }
+    if let Some(a) = adapter {
+        report.adapters.insert(name.to_string(), a);
     }
     Ok(())
 }

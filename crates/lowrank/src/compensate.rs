@@ -111,6 +111,26 @@ impl Adapter {
         Ok(Adapter { a, b })
     }
 
+    /// The adapter's first `rank` components (the leading singular
+    /// directions: LoRC's and EoRA's factors are ordered by singular value,
+    /// so this is the rank-`rank` solution itself).
+    ///
+    /// # Errors
+    /// [`Error::RankOutOfRange`] unless `1 ≤ rank ≤` [`rank`](Self::rank).
+    pub fn truncate(&self, rank: usize) -> Result<Adapter> {
+        if rank == 0 || rank > self.rank() {
+            return Err(Error::RankOutOfRange {
+                op: "Adapter::truncate",
+                rank,
+                max: self.rank(),
+            });
+        }
+        Ok(Adapter {
+            a: self.a.slice(ndarray::s![.., ..rank]).to_owned(),
+            b: self.b.slice(ndarray::s![..rank, ..]).to_owned(),
+        })
+    }
+
     /// The left factor `A`, `[out, r]` (PEFT's `lora_B`).
     pub fn a(&self) -> ArrayView2<'_, f32> {
         self.a.view()

@@ -125,6 +125,79 @@ impl InputQuantLinear {
     }
 }
 
+/// A linear op plus a low-rank correction, `y = inner(x) + (x Bᵀ) Aᵀ`: a
+/// compressed weight `W'` with a compensation adapter (EoRA, LoRC; a LoRA
+/// adapter with `lora_B = A`, `lora_A = B`). The correction runs as two thin
+/// matmuls, never as a dense `W' + A·B`.
+#[derive(Debug, Clone)]
+pub struct LowRankLinear {
+    inner: Arc<dyn LinearOp>,
+    /// `[out, r]`.
+    a: Tensor,
+    /// `[r, in]`.
+    b: Tensor,
+}
+
+impl LowRankLinear {
+    /// `inner` corrected by `a: [out, r]` times `b: [r, in]`.
+    ///
+    /// # Errors
+    /// [`Error::WeightShape`] when the factors do not fit `inner` or each other.
+    pub fn new(inner: Arc<dyn LinearOp>, a: Tensor, b: Tensor) -> Result<Self> {
+        let (out, r) = a.dims2()?;
+        let expected = vec![r, inner.in_features()];
+        if out != inner.out_features() {
+            return Err(Error::WeightShape {
+                name: "adapter A".into(),
+                expected: vec![inner.out_features(), r],
+                actual: vec![out, r],
+            });
+        }
+        if b.dims() != expected.as_slice() {
+            return Err(Error::WeightShape {
+                name: "adapter B".into(),
+                expected,
+                actual: b.dims().to_vec(),
+            });
+        }
+        Ok(LowRankLinear { inner, a, b })
+    }
+
+    /// The op the adapter corrects.
+    pub fn inner(&self) -> &Arc<dyn LinearOp> {
+        &self.inner
+    }
+
+    /// The factors `(A [out, r], B [r, in])`.
+    pub fn factors(&self) -> (&Tensor, &Tensor) {
+        (&self.a, &self.b)
+    }
+}
+
+impl LinearOp for LowRankLinear {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = self.inner.forward(x)?;
+        let low = matmul_t(&matmul_t(x, &self.b)?, &self.a)?;
+        Ok((y + low)?)
+    }
+
+    fn in_features(&self) -> usize {
+        self.inner.in_features()
+    }
+
+    fn out_features(&self) -> usize {
+        self.inner.out_features()
+    }
+
+    fn dense_weight(&self) -> Result<Tensor> {
+        Ok((self.inner.dense_weight()? + self.a.matmul(&self.b)?)?)
+    }
+
+    fn bias(&self) -> Option<&Tensor> {
+        self.inner.bias()
+    }
+}
+
 /// `x` rounded per token (last dimension) onto a symmetric `bits`-bit grid.
 pub fn quantize_per_token(x: &Tensor, bits: u8) -> Result<Tensor> {
     let qmax = f64::from((1u32 << (bits - 1)) - 1);
