@@ -457,7 +457,11 @@ fn quantize_layer(
         Method::Weight { quantizer, .. } => {
             let q = quantizer.quantize(w.view(), qcal).map_err(layer_error)?;
             let deq = q.dequantize();
-            (Some(CompressedWeight::Quantized(q)), deq, None)
+            // Joint pruning: the zeros are the mask exports keep.
+            let mask = quantizer
+                .prunes()
+                .then(|| SparsityMask::from_nonzeros(deq.view()));
+            (Some(CompressedWeight::Quantized(q)), deq, mask)
         }
         Method::Ggml(quantizer) => {
             let q = quantizer.quantize(w.view(), qcal).map_err(layer_error)?;

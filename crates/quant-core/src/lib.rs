@@ -111,6 +111,13 @@ pub trait WeightQuantizer: Send + Sync {
         w: ArrayView2<'_, f32>,
         cal: Option<&Calibration>,
     ) -> Result<QuantizedTensor>;
+
+    /// Whether the quantizer also prunes (SparseGPT's joint pruning and
+    /// quantization): the zeros of its output are then a sparsity pattern
+    /// that exports keep (compressed-tensors' sparse layouts).
+    fn prunes(&self) -> bool {
+        false
+    }
 }
 
 /// Fails with [`Error::NonFinite`] at the first NaN or infinity of a weight.

@@ -482,6 +482,10 @@ impl tensorpress_quant_core::WeightQuantizer for SparseGpt {
         let out = self.prune(w, h).map_err(to_quant)?;
         out.quantized.ok_or_else(|| to_quant(Error::NoQuantization))
     }
+
+    fn prunes(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]
