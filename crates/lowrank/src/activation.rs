@@ -74,7 +74,6 @@
 use ndarray::{s, Array1, Array2, ArrayView1, ArrayView2, Axis, Zip};
 use tensorpress_tensor::linalg::{self, DampSchedule};
 
-use crate::rank::rank_for_energy;
 use crate::svd::{factorize, LowRank, RankSelection, ReconstructionError};
 use crate::{Error, Result};
 
@@ -326,7 +325,7 @@ pub fn channel_rms(h: ArrayView2<'_, f64>) -> Result<Array1<f32>> {
     for (i, &d) in h.diag().iter().enumerate() {
         if !d.is_finite() {
             return Err(Error::NonFinite {
-                what: "calibration matrix diagonal",
+                op: "calibration matrix diagonal",
                 row: i,
                 col: i,
                 value: d,
@@ -426,7 +425,7 @@ pub(crate) fn whitened_truncation(
     };
     let svd = linalg::svd(projected.view())?;
     let spectrum = svd.s.mapv(|v| v as f32);
-    let rank = select_rank(spectrum.view(), selection)?;
+    let rank = selection.select(m.nrows(), m.ncols(), spectrum.view())?;
     let root_s = svd.s.slice(s![..rank]).mapv(f64::sqrt);
     let a = &svd.u.slice(s![.., ..rank]) * &root_s.view().insert_axis(Axis(0));
     let bf = &svd.vt.slice(s![..rank, ..]) * &root_s.view().insert_axis(Axis(1));
@@ -445,16 +444,6 @@ pub(crate) fn whitened_truncation(
         b: b.mapv(|v| v as f32),
         spectrum,
     })
-}
-
-/// The rank a selection asks for on a descending spectrum.
-fn select_rank(spectrum: ArrayView1<'_, f32>, selection: RankSelection) -> Result<usize> {
-    let max = spectrum.len();
-    match selection {
-        RankSelection::Rank(rank) if rank <= max => Ok(rank),
-        RankSelection::Rank(rank) => Err(Error::InvalidRank { rank, max }),
-        RankSelection::Energy(energy) => rank_for_energy(spectrum, energy),
-    }
 }
 
 /// `M L⁻¹` for a lower-triangular `L` with a positive diagonal: back
@@ -504,7 +493,7 @@ pub(crate) fn check_finite<T: Copy + Into<f64>>(
         let value: f64 = v.into();
         if !value.is_finite() {
             return Err(Error::NonFinite {
-                what,
+                op: what,
                 row,
                 col,
                 value,

@@ -277,7 +277,7 @@ impl BitStack {
             }
             if let Some(value) = u.iter().chain(v.iter()).find(|x| !x.is_finite()) {
                 return Err(Error::NonFinite {
-                    what: "BitStack fp16 factor",
+                    op: "BitStack fp16 factor",
                     row: blocks.len(),
                     col: 0,
                     value: f64::from(value.to_f32()),
@@ -512,7 +512,7 @@ mod tests {
         assert!(matches!(
             BitStack::decompose(huge.view(), None, &BitStackConfig::new(1)),
             Err(Error::NonFinite {
-                what: "BitStack fp16 factor",
+                op: "BitStack fp16 factor",
                 ..
             })
         ));

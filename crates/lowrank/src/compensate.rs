@@ -446,7 +446,7 @@ mod tests {
         assert!(matches!(
             lorc(w.view(), bad.view(), 1),
             Err(Error::NonFinite {
-                what: "compressed weight",
+                op: "compressed weight",
                 row: 1,
                 col: 2,
                 ..

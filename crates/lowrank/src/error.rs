@@ -1,5 +1,8 @@
 //! Errors of the low-rank crate.
 
+use ndarray::ArrayView2;
+use tensorpress_tensor::linalg::Real;
+
 /// Errors of `tensorpress-lowrank`.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -34,7 +37,60 @@ pub enum Error {
         /// Second shape.
         rhs: Vec<usize>,
     },
-    /// An error of the tensor layer (non-finite input, SVD failure, …).
+    /// A rank of 0 where a method needs at least one direction (a randomized
+    /// sketch of width 0 finds nothing).
+    #[error("{op}: rank must be at least 1")]
+    ZeroRank {
+        /// The method.
+        op: &'static str,
+    },
+    /// A relative-error target that is negative or not a number.
+    #[error("relative error target {target} must be finite and non-negative")]
+    InvalidErrorTarget {
+        /// The value given.
+        target: f64,
+    },
+    /// A parameter budget that cannot pay for even one rank of an `[out, in]`
+    /// factorization (`out + in` parameters).
+    #[error("a budget of {budget} parameters is below the {per_rank} of a single rank")]
+    BudgetTooSmall {
+        /// The budget given.
+        budget: usize,
+        /// Parameters per rank, `out + in`.
+        per_rank: usize,
+    },
+    /// A NaN or infinity in an input matrix.
+    #[error("{op}: non-finite value {value} at row {row}, column {col}")]
+    NonFinite {
+        /// The operation that found it.
+        op: &'static str,
+        /// Row of the value.
+        row: usize,
+        /// Column of the value.
+        col: usize,
+        /// The value itself (NaN or ±infinity).
+        value: f64,
+    },
+    /// A tensor-train bond dimension of 0.
+    #[error("tensor train: the maximum bond dimension must be at least 1")]
+    ZeroBond,
+    /// Tensor-train mode lists that cannot describe the matrix: their products
+    /// differ from its dimensions, they differ in length, or they are empty or
+    /// hold a zero.
+    #[error(
+        "tensor train: out modes {out_modes:?} and in modes {in_modes:?} do not factor a {rows}x{cols} matrix"
+    )]
+    InvalidModes {
+        /// Factors of the output dimension, one per core.
+        out_modes: Vec<usize>,
+        /// Factors of the input dimension, one per core.
+        in_modes: Vec<usize>,
+        /// Rows (`out`) of the matrix.
+        rows: usize,
+        /// Columns (`in`) of the matrix.
+        cols: usize,
+    },
+    /// An error of the tensor layer (SVD failure, …).
     #[error(transparent)]
     Tensor(#[from] tensorpress_tensor::Error),
     /// A rank outside `1..=max` where a positive rank is required (adapters,
@@ -47,18 +103,6 @@ pub enum Error {
         rank: usize,
         /// The largest rank allowed, `min(out, in)`.
         max: usize,
-    },
-    /// A NaN or infinity in an input matrix.
-    #[error("{what}: non-finite value {value} at row {row}, column {col}")]
-    NonFinite {
-        /// Which input (weight, compressed weight, Hessian).
-        what: &'static str,
-        /// Row of the value.
-        row: usize,
-        /// Column of the value.
-        col: usize,
-        /// The value itself (NaN or ±infinity).
-        value: f64,
     },
     /// A per-channel activation magnitude or scale that is negative or not finite.
     #[error("channel scale {value} at channel {index} must be finite and >= 0")]
@@ -102,3 +146,18 @@ pub enum Error {
 
 /// Result with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Fails with [`Error::NonFinite`] at the first NaN or infinity of `w`.
+pub(crate) fn check_finite<T: Real>(op: &'static str, w: ArrayView2<'_, T>) -> Result<()> {
+    for (row, values) in w.outer_iter().enumerate() {
+        if let Some((col, &value)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            return Err(Error::NonFinite {
+                op,
+                row,
+                col,
+                value: value.as_f64(),
+            });
+        }
+    }
+    Ok(())
+}

@@ -1,6 +1,18 @@
-//! Low-rank factorizations for tensorpress: truncated SVD `W ≈ A·B` with the
-//! rank chosen by count or by retained energy, reconstruction error, and
-//! parameter-count / compression-ratio arithmetic.
+//! Low-rank factorizations for tensorpress: truncated SVD `W ≈ A·B` (exact, or
+//! randomized after Halko, Martinsson & Tropp 2011) with the rank chosen by
+//! count, retained energy, target error or parameter budget; tensor trains
+//! (matrix-product operators, as in CompactifAI); spectral metrics (effective
+//! rank, nuclear norm and its L1,2 approximation, the nuclear-norm subgradient
+//! of Trained Rank Pruning); reconstruction error and parameter-count /
+//! compression-ratio arithmetic.
+//!
+//! | item | computes |
+//! |---|---|
+//! | [`factorize`] | exact truncated SVD, rank from a [`RankSelection`] |
+//! | [`randomized_svd`] | randomized truncated SVD, seeded ([`RandomizedSvd`]) |
+//! | [`rank_for_energy`], [`rank_for_error`], [`rank_for_budget`], [`max_rank_for_ratio`] | rank selection |
+//! | [`tensor_train`] | TT-SVD into a [`TensorTrain`] of cores `[r, o, i, r']` |
+//! | [`metrics`] | effective rank, nuclear norm, Matrix Nuclear-Norm, `U Vᵀ` |
 //!
 //! Weights are `[out_features, in_features]`; `A` is `[out, r]` and `B` is
 //! `[r, in]`, so a linear layer `y = W x` becomes `y = A (B x)`.
@@ -26,14 +38,24 @@
 //! ```
 
 mod error;
+pub mod metrics;
+mod randomized;
 mod rank;
 mod svd;
+mod tensor_train;
 
 pub use error::{Error, Result};
+pub use metrics::{
+    effective_rank, effective_rank_of_spectrum, matrix_nuclear_norm, mnn_normalize, nuclear_norm,
+    nuclear_norm_subgradient, top_column_norm_sum,
+};
+pub use randomized::{randomized_svd, RandomizedSvd};
 pub use rank::{
-    break_even_rank, compression_ratio, low_rank_params, max_rank_for_ratio, rank_for_energy,
+    break_even_rank, compression_ratio, low_rank_params, max_rank_for_ratio, rank_for_budget,
+    rank_for_energy, rank_for_error,
 };
 pub use svd::{factorize, reconstruction_error, LowRank, RankSelection, ReconstructionError};
+pub use tensor_train::{tensor_train, TensorTrain};
 
 // Activation-aware factorization (ASVD, SVD-LLM), compensation (LoRC, EoRA), BitStack.
 mod activation;

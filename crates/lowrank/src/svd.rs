@@ -3,28 +3,65 @@
 use ndarray::{s, Array1, Array2, ArrayView1, ArrayView2, Axis};
 use tensorpress_tensor::linalg;
 
-use crate::rank::{compression_ratio, low_rank_params, rank_for_energy};
+use crate::error::check_finite;
+use crate::rank::{
+    compression_ratio, low_rank_params, rank_for_budget, rank_for_energy, rank_for_error,
+};
 use crate::{Error, Result};
 
 /// How many singular values a factorization keeps.
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
 pub enum RankSelection {
-    /// Exactly this rank (at most `min(out, in)`).
+    /// Exactly this rank (at most `min(out, in)`; 0 gives the zero approximation).
     Rank(usize),
     /// The smallest rank whose singular values hold at least this fraction of
-    /// `‖W‖_F² = Σ σ²` (in `[0, 1]`).
+    /// `‖W‖_F² = Σ σ²` (in `[0, 1]`), see [`rank_for_energy`].
     Energy(f64),
+    /// The smallest rank whose relative Frobenius error `‖W − A B‖_F / ‖W‖_F`
+    /// is at most this target (finite, `≥ 0`), see [`rank_for_error`].
+    RelativeError(f64),
+    /// The largest rank whose factors hold at most this many parameters,
+    /// `r · (out + in) ≤ budget`, see [`rank_for_budget`].
+    ParamBudget(usize),
+}
+
+impl RankSelection {
+    /// The rank this selection picks for an `[out, in]` matrix with singular
+    /// values `s` (descending).
+    ///
+    /// # Errors
+    /// [`Error::InvalidRank`], [`Error::InvalidEnergy`],
+    /// [`Error::InvalidErrorTarget`], [`Error::BudgetTooSmall`].
+    pub fn select(self, out: usize, inp: usize, s: ArrayView1<'_, f32>) -> Result<usize> {
+        let max = out.min(inp);
+        match self {
+            RankSelection::Rank(rank) if rank <= max => Ok(rank),
+            RankSelection::Rank(rank) => Err(Error::InvalidRank { rank, max }),
+            RankSelection::Energy(energy) => rank_for_energy(s, energy),
+            RankSelection::RelativeError(target) => rank_for_error(s, target),
+            RankSelection::ParamBudget(budget) => rank_for_budget(out, inp, budget),
+        }
+    }
 }
 
 /// A rank-`r` factorization `W ≈ A · B` of a weight `[out, in]`, with
 /// `A = U_r √S_r` (`[out, r]`) and `B = √S_r V_rᵀ` (`[r, in]`): the best rank-`r`
 /// approximation in Frobenius and spectral norm (Eckart–Young), with the scale
 /// split evenly between the two factors.
+///
+/// Built by [`factorize`] (exact thin SVD) or by
+/// [`randomized_svd`](crate::randomized_svd) (Halko–Martinsson–Tropp); both give
+/// the same type, so they are interchangeable downstream.
 #[derive(Debug, Clone)]
 pub struct LowRank {
     a: Array2<f32>,
     b: Array2<f32>,
     singular_values: Array1<f32>,
+    /// `‖W‖_F²` of the factorized weight, in f64.
+    total_energy: f64,
+    /// `‖W − A B‖_F²`, in f64.
+    residual_energy: f64,
 }
 
 impl LowRank {
@@ -32,10 +69,15 @@ impl LowRank {
     /// variants, whose spectrum is that of a transformed weight).
     pub(crate) fn from_parts(a: Array2<f32>, b: Array2<f32>, singular_values: Array1<f32>) -> Self {
         debug_assert_eq!(a.ncols(), b.nrows());
+        let sq = |v: &f32| f64::from(*v) * f64::from(*v);
+        let total_energy = singular_values.iter().map(sq).sum();
+        let residual_energy = singular_values.iter().skip(a.ncols()).map(sq).sum();
         LowRank {
             a,
             b,
             singular_values,
+            total_energy,
+            residual_energy,
         }
     }
 }
@@ -44,8 +86,8 @@ impl LowRank {
 /// `selection` asks for.
 ///
 /// # Errors
-/// [`Error::InvalidRank`], [`Error::InvalidEnergy`], and tensor-layer errors
-/// for non-finite weights or a non-converging SVD.
+/// [`Error::NonFinite`] for a NaN or infinity in `w`; the errors of
+/// [`RankSelection::select`]; a tensor-layer error when the SVD does not converge.
 ///
 /// ```
 /// use ndarray::array;
@@ -59,25 +101,46 @@ impl LowRank {
 /// # Ok::<(), tensorpress_lowrank::Error>(())
 /// ```
 pub fn factorize(w: ArrayView2<'_, f32>, selection: RankSelection) -> Result<LowRank> {
+    check_finite("factorize", w)?;
     let (out, inp) = w.dim();
-    let max = out.min(inp);
     let svd = linalg::svd(w)?;
-    let rank = match selection {
-        RankSelection::Rank(rank) if rank <= max => rank,
-        RankSelection::Rank(rank) => return Err(Error::InvalidRank { rank, max }),
-        RankSelection::Energy(energy) => rank_for_energy(svd.s.view(), energy)?,
-    };
-    let root = svd.s.slice(s![..rank]).mapv(f32::sqrt);
-    let a = &svd.u.slice(s![.., ..rank]) * &root.view().insert_axis(Axis(0));
-    let b = &svd.vt.slice(s![..rank, ..]) * &root.view().insert_axis(Axis(1));
-    Ok(LowRank {
-        a,
-        b,
-        singular_values: svd.s,
-    })
+    let rank = selection.select(out, inp, svd.s.view())?;
+    let sq = |v: &f32| f64::from(*v) * f64::from(*v);
+    let total_energy = svd.s.iter().map(sq).sum();
+    // The dropped tail summed directly: no cancellation against the total.
+    let residual_energy = svd.s.iter().skip(rank).map(sq).sum();
+    Ok(LowRank::from_svd(
+        svd.u.view(),
+        svd.s,
+        svd.vt.view(),
+        rank,
+        (total_energy, residual_energy),
+    ))
 }
 
 impl LowRank {
+    /// Splits the leading `rank` triplets of `U diag(s) Vᵀ` into `A = U_r √S_r`,
+    /// `B = √S_r V_rᵀ`; `energies` are `‖W‖_F²` of the original weight and
+    /// `‖W − A B‖_F²`.
+    pub(crate) fn from_svd(
+        u: ArrayView2<'_, f32>,
+        singular_values: Array1<f32>,
+        vt: ArrayView2<'_, f32>,
+        rank: usize,
+        (total_energy, residual_energy): (f64, f64),
+    ) -> LowRank {
+        let root = singular_values.slice(s![..rank]).mapv(f32::sqrt);
+        let a = &u.slice(s![.., ..rank]) * &root.view().insert_axis(Axis(0));
+        let b = &vt.slice(s![..rank, ..]) * &root.view().insert_axis(Axis(1));
+        LowRank {
+            a,
+            b,
+            singular_values,
+            total_energy,
+            residual_energy,
+        }
+    }
+
     /// The left factor `A = U_r √S_r`, `[out, r]`.
     pub fn a(&self) -> ArrayView2<'_, f32> {
         self.a.view()
@@ -103,30 +166,42 @@ impl LowRank {
         (self.a.nrows(), self.b.ncols())
     }
 
-    /// All `min(out, in)` singular values of the original weight, descending.
+    /// The singular values the factorization computed, descending: all
+    /// `min(out, in)` of the original weight for [`factorize`]; the
+    /// `rank + oversampling` estimates (singular values of `QᵀW`, each at most
+    /// the true one) for [`randomized_svd`](crate::randomized_svd).
     pub fn singular_values(&self) -> ArrayView1<'_, f32> {
         self.singular_values.view()
     }
 
-    /// Fraction of `‖W‖_F²` the kept singular values hold (1 for a zero matrix).
-    pub fn retained_energy(&self) -> f64 {
-        let sq = |v: &f32| f64::from(*v) * f64::from(*v);
-        let total: f64 = self.singular_values.iter().map(sq).sum();
-        if total == 0.0 {
-            return 1.0;
-        }
-        self.singular_values
-            .iter()
-            .take(self.rank())
-            .map(sq)
-            .sum::<f64>()
-            / total
+    /// `‖W‖_F²` of the factorized weight.
+    pub fn total_energy(&self) -> f64 {
+        self.total_energy
     }
 
-    /// The Eckart–Young error `‖W − A B‖_F / ‖W‖_F`, from the dropped singular
-    /// values (no reconstruction needed).
+    /// Fraction of `‖W‖_F²` the factorization keeps, `1 − ‖W − A B‖_F² / ‖W‖_F²`
+    /// (1 for a zero matrix).
+    pub fn retained_energy(&self) -> f64 {
+        if self.total_energy == 0.0 {
+            return 1.0;
+        }
+        (1.0 - self.residual_energy / self.total_energy).clamp(0.0, 1.0)
+    }
+
+    /// The error `‖W − A B‖_F / ‖W‖_F` without reconstructing (0 for a zero
+    /// matrix).
+    ///
+    /// For [`factorize`] it is the Eckart–Young error of the dropped singular
+    /// values, summed directly. For [`randomized_svd`](crate::randomized_svd) it
+    /// is exact in exact arithmetic as well: `A B = Q (QᵀW)_r` and the residual
+    /// splits into orthogonal parts, `‖W − QQᵀW‖² + ‖QᵀW − (QᵀW)_r‖² =
+    /// ‖W‖² − Σ_{i<r} σ̃_i²`; that difference cancels in f32, so below a relative
+    /// error of about 1e-3 measure with [`reconstruction_error`] instead.
     pub fn predicted_relative_error(&self) -> f64 {
-        (1.0 - self.retained_energy()).max(0.0).sqrt()
+        if self.total_energy == 0.0 {
+            return 0.0;
+        }
+        (self.residual_energy / self.total_energy).max(0.0).sqrt()
     }
 
     /// `A · B`, `[out, in]`.
@@ -250,6 +325,60 @@ mod tests {
             factorize(w.view(), RankSelection::Energy(1.1)),
             Err(Error::InvalidEnergy { .. })
         ));
+    }
+
+    #[test]
+    fn error_and_budget_selection() {
+        // Singular values 4, 3, 2, 1: relative errors √(30/30), √(14/30),
+        // √(5/30), √(1/30), 0 at ranks 0..=4.
+        let w = Array2::from_diag(&ndarray::array![4.0f32, 3.0, 2.0, 1.0]);
+        let pick = |sel| factorize(w.view(), sel).unwrap();
+        for (target, rank) in [(1.0, 0), (0.7, 1), (0.45, 2), (0.2, 3), (0.1, 4)] {
+            let f = pick(RankSelection::RelativeError(target));
+            assert_eq!(f.rank(), rank, "target {target}");
+            assert!(f.predicted_relative_error() <= target + 1e-9);
+            let e = reconstruction_error(w.view(), f.reconstruct().view()).unwrap();
+            assert!(e.relative <= target + 1e-6);
+        }
+        // 4×4: 8 parameters per rank.
+        assert_eq!(pick(RankSelection::ParamBudget(8)).rank(), 1);
+        assert_eq!(pick(RankSelection::ParamBudget(23)).rank(), 2);
+        assert_eq!(pick(RankSelection::ParamBudget(1000)).rank(), 4);
+        assert!(pick(RankSelection::ParamBudget(24)).params() <= 24);
+        assert!(matches!(
+            factorize(w.view(), RankSelection::ParamBudget(7)),
+            Err(Error::BudgetTooSmall {
+                budget: 7,
+                per_rank: 8
+            })
+        ));
+        assert!(matches!(
+            factorize(w.view(), RankSelection::RelativeError(-1.0)),
+            Err(Error::InvalidErrorTarget { .. })
+        ));
+        assert_eq!(
+            RankSelection::RelativeError(0.45)
+                .select(4, 4, ndarray::array![4.0f32, 3.0, 2.0, 1.0].view())
+                .unwrap(),
+            2
+        );
+    }
+
+    #[test]
+    fn non_finite_weights_are_typed_errors() {
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let mut w = SeededRng::new(3).array_normal((5, 4));
+            w[[4, 1]] = bad;
+            match factorize(w.view(), RankSelection::Rank(2)) {
+                Err(Error::NonFinite {
+                    op: "factorize",
+                    row: 4,
+                    col: 1,
+                    value,
+                }) => assert!(value.is_nan() || value == f64::from(bad)),
+                other => panic!("expected NonFinite, got {other:?}"),
+            }
+        }
     }
 
     #[test]
