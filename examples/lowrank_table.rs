@@ -13,7 +13,7 @@
 //! LoRC's factors are ordered by singular value). Each layer is compensated
 //! right after GPTQ, so later blocks calibrate on the compensated model.
 //! Environment: `CALIB_WINDOWS` (16), `EVAL_CHUNKS` (all), `FORMATS`
-//! (`w3-g128,w2-g64`), `RANKS` (`8,16,32,64`), `PEFT_OUT` (a folder: also
+//! (`w3-g128,w2-g64`; `-asym` adds zero points, e.g. `w3-g128-asym`), `RANKS` (`8,16,32,64`), `PEFT_OUT` (a folder: also
 //! writes the first format's EoRA model at rank 32 as `PEFT_OUT/base`, the
 //! dequantized weights, and `PEFT_OUT/adapter`, a PEFT LoRA folder, for
 //! `scripts/reference/peft_perplexity.py`).
@@ -36,13 +36,18 @@ use tensorpress::quant::{Gptq, QuantSpec};
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
-/// `w3-g128` → int3, groups of 128.
+/// `w3-g128` → int3, groups of 128; a `-asym` suffix adds zero points.
 fn parse_format(s: &str) -> Res<QuantSpec> {
-    let (bits, group) = s
+    let (body, asym) = match s.strip_suffix("-asym") {
+        Some(body) => (body, true),
+        None => (s, false),
+    };
+    let (bits, group) = body
         .strip_prefix('w')
         .and_then(|r| r.split_once("-g"))
-        .ok_or_else(|| format!("FORMATS entry `{s}`: expected wB-gN, e.g. w3-g128"))?;
-    Ok(QuantSpec::int(bits.parse()?).group(group.parse()?))
+        .ok_or_else(|| format!("FORMATS entry `{s}`: expected wB-gN[-asym], e.g. w3-g128"))?;
+    let spec = QuantSpec::int(bits.parse()?).group(group.parse()?);
+    Ok(if asym { spec.asymmetric() } else { spec })
 }
 
 /// Bits per weight the adapters add at `rank` (fp16 factors), over every
