@@ -13,7 +13,8 @@ use crate::{Error, Result};
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[non_exhaustive]
 pub enum RankSelection {
-    /// Exactly this rank (at most `min(out, in)`; 0 gives the zero approximation).
+    /// Exactly this rank, in `1..=min(out, in)` (0 is [`Error::ZeroRank`]: ask
+    /// for a selection by energy or error to allow an empty factorization).
     Rank(usize),
     /// The smallest rank whose singular values hold at least this fraction of
     /// `‖W‖_F² = Σ σ²` (in `[0, 1]`), see [`rank_for_energy`].
@@ -36,6 +37,9 @@ impl RankSelection {
     pub fn select(self, out: usize, inp: usize, s: ArrayView1<'_, f32>) -> Result<usize> {
         let max = out.min(inp);
         match self {
+            RankSelection::Rank(0) => Err(Error::ZeroRank {
+                op: "RankSelection::Rank",
+            }),
             RankSelection::Rank(rank) if rank <= max => Ok(rank),
             RankSelection::Rank(rank) => Err(Error::InvalidRank { rank, max }),
             RankSelection::Energy(energy) => rank_for_energy(s, energy),
@@ -274,7 +278,7 @@ mod tests {
     #[test]
     fn eckart_young_error_matches_dropped_spectrum() {
         let w = SeededRng::new(1).array_normal((48, 32));
-        for r in [0, 1, 8, 31, 32] {
+        for r in [1, 8, 31, 32] {
             let f = factorize(w.view(), RankSelection::Rank(r)).unwrap();
             assert_eq!(f.rank(), r);
             let e = reconstruction_error(w.view(), f.reconstruct().view()).unwrap();
@@ -386,6 +390,11 @@ mod tests {
         let z = Array2::<f32>::zeros((3, 4));
         let f = factorize(z.view(), RankSelection::Energy(0.99)).unwrap();
         assert_eq!(f.rank(), 0);
+        // An explicit rank 0 asks for nothing: a typed error.
+        assert!(matches!(
+            factorize(z.view(), RankSelection::Rank(0)),
+            Err(Error::ZeroRank { .. })
+        ));
         assert_eq!(f.reconstruct(), z);
         assert_eq!(f.retained_energy(), 1.0);
         assert_eq!(f.compression_ratio(), f64::INFINITY);
@@ -403,7 +412,7 @@ mod tests {
         fn error_falls_with_rank(m in 1usize..20, n in 1usize..20, seed in any::<u64>()) {
             let w = SeededRng::new(seed).array_normal((m, n));
             let mut last = f64::INFINITY;
-            for r in 0..=m.min(n) {
+            for r in 1..=m.min(n) {
                 let f = factorize(w.view(), RankSelection::Rank(r)).unwrap();
                 let e = reconstruction_error(w.view(), f.reconstruct().view()).unwrap().relative;
                 prop_assert!(e <= last + 1e-5);

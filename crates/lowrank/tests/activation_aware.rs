@@ -67,7 +67,7 @@ proptest! {
         let x = activations(&mut rng, 4 * inp, inp, (inp / 3).max(1), 4);
         let (h, mean_abs) = calibrate(&x);
         let w = rng.array_normal((out, inp));
-        let rank = ((out.min(inp)) as f64 * rank_frac) as usize;
+        let rank = (((out.min(inp)) as f64 * rank_frac) as usize).max(1);
         let sel = RankSelection::Rank(rank);
         let err = |f: &tensorpress_lowrank::LowRank| {
             activation_error(w.view(), f.reconstruct().view(), h.view()).unwrap().frobenius
