@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use clap::Args;
 use tensorpress::compress::{
-    calibration_windows, compress_llama, parse_scheme, write_hf_checkpoint, ExportFormat,
-    ExportOptions, LayerFilter, Progress, Recipe,
+    calibration_windows, compress_llama, parse_scheme, write_hf_checkpoint, write_peft_adapter,
+    Compensation, ExportFormat, ExportOptions, LayerFilter, Progress, Recipe,
 };
 use tensorpress::compress::{write_gguf, GgufExportOptions};
 use tensorpress::io::export::FloatDType;
@@ -109,6 +109,31 @@ pub(crate) struct CompressArgs {
     /// The output folder (a `.gguf` file for --format gguf).
     #[arg(long, short = 'o', value_name = "DIR")]
     out: PathBuf,
+    /// Low-rank compensation after compression: `eora:RANK` (EoRA, fitted to
+    /// the calibration activations; needs --calib) or `lorc:RANK` (SVD of the
+    /// error). The adapters go to --adapter-out as a PEFT LoRA folder.
+    #[arg(long, value_name = "METHOD:RANK", value_parser = parse_compensation, requires = "adapter_out")]
+    compensate: Option<Compensation>,
+    /// Where --compensate writes its PEFT LoRA adapter folder (load it onto
+    /// the `--format dequantized` model with peft).
+    #[arg(long, value_name = "DIR", requires = "compensate")]
+    adapter_out: Option<PathBuf>,
+}
+
+fn parse_compensation(s: &str) -> Result<Compensation, String> {
+    let (method, rank) = s
+        .split_once(':')
+        .ok_or_else(|| format!("`{s}`: expected METHOD:RANK, e.g. eora:32"))?;
+    let rank: usize = rank
+        .parse()
+        .ok()
+        .filter(|r| *r > 0)
+        .ok_or_else(|| format!("`{rank}`: the rank must be a positive integer"))?;
+    match method {
+        "eora" => Ok(Compensation::eora(rank)),
+        "lorc" => Ok(Compensation::lorc(rank)),
+        other => Err(format!("unknown compensation `{other}`: eora or lorc")),
+    }
 }
 
 fn parse_float_dtype(s: &str) -> Result<FloatDType, String> {
@@ -164,9 +189,16 @@ pub(crate) fn run(args: CompressArgs) -> CliResult {
         }
         (None, None) => return Err("give --scheme SCHEME or --recipe FILE".into()),
     };
+    let mut options = options;
+    options.compensation = args.compensate;
+    let label = match args.compensate {
+        Some(c) => format!("{label} + {}", c.label()),
+        None => label,
+    };
     let windows = args.calib_windows.unwrap_or(windows);
     let len = args.calib_len.unwrap_or(len);
     let calibrates = options.smoothing.is_some()
+        || options.compensation.is_some_and(|c| c.calibrates())
         || options.method.calibrates()
         || options.overrides.iter().any(|(_, m)| m.calibrates());
     if calibrates && args.calib.is_empty() {
@@ -182,6 +214,16 @@ pub(crate) fn run(args: CompressArgs) -> CliResult {
             args.out.display()
         )
         .into());
+    }
+
+    if let Some(dir) = &args.adapter_out {
+        if dir.is_file() || std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some()) {
+            return Err(format!(
+                "{} exists and is not empty: remove it or choose another --adapter-out",
+                dir.display()
+            )
+            .into());
+        }
     }
 
     let t0 = Instant::now();
@@ -255,6 +297,14 @@ pub(crate) fn run(args: CompressArgs) -> CliResult {
             (w.file_bytes, w.bits_per_weight())
         }
     };
+    if let Some(dir) = &args.adapter_out {
+        let files = write_peft_adapter(&args.model, &report, args.dtype, dir)?;
+        eprintln!(
+            "wrote the PEFT LoRA adapter {} ({} files)",
+            dir.display(),
+            files.len()
+        );
+    }
     let write_s = t2.elapsed().as_secs_f64();
     let (qbits, qparams) = report.layers.iter().fold((0.0, 0.0), |(b, p), l| {
         let n = (l.shape[0] * l.shape[1]) as f64;
