@@ -3,6 +3,7 @@
 
 mod config;
 mod generate;
+mod hook;
 mod model;
 mod names;
 mod permute;
@@ -12,7 +13,8 @@ use std::sync::Arc;
 
 pub use config::{LlamaParams, RopeLayout};
 pub use generate::{generate, Generation, Sampler, Sampling};
-pub use model::{BlockNorm, DecodeCache, FfnHook, LlamaBlock, LlamaModel};
+pub use hook::FfnHook;
+pub use model::{BlockNorm, DecodeCache, LlamaBlock, LlamaModel};
 pub use names::{gguf_tensor_to_hf, hf_module_to_gguf, Naming};
 pub use permute::{permute_qk, QkPermutation};
 

@@ -1,12 +1,12 @@
 //! The Llama forward pass: RMSNorm, rotary embeddings, grouped-query attention,
 //! SwiGLU, tied or separate output projection.
 
-use std::fmt;
 use std::sync::Arc;
 
 use candle_core::{Device, Tensor, Var, D};
 
 use super::config::{LlamaParams, RopeLayout};
+use super::hook::FfnHook;
 use super::names::Naming;
 use crate::linear::{DenseLinear, Linear, Observer};
 use crate::weights::{LoadOptions, Loader, WeightSource};
@@ -232,46 +232,6 @@ pub struct LlamaModel {
     vars: Vec<(String, Var)>,
     observer: Option<Arc<dyn Observer>>,
     ffn_hook: Option<Arc<dyn FfnHook>>,
-}
-
-/// A hook on a block's activations. Mainly the gated FFN's: given block
-/// `block`'s `a_gate = silu(x W_gateᵀ)` and `a_up = x W_upᵀ`
-/// (`[.., intermediate]`), [`gate`](Self::gate) returns the gate activation
-/// the block multiplies with `a_up`. Activation sparsification (CHESS, CATS,
-/// top-k) zeroes entries of `a_gate` here, which zeroes the matching inputs
-/// of the down projection; a calibration hook records the distributions and
-/// returns `a_gate` unchanged.
-///
-/// Two more points in attention, both unchanged by default, serve CHESS's
-/// selective sparsification: the query projection's input and the output
-/// projection's input. Keys and values always see the dense input (they are
-/// cached and reused by every later token).
-pub trait FfnHook: Send + Sync + fmt::Debug {
-    /// The gate activation to use.
-    ///
-    /// # Errors
-    /// The hook's own tensor errors.
-    fn gate(&self, block: usize, gate: &Tensor, up: &Tensor) -> Result<Tensor>;
-
-    /// The input of block `block`'s query projection, given the normed
-    /// hidden state `h` (`[.., hidden]`).
-    ///
-    /// # Errors
-    /// The hook's own tensor errors.
-    fn query_input(&self, block: usize, h: &Tensor) -> Result<Tensor> {
-        let _ = block;
-        Ok(h.clone())
-    }
-
-    /// The input of block `block`'s output projection, given the
-    /// concatenated head outputs `attn` (`[.., heads · head_dim]`).
-    ///
-    /// # Errors
-    /// The hook's own tensor errors.
-    fn attention_output(&self, block: usize, attn: &Tensor) -> Result<Tensor> {
-        let _ = block;
-        Ok(attn.clone())
-    }
 }
 
 impl LlamaModel {
