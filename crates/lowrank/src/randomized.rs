@@ -111,7 +111,8 @@ impl RandomizedSvd {
 ///     reconstruction_error(w.view(), f.reconstruct().view()).map(|e| e.relative)
 /// };
 /// let ratio = err(&fast)? / err(&exact)?;
-/// assert!((1.0..1.01).contains(&ratio), "{ratio}");
+/// // Within 1 % of the optimum (round-off can put it a hair below).
+/// assert!((0.999..1.01).contains(&ratio), "{ratio}");
 ///
 /// // Seeded: the same seed gives the same factors, bit for bit.
 /// let again = randomized_svd(w.view(), 8, &cfg)?;
