@@ -48,6 +48,23 @@ pub enum Error {
         /// What the low-rank crate reported.
         source: tensorpress_lowrank::Error,
     },
+    /// Factorizing a layer into low-rank factors failed.
+    #[error("layer `{layer}`: low-rank factorization: {source}")]
+    Factorize {
+        /// The layer.
+        layer: String,
+        /// What the low-rank crate reported.
+        source: tensorpress_lowrank::Error,
+    },
+    /// A parameter reduction outside `(0, 1)`.
+    #[error(
+        "parameter reduction {reduction} is outside (0, 1): it is the fraction of the \
+         factorized layers' parameters to remove (0.2 keeps 80 %)"
+    )]
+    InvalidReduction {
+        /// The value given.
+        reduction: f64,
+    },
     /// Quantizing a layer failed.
     #[error("layer `{layer}`: {source}")]
     Layer {

@@ -1,19 +1,21 @@
-//! Low-rank compensation in the pipeline: EoRA and LoRC adapters after
-//! quantization, run as `W'x + A(Bx)`, truncated per rank, and written as a
-//! PEFT LoRA folder.
+//! Low rank in the pipeline: EoRA and LoRC adapters after quantization, run
+//! as `W'x + A(Bx)`, truncated per rank, and written as a PEFT LoRA folder;
+//! factorized layers (SVD, ASVD, SVD-LLM) under a parameter budget, written
+//! as `u`/`v` factor pairs that reload.
 
 use std::sync::Arc;
 
 use tensorpress::compress::{
-    compress_llama, set_adapter_rank, write_peft_adapter, Compensation, CompressOptions,
-    CompressReport,
+    compress_llama, factorize_llama, set_adapter_rank, write_hf_checkpoint, write_peft_adapter,
+    Compensation, CompressOptions, CompressReport, ExportFormat, ExportOptions, FactorMethod,
+    Factorization, RankAllocation,
 };
 use tensorpress::io::export::FloatDType;
 use tensorpress::models::llama::LlamaModel;
 use tensorpress::quant::{QuantSpec, Rtn};
 
 mod common;
-use common::{max_gap, model, windows};
+use common::{max_gap, model, windows, write_hf_folder};
 
 fn rtn_w2(compensation: Option<Compensation>) -> (LlamaModel, CompressReport) {
     let mut m = model();
@@ -123,4 +125,151 @@ fn adapters_write_a_peft_lora_folder() {
         write_peft_adapter(dir.path(), &plain, FloatDType::F32, &dir.path().join("x")).is_err()
     );
     assert!(write_peft_adapter(dir.path(), &report, FloatDType::F32, &out).is_err());
+}
+
+fn factorized(
+    method: FactorMethod,
+    reduction: f64,
+    alloc: RankAllocation,
+) -> (LlamaModel, CompressReport) {
+    let mut m = model();
+    let options = Factorization::new(method, reduction).allocation(alloc);
+    let report = factorize_llama(&mut m, &windows(), &options, &mut |_| {}).unwrap();
+    (m, report)
+}
+
+fn params_kept(r: &CompressReport) -> (usize, usize) {
+    let dense = r.layers.iter().map(|l| l.shape[0] * l.shape[1]).sum();
+    (r.factors.values().map(|f| f.params()).sum(), dense)
+}
+
+#[test]
+fn factorizations_meet_the_budget_and_svd_llm_has_the_least_output_error() {
+    for reduction in [0.2, 0.5] {
+        let runs: Vec<CompressReport> =
+            [FactorMethod::Svd, FactorMethod::Asvd, FactorMethod::SvdLlm]
+                .into_iter()
+                .map(|m| factorized(m, reduction, RankAllocation::Uniform).1)
+                .collect();
+        for r in &runs {
+            assert_eq!(r.factors.len(), 14);
+            let (kept, dense) = params_kept(r);
+            assert!(
+                kept as f64 <= (1.0 - reduction) * dense as f64,
+                "{kept} of {dense}"
+            );
+            assert!(kept as f64 > (1.0 - reduction) * dense as f64 - 2.0 * 14.0 * 192.0);
+        }
+        // Same ranks everywhere; SVD-LLM is the optimal rank-r output error
+        // on the calibration inputs, layer by layer (Eckart–Young after
+        // whitening); plain SVD the optimal weight error.
+        let [svd, asvd, white] = [&runs[0], &runs[1], &runs[2]];
+        for ((s, a), w) in svd.layers.iter().zip(&asvd.layers).zip(&white.layers) {
+            assert_eq!(svd.factors[&s.name].rank(), white.factors[&w.name].rank());
+            let (es, ea, ew) = (
+                s.output_error.unwrap(),
+                a.output_error.unwrap(),
+                w.output_error.unwrap(),
+            );
+            assert!(
+                ew <= es * (1.0 + 1e-4) && ew <= ea * (1.0 + 1e-4),
+                "{}: {ew} {es} {ea}",
+                s.name
+            );
+            assert!(s.weight_error <= w.weight_error * (1.0 + 1e-4));
+        }
+    }
+    // One budget across layers: the same parameters, other ranks.
+    let (_, uniform) = factorized(FactorMethod::SvdLlm, 0.5, RankAllocation::Uniform);
+    let (_, spectrum) = factorized(FactorMethod::SvdLlm, 0.5, RankAllocation::Spectrum);
+    let ((ku, dense), (ks, _)) = (params_kept(&uniform), params_kept(&spectrum));
+    assert!(ks <= ku && ks + 192 > ku, "{ks} vs {ku} of {dense}");
+    assert!(uniform
+        .factors
+        .iter()
+        .any(|(n, f)| spectrum.factors[n].rank() != f.rank()));
+}
+
+#[test]
+fn factorized_exports_reload_as_the_factorized_model_and_bad_options_are_typed_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    write_hf_folder(&src);
+    let mut m = LlamaModel::from_hf_dir(&src, Default::default()).unwrap();
+    let options = Factorization::new(FactorMethod::SvdLlm, 0.4);
+    let report = factorize_llama(&mut m, &windows(), &options, &mut |_| {}).unwrap();
+    let out = dir.path().join("factorized");
+    let export = ExportOptions {
+        format: ExportFormat::Dequantized,
+        dtype: FloatDType::F32,
+    };
+    let written = write_hf_checkpoint(&src, &report, &export, &out).unwrap();
+    let (kept, dense) = params_kept(&report);
+    assert!(kept < dense);
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
+    let ranks = &config["tensorpress_factorized"]["ranks"];
+    assert_eq!(ranks.as_object().unwrap().len(), 14);
+    let q = "model.layers.1.self_attn.q_proj";
+    assert_eq!(ranks[q], report.factors[q].rank());
+    let bytes = std::fs::read(out.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    assert!(st.tensor(&format!("{q}.weight")).is_err());
+    let r = report.factors[q].rank();
+    assert_eq!(
+        st.tensor(&format!("{q}.u.weight")).unwrap().shape(),
+        [64, r]
+    );
+    assert_eq!(
+        st.tensor(&format!("{q}.v.weight")).unwrap().shape(),
+        [r, 64]
+    );
+    // The tensors hold the factors plus everything else, and no more.
+    let others: usize = written.parameters as usize - kept;
+    assert_eq!(others, 64 * 64 * 2 + 64 * (2 * 2 + 1));
+
+    let back = LlamaModel::from_hf_dir(&out, Default::default()).unwrap();
+    let tokens: Vec<u32> = (0..24).map(|i| (i * 7 % 64) as u32).collect();
+    let gap = max_gap(
+        &m.logits(&tokens, 0).unwrap(),
+        &back.logits(&tokens, 0).unwrap(),
+    );
+    assert!(gap < 1e-4, "reloaded logits moved by {gap}");
+
+    // Bad options.
+    for reduction in [0.0, 1.0, -0.1, f64::NAN] {
+        let e = factorize_llama(
+            &mut model(),
+            &windows(),
+            &Factorization::new(FactorMethod::Svd, reduction),
+            &mut |_| {},
+        );
+        assert!(
+            matches!(e, Err(tensorpress::Error::InvalidReduction { .. })),
+            "{e:?}"
+        );
+    }
+    let e = factorize_llama(
+        &mut model(),
+        &[],
+        &Factorization::new(FactorMethod::SvdLlm, 0.2),
+        &mut |_| {},
+    );
+    assert!(matches!(e, Err(tensorpress::Error::NoCalibration)), "{e:?}");
+    // Plain SVD needs no data.
+    factorize_llama(
+        &mut model(),
+        &[],
+        &Factorization::new(FactorMethod::Svd, 0.2),
+        &mut |_| {},
+    )
+    .unwrap();
+    // Factor pairs are float tensors: not a compressed-tensors checkpoint.
+    let ct = ExportOptions {
+        format: ExportFormat::CompressedTensors,
+        dtype: FloatDType::F32,
+    };
+    let e = write_hf_checkpoint(&src, &report, &ct, &dir.path().join("ct"));
+    assert!(matches!(e, Err(tensorpress::Error::Export { .. })), "{e:?}");
+    assert!(!dir.path().join("ct").exists());
 }

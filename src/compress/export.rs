@@ -10,6 +10,7 @@
 //! requantized), and `config.json` and the tokenizer files are generated from
 //! the GGUF metadata. Each file is written under a temporary name and renamed.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use half::{bf16, f16};
@@ -523,8 +524,32 @@ pub fn write_hf_checkpoint(
     };
     let mut parameters = 0u64;
     let mut written = std::collections::BTreeSet::new();
+    let mut factored = BTreeMap::new();
     for (hf, source_name) in src.names()? {
         let module = hf.strip_suffix(".weight");
+        // A factorized layer: `{module}.u.weight` [out, r] and
+        // `{module}.v.weight` [r, in] instead of `{module}.weight`.
+        if let Some((module, f)) = module.and_then(|m| report.factors.get_key_value(m)) {
+            if !matches!(writer, Writer::Dense(_)) {
+                return Err(Error::Export {
+                    layer: module.clone(),
+                    reason: "factorized layers are written as float u/v factor pairs: \
+                             use --format dequantized"
+                        .into(),
+                });
+            }
+            let a = model_to_hf_layout(&src, &hf, &f.a().to_owned().into_dyn(), &params)?;
+            writer.add_float(&format!("{module}.u.weight"), &a, options.dtype)?;
+            writer.add_float(
+                &format!("{module}.v.weight"),
+                &f.b().to_owned().into_dyn(),
+                options.dtype,
+            )?;
+            parameters += f.params() as u64;
+            factored.insert(module.clone(), f.rank());
+            written.insert(hf);
+            continue;
+        }
         let compressed = module.and_then(|m| report.quantized.get(m));
         match (module, compressed) {
             (Some(module), Some(CompressedWeight::Quantized(q))) => {
@@ -613,6 +638,15 @@ pub fn write_hf_checkpoint(
         if let Some(obj) = config.as_object_mut() {
             obj.insert("tie_word_embeddings".into(), json!(false));
         }
+    }
+    if let Some(obj) = config.as_object_mut().filter(|_| !factored.is_empty()) {
+        obj.insert(
+            "tensorpress_factorized".into(),
+            json!({
+                "format": "low-rank u·v: {module}.weight ≈ {module}.u.weight [out, r] × {module}.v.weight [r, in]",
+                "ranks": factored,
+            }),
+        );
     }
     // Everything goes to a sibling staging folder that is renamed into place
     // at the end, so an interrupted run leaves no partial checkpoint at `out`.

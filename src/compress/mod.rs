@@ -13,6 +13,7 @@ mod calib;
 mod capture;
 mod compensate;
 mod export;
+mod factorize;
 mod filter;
 mod gguf;
 mod kernels;
@@ -27,6 +28,7 @@ pub use calib::calibration_windows;
 pub use capture::{Collected, HessianCollector};
 pub use compensate::{set_adapter_rank, Compensation, CompensationMethod};
 pub use export::{write_hf_checkpoint, ExportFormat, ExportOptions, ExportReport};
+pub use factorize::{factorize_llama, uniform_rank, FactorMethod, Factorization, RankAllocation};
 pub use filter::LayerFilter;
 pub use gguf::{llama_file_type, write_gguf, GgufExportOptions, GgufExportSummary};
 pub use kernels::{
@@ -258,6 +260,9 @@ pub struct CompressReport {
     /// Low-rank compensation adapters, by layer name
     /// ([`CompressOptions::compensation`]).
     pub adapters: BTreeMap<String, tensorpress_lowrank::Adapter>,
+    /// Low-rank factors `W ≈ A·B` of factorized layers, by layer name
+    /// ([`factorize_llama`]), in the model's own row order.
+    pub factors: BTreeMap<String, tensorpress_lowrank::LowRank>,
     /// Where the time went.
     pub timings: Timings,
 }
@@ -271,6 +276,7 @@ impl CompressReport {
             replaced: BTreeMap::new(),
             masks: BTreeMap::new(),
             adapters: BTreeMap::new(),
+            factors: BTreeMap::new(),
             smoothing: Vec::new(),
             activations: None,
             timings: Timings::default(),

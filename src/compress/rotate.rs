@@ -187,6 +187,7 @@ pub fn merge_reports(mut first: CompressReport, then: CompressReport) -> Compres
     first.quantized.extend(then.quantized);
     first.replaced.extend(then.replaced);
     first.adapters.extend(then.adapters);
+    first.factors.extend(then.factors);
     first.timings.forward += then.timings.forward;
     first.timings.hessian += then.timings.hessian;
     first.timings.solve += then.timings.solve;

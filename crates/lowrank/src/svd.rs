@@ -145,6 +145,47 @@ impl LowRank {
         }
     }
 
+    /// The factorization's first `rank` components: the leading columns of
+    /// `A` and rows of `B`. Both factors carry `√σ` of their component, so the
+    /// prefix is the rank-`rank` truncation of the same SVD (of `W`, or of the
+    /// transformed weight for ASVD and SVD-LLM); the spectrum stays, so the
+    /// energy and error figures describe the shorter factorization.
+    ///
+    /// ```
+    /// use ndarray::array;
+    /// use tensorpress_lowrank::{factorize, RankSelection};
+    ///
+    /// let w = array![[3.0f32, 0.0], [0.0, 1.0]];
+    /// let full = factorize(w.view(), RankSelection::Rank(2))?;
+    /// let one = full.truncate(1)?;
+    /// assert_eq!(one.rank(), 1);
+    /// assert!((one.retained_energy() - 0.9).abs() < 1e-6);
+    /// assert!(full.truncate(0).is_err() && full.truncate(3).is_err());
+    /// # Ok::<(), tensorpress_lowrank::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::ZeroRank`] for `rank == 0`; [`Error::InvalidRank`] above
+    /// [`rank`](Self::rank).
+    pub fn truncate(&self, rank: usize) -> Result<LowRank> {
+        if rank == 0 {
+            return Err(Error::ZeroRank {
+                op: "LowRank::truncate",
+            });
+        }
+        if rank > self.rank() {
+            return Err(Error::InvalidRank {
+                rank,
+                max: self.rank(),
+            });
+        }
+        Ok(LowRank::from_parts(
+            self.a.slice(s![.., ..rank]).to_owned(),
+            self.b.slice(s![..rank, ..]).to_owned(),
+            self.singular_values.clone(),
+        ))
+    }
+
     /// The left factor `A = U_r √S_r`, `[out, r]`.
     pub fn a(&self) -> ArrayView2<'_, f32> {
         self.a.view()

@@ -125,6 +125,98 @@ impl InputQuantLinear {
     }
 }
 
+/// A factorized linear layer `y = A (B x) + b`: a weight `W ≈ A·B` stored as
+/// its two factors (`A: [out, r]`, `B: [r, in]`; truncated SVD, ASVD,
+/// SVD-LLM), run as two thin matmuls. It pays off below the break-even rank
+/// `out·in / (out + in)`.
+///
+/// ```
+/// use std::sync::Arc;
+/// use candle_core::{Device, Tensor};
+/// use tensorpress_models::linear::{FactorizedLinear, LinearOp};
+///
+/// let a = Tensor::new(&[[1.0f32], [2.0]], &Device::Cpu)?; // [2, 1]
+/// let b = Tensor::new(&[[1.0f32, -1.0, 0.5]], &Device::Cpu)?; // [1, 3]
+/// let f = FactorizedLinear::new(a, b, None)?;
+/// assert_eq!((f.out_features(), f.in_features(), f.rank()), (2, 3, 1));
+/// let y = f.forward(&Tensor::new(&[[2.0f32, 1.0, 2.0]], &Device::Cpu)?)?;
+/// assert_eq!(y.to_vec2::<f32>()?, [[2.0, 4.0]]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct FactorizedLinear {
+    /// `[out, r]`.
+    a: Tensor,
+    /// `[r, in]`.
+    b: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl FactorizedLinear {
+    /// The layer `x ↦ a (b x) + bias`, `a: [out, r]`, `b: [r, in]`,
+    /// `bias: [out]`.
+    ///
+    /// # Errors
+    /// [`Error::WeightShape`] when the factors or the bias disagree.
+    pub fn new(a: Tensor, b: Tensor, bias: Option<Tensor>) -> Result<Self> {
+        let (out, r) = a.dims2()?;
+        let (rb, inp) = b.dims2()?;
+        if rb != r {
+            return Err(Error::WeightShape {
+                name: "factor B".into(),
+                expected: vec![r, inp],
+                actual: vec![rb, inp],
+            });
+        }
+        if let Some(bias) = &bias {
+            if bias.dims() != [out] {
+                return Err(Error::WeightShape {
+                    name: "bias".into(),
+                    expected: vec![out],
+                    actual: bias.dims().to_vec(),
+                });
+            }
+        }
+        Ok(FactorizedLinear { a, b, bias })
+    }
+
+    /// The rank `r`.
+    pub fn rank(&self) -> usize {
+        self.b.dims()[0]
+    }
+
+    /// The factors `(A [out, r], B [r, in])`.
+    pub fn factors(&self) -> (&Tensor, &Tensor) {
+        (&self.a, &self.b)
+    }
+}
+
+impl LinearOp for FactorizedLinear {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = matmul_t(&matmul_t(x, &self.b)?, &self.a)?;
+        match &self.bias {
+            Some(b) => Ok(y.broadcast_add(b)?),
+            None => Ok(y),
+        }
+    }
+
+    fn in_features(&self) -> usize {
+        self.b.dims()[1]
+    }
+
+    fn out_features(&self) -> usize {
+        self.a.dims()[0]
+    }
+
+    fn dense_weight(&self) -> Result<Tensor> {
+        Ok(self.a.matmul(&self.b)?)
+    }
+
+    fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
+    }
+}
+
 /// A linear op plus a low-rank correction, `y = inner(x) + (x Bᵀ) Aᵀ`: a
 /// compressed weight `W'` with a compensation adapter (EoRA, LoRC; a LoRA
 /// adapter with `lora_B = A`, `lora_A = B`). The correction runs as two thin

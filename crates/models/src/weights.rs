@@ -212,12 +212,23 @@ impl<'a> Loader<'a> {
                 actual: array.shape().to_vec(),
             });
         }
+        self.place(name, array)
+    }
+
+    /// Loads `name` whatever its shape (the caller checks it).
+    pub(crate) fn load_any(&mut self, name: &str) -> Result<Tensor> {
+        let array = self.source.load_f32(name)?;
+        self.place(name, array)
+    }
+
+    fn place(&mut self, name: &str, array: ArrayD<f32>) -> Result<Tensor> {
+        let expected = array.shape().to_vec();
         let data = if array.is_standard_layout() {
             array.into_raw_vec_and_offset().0
         } else {
             array.iter().copied().collect()
         };
-        let tensor = Tensor::from_vec(data, expected, &self.options.device)?;
+        let tensor = Tensor::from_vec(data, expected.as_slice(), &self.options.device)?;
         if self.options.trainable {
             let var = Var::from_tensor(&tensor)?;
             let t = var.as_tensor().clone();

@@ -8,7 +8,7 @@ use candle_core::{Device, Tensor, Var, D};
 use super::config::{LlamaParams, RopeLayout};
 use super::hook::FfnHook;
 use super::names::Naming;
-use crate::linear::{DenseLinear, Linear, Observer};
+use crate::linear::{DenseLinear, FactorizedLinear, Linear, Observer};
 use crate::weights::{LoadOptions, Loader, WeightSource};
 use crate::{Error, Result};
 
@@ -257,7 +257,19 @@ impl LlamaModel {
             let prefix = format!("model.layers.{l}");
             let mut linear = |module: &str, out_f: usize, in_f: usize| -> Result<Linear> {
                 let name = format!("{prefix}.{module}");
-                let w = loader.load(&naming.tensor(&name), &[out_f, in_f])?;
+                let dense = naming.tensor(&name);
+                let (u, v) = (
+                    naming.tensor(&format!("{name}.u")),
+                    naming.tensor(&format!("{name}.v")),
+                );
+                if !loader.contains(&dense) && loader.contains(&u) && loader.contains(&v) {
+                    // A factorized layer (`tensorpress factorize`): W ≈ U·V.
+                    return Ok(Linear::new(
+                        name,
+                        Arc::new(load_factorized(&mut loader, &u, &v, out_f, in_f)?),
+                    ));
+                }
+                let w = loader.load(&dense, &[out_f, in_f])?;
                 Ok(Linear::new(name, Arc::new(DenseLinear::new(w, None)?)))
             };
             let q_proj = linear("self_attn.q_proj", q_out, h)?;
@@ -777,4 +789,27 @@ fn check_shape(name: &str, t: &Tensor, expected: &[usize]) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// The factors `u: [out, r]`, `v: [r, in]` of a factorized layer.
+fn load_factorized(
+    loader: &mut Loader<'_>,
+    u: &str,
+    v: &str,
+    out_f: usize,
+    in_f: usize,
+) -> Result<FactorizedLinear> {
+    let a = loader.load_any(u)?;
+    let rank = match a.dims() {
+        [o, r] if *o == out_f && *r >= 1 => *r,
+        dims => {
+            return Err(Error::WeightShape {
+                name: u.to_string(),
+                expected: vec![out_f, 0],
+                actual: dims.to_vec(),
+            })
+        }
+    };
+    let b = loader.load(v, &[rank, in_f])?;
+    FactorizedLinear::new(a, b, None)
 }
