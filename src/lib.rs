@@ -65,6 +65,12 @@ pub enum Error {
         /// The value given.
         reduction: f64,
     },
+    /// A memory budget that cannot be met (BitStack).
+    #[error("memory budget: {reason}")]
+    Budget {
+        /// Why.
+        reason: String,
+    },
     /// Quantizing a layer failed.
     #[error("layer `{layer}`: {source}")]
     Layer {

@@ -1,16 +1,17 @@
 //! Low rank in the pipeline: EoRA and LoRC adapters after quantization, run
 //! as `W'x + A(Bx)`, truncated per rank, and written as a PEFT LoRA folder;
 //! factorized layers (SVD, ASVD, SVD-LLM) under a parameter budget, written
-//! as `u`/`v` factor pairs that reload.
+//! as `u`/`v` factor pairs that reload; BitStack stacks loaded at any budget.
 
 use std::sync::Arc;
 
 use tensorpress::compress::{
-    compress_llama, factorize_llama, set_adapter_rank, write_hf_checkpoint, write_peft_adapter,
-    Compensation, CompressOptions, CompressReport, ExportFormat, ExportOptions, FactorMethod,
-    Factorization, RankAllocation,
+    bitstack_llama, compress_llama, factorize_llama, set_adapter_rank, write_hf_checkpoint,
+    write_peft_adapter, Compensation, CompressOptions, CompressReport, ExportFormat, ExportOptions,
+    FactorMethod, Factorization, RankAllocation,
 };
 use tensorpress::io::export::FloatDType;
+use tensorpress::lowrank::BitStackConfig;
 use tensorpress::models::llama::LlamaModel;
 use tensorpress::quant::{QuantSpec, Rtn};
 
@@ -272,4 +273,59 @@ fn factorized_exports_reload_as_the_factorized_model_and_bad_options_are_typed_e
     let e = write_hf_checkpoint(&src, &report, &ct, &dir.path().join("ct"));
     assert!(matches!(e, Err(tensorpress::Error::Export { .. })), "{e:?}");
     assert!(!dir.path().join("ct").exists());
+}
+
+#[test]
+fn bitstack_loads_any_budget_from_one_decomposition() {
+    let original = model();
+    let tokens: Vec<u32> = (0..24).map(|i| (i * 5 % 64) as u32).collect();
+    let reference = original.logits(&tokens, 0).unwrap();
+    let config = BitStackConfig::new(5).magnitude_rank(2);
+    let stacked = bitstack_llama(&mut model(), &windows(), &config, &mut |_| {}).unwrap();
+    assert_eq!(stacked.layers.len(), 14);
+    assert!(stacked
+        .layers
+        .iter()
+        .all(|l| l.stack.len() == 5 && l.importance.len() == 5));
+    let (lo, hi) = stacked.bits_per_weight_range();
+    assert!(lo > 1.0 && hi > 4.0 * lo, "{lo} {hi}");
+
+    let mut last_gap = f32::INFINITY;
+    let mut last_blocks = 0;
+    for budget in [lo, 1.6 * lo, 2.5 * lo, 3.5 * lo, hi] {
+        let plan = stacked.allocate(budget).unwrap();
+        assert!(stacked.plan_bits_per_weight(&plan) <= budget + 1e-9);
+        assert!(plan.blocks.iter().all(|&b| (1..=5).contains(&b)));
+        let total: usize = plan.blocks.iter().sum();
+        assert!(total >= last_blocks);
+        last_blocks = total;
+        let mut m = model();
+        stacked.assemble(&mut m, &plan).unwrap();
+        let gap = max_gap(&m.logits(&tokens, 0).unwrap(), &reference);
+        assert!(
+            gap < last_gap * 1.05,
+            "budget {budget}: gap {gap} after {last_gap}"
+        );
+        last_gap = gap;
+    }
+    assert_eq!(last_blocks, 14 * 5);
+    // Below one block per layer, or not a number: typed errors.
+    for bad in [0.5 * lo, f64::NAN] {
+        assert!(matches!(
+            stacked.allocate(bad),
+            Err(tensorpress::Error::Budget { .. })
+        ));
+    }
+    let e = bitstack_llama(&mut model(), &[], &config, &mut |_| {});
+    assert!(matches!(e, Err(tensorpress::Error::NoCalibration)), "{e:?}");
+    let e = bitstack_llama(
+        &mut model(),
+        &windows(),
+        &config.magnitude_rank(0),
+        &mut |_| {},
+    );
+    assert!(
+        matches!(e, Err(tensorpress::Error::Factorize { .. })),
+        "{e:?}"
+    );
 }

@@ -9,6 +9,7 @@
 //! model by its dequantized value, so the returned model computes exactly what
 //! the quantized checkpoint will.
 
+mod bitstack;
 mod calib;
 mod capture;
 mod compensate;
@@ -24,6 +25,7 @@ mod scheme;
 mod smooth;
 mod structured;
 
+pub use bitstack::{bitstack_llama, StackedLayer, StackedModel};
 pub use calib::calibration_windows;
 pub use capture::{Collected, HessianCollector};
 pub use compensate::{set_adapter_rank, Compensation, CompensationMethod};
