@@ -136,7 +136,7 @@ fn parse_compensation(s: &str) -> Result<Compensation, String> {
     }
 }
 
-fn parse_float_dtype(s: &str) -> Result<FloatDType, String> {
+pub(crate) fn parse_float_dtype(s: &str) -> Result<FloatDType, String> {
     match s {
         "f16" | "float16" => Ok(FloatDType::F16),
         "bf16" | "bfloat16" => Ok(FloatDType::BF16),

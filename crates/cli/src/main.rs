@@ -13,6 +13,7 @@ use tensorpress::models::weights::LoadOptions;
 use tensorpress::tensor::DType;
 
 mod compress_cmd;
+mod factorize_cmd;
 mod generate_cmd;
 mod inspect_cmd;
 
@@ -33,6 +34,10 @@ enum Command {
     /// NVFP4 and FP8 formats) and write a compressed-tensors, GPTQ or
     /// dequantized checkpoint.
     Compress(Box<compress_cmd::CompressArgs>),
+    /// Factorize every block projection of a Llama model into low-rank
+    /// factors (truncated SVD, ASVD or SVD-LLM) with a given share of its
+    /// parameters removed, and write a folder that eval and generate load.
+    Factorize(factorize_cmd::FactorizeArgs),
     /// Evaluate a model: perplexity of a language model on text files, or
     /// sentence-embedding similarities for a BERT encoder.
     Eval(EvalArgs),
@@ -124,6 +129,7 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::Compress(args) => compress_cmd::run(*args),
+        Command::Factorize(args) => factorize_cmd::run(args),
         Command::Eval(args) => eval(args),
         Command::Generate(args) => generate_cmd::run(args),
         Command::Inspect(args) => {
