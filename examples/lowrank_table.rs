@@ -13,7 +13,8 @@
 //! LoRC's factors are ordered by singular value). Each layer is compensated
 //! right after GPTQ, so later blocks calibrate on the compensated model.
 //! Environment: `CALIB_WINDOWS` (16), `EVAL_CHUNKS` (all), `FORMATS`
-//! (`w3-g128,w2-g64`; `-asym` adds zero points, e.g. `w3-g128-asym`), `RANKS` (`8,16,32,64`), `PEFT_OUT` (a folder: also
+//! (`w3-g128,w2-g64`; `-asym` adds zero points, e.g. `w3-g128-asym`), `RANKS` (`8,16,32,64`),
+//! `COMPENSATIONS` (`eora,lorc`), `PEFT_OUT` (a folder: also
 //! writes the first format's EoRA model at rank 32 as `PEFT_OUT/base`, the
 //! dequantized weights, and `PEFT_OUT/adapter`, a PEFT LoRA folder, for
 //! `scripts/reference/peft_perplexity.py`).
@@ -80,6 +81,18 @@ fn main() -> Res<()> {
         .collect::<Result<_, _>>()?;
     let max_rank = *ranks.iter().max().ok_or("RANKS is empty")?;
     let peft_out = std::env::var("PEFT_OUT").ok();
+    let methods: Vec<String> = env("COMPENSATIONS", "eora,lorc")
+        .split(',')
+        .map(str::to_string)
+        .collect();
+    let mut compensations = Vec::new();
+    for m in &methods {
+        compensations.push(match m.as_str() {
+            "eora" => Compensation::eora(max_rank),
+            "lorc" => Compensation::lorc(max_rank),
+            other => return Err(format!("COMPENSATIONS entry `{other}`: eora or lorc").into()),
+        });
+    }
 
     let source = testdata::smollm2_gguf()?;
     let gguf = GgufFile::open(&source)?;
@@ -123,7 +136,7 @@ fn main() -> Res<()> {
         let q = ppl(&plain)?;
         drop(plain);
         println!("| GPTQ {spec} | none ({secs:.0} s) | 0 | 0 | {q:.4} | – |");
-        for c in [Compensation::eora(max_rank), Compensation::lorc(max_rank)] {
+        for &c in &compensations {
             let (mut model, report, secs) = run(Some(c))?;
             let name = c.label();
             for &r in &ranks {
