@@ -1,4 +1,6 @@
-//! The `generate` and `eval --kernels` commands on SmolLM2 (the test GGUF).
+//! The `generate` and `eval --kernels` commands on SmolLM2 (the test GGUF), and
+//! `factorize`'s refusals of bad settings (one test binary for the CLI's
+//! SmolLM2 tests keeps CI's link time down).
 
 use std::process::{Command, Output};
 
@@ -94,4 +96,58 @@ fn eval_on_the_kernels_matches_the_dequantized_model() {
     assert!((f32_act / off - 1.0).abs() < 1e-4, "{off} vs {f32_act}");
     // int8 activations move it a little (0.4 % on 8 windows of 512).
     assert!((int8 / off - 1.0).abs() < 0.02, "{off} vs {int8}");
+}
+
+fn stderr_of(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_tensorpress"))
+        .args(args)
+        .output()
+        .expect("the binary runs");
+    assert!(!out.status.success(), "{args:?} should fail");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn factorize_refuses_bad_settings_with_a_message() {
+    let model = testdata::smollm2_gguf().expect("test data: run scripts/fetch-testdata.sh");
+    let model = model.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let out = out.to_str().unwrap();
+    let base = ["factorize", "-m", model, "-o", out];
+    let run = |extra: &[&str]| stderr_of(&[&base[..], extra].concat());
+
+    let e = run(&["--method", "svd", "--reduction", "1.5"]);
+    assert!(e.contains("in (0, 1)"), "{e}");
+    let e = run(&["--method", "svd-llm", "--reduction", "0.2"]);
+    assert!(e.contains("--calib"), "{e}");
+    let e = run(&["--method", "pca", "--reduction", "0.2"]);
+    assert!(e.contains("svd-llm"), "{e}");
+    let e = run(&[
+        "--method",
+        "svd",
+        "--reduction",
+        "0.2",
+        "--allocation",
+        "greedy",
+    ]);
+    assert!(e.contains("uniform"), "{e}");
+    // Nothing was written.
+    assert!(!dir.path().join("out").exists());
+    // A non-empty output folder is refused.
+    std::fs::create_dir_all(dir.path().join("full")).unwrap();
+    std::fs::write(dir.path().join("full/x"), b"x").unwrap();
+    let full = dir.path().join("full");
+    let e = stderr_of(&[
+        "factorize",
+        "-m",
+        model,
+        "-o",
+        full.to_str().unwrap(),
+        "--method",
+        "svd",
+        "--reduction",
+        "0.2",
+    ]);
+    assert!(e.contains("not empty"), "{e}");
 }
