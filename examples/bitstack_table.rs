@@ -13,13 +13,15 @@
 //! layer), `K` (magnitude rank per block, 4: the paper's 16 is for 4096-wide
 //! layers, where it costs 0.125 bits per weight; at SmolLM2's 576 it would
 //! cost 0.9), `BUDGETS` (bits per weight, `2.25,2.75,3.125,3.5,4.125,5,6`),
-//! `GPTQ` (`w2-g64,w3-g128,w4-g128`; empty to skip).
+//! `GPTQ` (`w2-g64,w3-g128,w4-g128`; empty to skip), `STACK_OUT` (a file:
+//! also writes the stacks there and loads every budget from the file,
+//! reading only the blocks each plan needs).
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use tensorpress::compress::{
-    bitstack_llama, calibration_windows, compress_llama, CompressOptions, Progress,
+    bitstack_llama, calibration_windows, compress_llama, CompressOptions, Progress, StackedFile,
 };
 use tensorpress::io::gguf::GgufFile;
 use tensorpress::io::testdata;
@@ -88,10 +90,29 @@ fn main() -> Res<()> {
     );
     println!("| method | budget (bits / weight) | loaded (bits / weight) | blocks per layer (min–max) | perplexity |");
     println!("|---|---|---|---|---|");
+    let file = match std::env::var("STACK_OUT") {
+        Ok(path) => {
+            let path = std::path::PathBuf::from(path);
+            let bytes = stacked.write(&path)?;
+            eprintln!("wrote {} ({:.1} MB)", path.display(), bytes as f64 / 1e6);
+            Some(StackedFile::open(&path)?)
+        }
+        Err(_) => None,
+    };
     for &b in &budgets {
-        let plan = stacked.allocate(b)?;
         let mut model = fresh()?;
-        stacked.assemble(&mut model, &plan)?;
+        let plan = match &file {
+            Some(f) => {
+                let plan = f.allocate(b)?;
+                f.assemble(&mut model, &plan)?;
+                plan
+            }
+            None => {
+                let plan = stacked.allocate(b)?;
+                stacked.assemble(&mut model, &plan)?;
+                plan
+            }
+        };
         let (min, max) = (
             plan.blocks.iter().min().copied().unwrap_or(0),
             plan.blocks.iter().max().copied().unwrap_or(0),

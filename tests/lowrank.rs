@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tensorpress::compress::{
     bitstack_llama, compress_llama, factorize_llama, set_adapter_rank, write_hf_checkpoint,
     write_peft_adapter, Compensation, CompressOptions, CompressReport, ExportFormat, ExportOptions,
-    FactorMethod, Factorization, RankAllocation,
+    FactorMethod, Factorization, RankAllocation, StackedFile,
 };
 use tensorpress::io::export::FloatDType;
 use tensorpress::lowrank::BitStackConfig;
@@ -309,6 +309,41 @@ fn bitstack_loads_any_budget_from_one_decomposition() {
         last_gap = gap;
     }
     assert_eq!(last_blocks, 14 * 5);
+
+    // On disk: the same plans from the metadata alone, the same weights from
+    // the blocks a plan reads.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("stack.safetensors");
+    let bytes = stacked.write(&path).unwrap();
+    let file = StackedFile::open(&path).unwrap();
+    assert_eq!(file.layers().len(), 14);
+    assert_eq!(file.weights(), stacked.weights());
+    let plan = stacked.allocate(2.0 * lo).unwrap();
+    assert_eq!(file.allocate(2.0 * lo).unwrap(), plan);
+    let (mut from_memory, mut from_file) = (model(), model());
+    stacked.assemble(&mut from_memory, &plan).unwrap();
+    file.assemble(&mut from_file, &plan).unwrap();
+    let gap = max_gap(
+        &from_memory.logits(&tokens, 0).unwrap(),
+        &from_file.logits(&tokens, 0).unwrap(),
+    );
+    assert_eq!(gap, 0.0);
+    assert!(bytes as f64 >= hi * stacked.weights() as f64 / 8.0);
+    // Hostile or foreign files are typed errors, never panics.
+    let raw = std::fs::read(&path).unwrap();
+    for cut in [7, 100, raw.len() / 2, raw.len() - 1] {
+        let p = dir.path().join(format!("cut{cut}.safetensors"));
+        std::fs::write(&p, &raw[..cut]).unwrap();
+        assert!(StackedFile::open(&p).is_err(), "cut at {cut}");
+    }
+    let foreign = dir.path().join("plain.safetensors");
+    let mut w = tensorpress::io::safetensors::SafetensorsWriter::new();
+    w.add_array("x", ndarray::ArrayD::<f32>::zeros(vec![2]).view())
+        .unwrap();
+    w.write_file(&foreign).unwrap();
+    let e = StackedFile::open(&foreign).unwrap_err();
+    assert!(e.to_string().contains("not a BitStack file"), "{e}");
+    assert!(file.read_layer(0, 6).is_err() && file.read_layer(14, 1).is_err());
     // Below one block per layer, or not a number: typed errors.
     for bad in [0.5 * lo, f64::NAN] {
         assert!(matches!(

@@ -25,7 +25,7 @@ mod scheme;
 mod smooth;
 mod structured;
 
-pub use bitstack::{bitstack_llama, StackedLayer, StackedModel};
+pub use bitstack::{bitstack_llama, StackedFile, StackedLayer, StackedLayerInfo, StackedModel};
 pub use calib::calibration_windows;
 pub use capture::{Collected, HessianCollector};
 pub use compensate::{set_adapter_rank, Compensation, CompensationMethod};

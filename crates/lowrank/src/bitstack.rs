@@ -137,6 +137,35 @@ pub struct StackBlock {
 }
 
 impl StackBlock {
+    /// A block from stored parts (a BitStack file): `signs` of `[out, in]`,
+    /// `u: [out, k]`, `v: [k, in]`.
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] when the shapes disagree or `k` is 0,
+    /// [`Error::NonFinite`] for a NaN or infinite factor.
+    pub fn from_parts(signs: SignPlane, u: Array2<f16>, v: Array2<f16>) -> Result<Self> {
+        let (out, inp) = signs.dim();
+        let k = u.ncols();
+        if k == 0 || u.nrows() != out || v.dim() != (k, inp) {
+            return Err(Error::ShapeMismatch {
+                op: "BitStack block factors",
+                lhs: vec![out, k, inp],
+                rhs: [u.shape(), v.shape()].concat(),
+            });
+        }
+        for (op, m) in [("BitStack block u", &u), ("BitStack block v", &v)] {
+            if let Some(((row, col), value)) = m.indexed_iter().find(|(_, x)| !x.is_finite()) {
+                return Err(Error::NonFinite {
+                    op,
+                    row,
+                    col,
+                    value: f64::from(value.to_f32()),
+                });
+            }
+        }
+        Ok(StackBlock { signs, u, v })
+    }
+
     /// The sign plane.
     pub fn signs(&self) -> &SignPlane {
         &self.signs
@@ -295,6 +324,27 @@ impl BitStack {
             dim: (out, inp),
             blocks,
         })
+    }
+
+    /// A stack of an `[out, in]` weight from its blocks in loading order (a
+    /// prefix read from a file is a stack too).
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] when a block is not `[out, in]` or the blocks'
+    /// magnitude ranks differ.
+    pub fn from_blocks(dim: (usize, usize), blocks: Vec<StackBlock>) -> Result<Self> {
+        let k = blocks.first().map_or(0, StackBlock::rank);
+        if let Some(b) = blocks
+            .iter()
+            .find(|b| b.signs.dim() != dim || b.rank() != k)
+        {
+            return Err(Error::ShapeMismatch {
+                op: "BitStack blocks",
+                lhs: vec![dim.0, dim.1, k],
+                rhs: vec![b.signs.dim().0, b.signs.dim().1, b.rank()],
+            });
+        }
+        Ok(BitStack { dim, blocks })
     }
 
     /// `(out, in)` of the weight.
