@@ -8,6 +8,7 @@ use tensorpress_io::gguf::GgufFile;
 use tensorpress_io::import::QuantizedCheckpoint;
 use tensorpress_io::safetensors::SafetensorsModel;
 
+use crate::linear::FactorizedLinear;
 use crate::{Error, Result};
 
 /// A source of named f32 weights.
@@ -221,6 +222,31 @@ impl<'a> Loader<'a> {
         self.place(name, array)
     }
 
+    /// The factors `u: [out, r]`, `v: [r, in]` of a factorized layer (the
+    /// rank comes from `u`'s shape).
+    pub(crate) fn load_factorized(
+        &mut self,
+        u: &str,
+        v: &str,
+        out_f: usize,
+        in_f: usize,
+    ) -> Result<FactorizedLinear> {
+        let a = self.load_any(u)?;
+        let rank = match a.dims() {
+            [o, r] if *o == out_f && *r >= 1 => *r,
+            dims => {
+                return Err(Error::WeightShape {
+                    name: u.to_string(),
+                    expected: vec![out_f, 0],
+                    actual: dims.to_vec(),
+                })
+            }
+        };
+        let b = self.load(v, &[rank, in_f])?;
+        FactorizedLinear::new(a, b, None)
+    }
+
+    /// `array` as a tensor on the device (a variable when trainable).
     fn place(&mut self, name: &str, array: ArrayD<f32>) -> Result<Tensor> {
         let expected = array.shape().to_vec();
         let data = if array.is_standard_layout() {

@@ -8,7 +8,7 @@ use candle_core::{Device, Tensor, Var, D};
 use super::config::{LlamaParams, RopeLayout};
 use super::hook::FfnHook;
 use super::names::Naming;
-use crate::linear::{DenseLinear, FactorizedLinear, Linear, Observer};
+use crate::linear::{DenseLinear, Linear, Observer};
 use crate::weights::{LoadOptions, Loader, WeightSource};
 use crate::{Error, Result};
 
@@ -266,7 +266,7 @@ impl LlamaModel {
                     // A factorized layer (`tensorpress factorize`): W ≈ U·V.
                     return Ok(Linear::new(
                         name,
-                        Arc::new(load_factorized(&mut loader, &u, &v, out_f, in_f)?),
+                        Arc::new(loader.load_factorized(&u, &v, out_f, in_f)?),
                     ));
                 }
                 let w = loader.load(&dense, &[out_f, in_f])?;
@@ -789,27 +789,4 @@ fn check_shape(name: &str, t: &Tensor, expected: &[usize]) -> Result<()> {
         });
     }
     Ok(())
-}
-
-/// The factors `u: [out, r]`, `v: [r, in]` of a factorized layer.
-fn load_factorized(
-    loader: &mut Loader<'_>,
-    u: &str,
-    v: &str,
-    out_f: usize,
-    in_f: usize,
-) -> Result<FactorizedLinear> {
-    let a = loader.load_any(u)?;
-    let rank = match a.dims() {
-        [o, r] if *o == out_f && *r >= 1 => *r,
-        dims => {
-            return Err(Error::WeightShape {
-                name: u.to_string(),
-                expected: vec![out_f, 0],
-                actual: dims.to_vec(),
-            })
-        }
-    };
-    let b = loader.load(v, &[rank, in_f])?;
-    FactorizedLinear::new(a, b, None)
 }
