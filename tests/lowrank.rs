@@ -344,6 +344,28 @@ fn bitstack_loads_any_budget_from_one_decomposition() {
     let e = StackedFile::open(&foreign).unwrap_err();
     assert!(e.to_string().contains("not a BitStack file"), "{e}");
     assert!(file.read_layer(0, 6).is_err() && file.read_layer(14, 1).is_err());
+    // Random byte flips (header, metadata, data): an error or a model, never
+    // a panic.
+    let mut rng = tensorpress::tensor::SeededRng::new(3);
+    let header = u64::from_le_bytes(raw[..8].try_into().unwrap()) as usize + 8;
+    for trial in 0..64 {
+        let mut bytes = raw.clone();
+        for _ in 0..4 {
+            let at = if trial % 2 == 0 {
+                8 + rng.next_u64() as usize % (header - 8)
+            } else {
+                rng.next_u64() as usize % bytes.len()
+            };
+            bytes[at] ^= 1 << (rng.next_u64() % 8);
+        }
+        let p = dir.path().join("flipped.safetensors");
+        std::fs::write(&p, &bytes).unwrap();
+        if let Ok(f) = StackedFile::open(&p) {
+            if let Ok(plan) = f.allocate(hi) {
+                let _ = f.assemble(&mut model(), &plan);
+            }
+        }
+    }
     // Below one block per layer, or not a number: typed errors.
     for bad in [0.5 * lo, f64::NAN] {
         assert!(matches!(
