@@ -24,6 +24,14 @@ pub enum Error {
         /// Tokens of values.
         values: usize,
     },
+    /// Settings a cache cannot use (bits, group size, residual length).
+    #[error("invalid {field}: {reason}")]
+    Config {
+        /// The setting.
+        field: &'static str,
+        /// Why, and what would do.
+        reason: String,
+    },
     /// A NaN or infinity in the appended data.
     #[error("non-finite {what} at token {token}, head {head}, dim {dim}")]
     NonFinite {

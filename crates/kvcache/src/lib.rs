@@ -1,8 +1,9 @@
 //! Key/value caches for tensorpress: a [`KvCache`] trait over keys and values
-//! `[tokens, heads, head_dim]`, with an exact f32 cache, an f16 cache and a
-//! per-token, per-head symmetric int8 cache. Later issues add lower-bit caches
-//! (KIVI, KVQuant), eviction and merging policies, and attention over
-//! compressed storage.
+//! `[tokens, heads, head_dim]`, with an exact f32 cache, an f16 cache, a
+//! per-token, per-head symmetric int8 cache and KIVI's 2/4-bit cache (keys per
+//! channel, values per token, a full-precision residual window; see
+//! [`KiviCache`]). Later work adds KVQuant, GEAR, ZipCache, eviction and
+//! merging policies, and attention over compressed storage.
 //!
 //! # Quick start
 //!
@@ -34,11 +35,13 @@ mod cache;
 mod error;
 mod float;
 mod int8;
+mod kivi;
 
 pub use cache::KvCache;
 pub use error::{Error, Result};
 pub use float::{F16Cache, F32Cache};
 pub use int8::Int8Cache;
+pub use kivi::{KiviCache, KiviConfig};
 
 #[cfg(test)]
 mod tests {
