@@ -6,7 +6,7 @@ use crate::{Error, Result};
 
 /// A key/value cache of one attention layer: keys and values of shape
 /// `[tokens, heads, head_dim]`, appended as tokens arrive and read back as f32.
-pub trait KvCache {
+pub trait KvCache: Send + Sync + std::fmt::Debug {
     /// Number of (KV) heads.
     fn heads(&self) -> usize;
 
@@ -40,6 +40,10 @@ pub trait KvCache {
 
     /// Removes every token, keeping the allocation.
     fn clear(&mut self);
+
+    /// A boxed copy (caches are cloned with the decoding state that holds
+    /// them).
+    fn clone_box(&self) -> Box<dyn KvCache>;
 }
 
 /// Validates an append against `[_, heads, head_dim]`; returns the token count.

@@ -83,6 +83,10 @@ impl KvCache for F32Cache {
         self.keys.clear();
         self.values.clear();
     }
+
+    fn clone_box(&self) -> Box<dyn KvCache> {
+        Box::new(self.clone())
+    }
 }
 
 /// Stores keys and values as IEEE half precision (round to nearest even):
@@ -151,5 +155,9 @@ impl KvCache for F16Cache {
         self.tokens = 0;
         self.keys.clear();
         self.values.clear();
+    }
+
+    fn clone_box(&self) -> Box<dyn KvCache> {
+        Box::new(self.clone())
     }
 }

@@ -116,4 +116,8 @@ impl KvCache for Int8Cache {
         self.value_codes.clear();
         self.value_scales.clear();
     }
+
+    fn clone_box(&self) -> Box<dyn KvCache> {
+        Box::new(self.clone())
+    }
 }

@@ -355,6 +355,10 @@ impl KvCache for KiviCache {
         self.key_residual.clear();
         self.value_residual.clear();
     }
+
+    fn clone_box(&self) -> Box<dyn KvCache> {
+        Box::new(self.clone())
+    }
 }
 
 #[cfg(test)]

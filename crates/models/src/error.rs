@@ -7,6 +7,9 @@ pub enum Error {
     /// A tensor operation failed inside candle.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
+    /// A compressed key/value cache refused its settings or data.
+    #[error(transparent)]
+    KvCache(#[from] tensorpress_kvcache::Error),
     /// Reading a checkpoint failed.
     #[error(transparent)]
     Io(#[from] tensorpress_io::Error),

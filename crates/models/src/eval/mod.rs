@@ -1,7 +1,10 @@
-//! Evaluation: perplexity as llama.cpp measures it, and the loss curvature
-//! hooks of the sensitivity measures.
+//! Evaluation: perplexity as llama.cpp measures it (also decode-style, through
+//! a possibly compressed KV cache), and the loss curvature hooks of the
+//! sensitivity measures.
 
 pub mod curvature;
+mod decode;
 mod perplexity;
 
+pub use decode::DecodeStyle;
 pub use perplexity::{log_softmax_at, perplexity, CausalLm, PerplexityConfig, PerplexityReport};

@@ -244,7 +244,7 @@ fn to_vec(logits: &Tensor) -> Result<Vec<f32>> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -298,7 +298,7 @@ mod tests {
         assert_ne!(draw(4), draw(5));
     }
 
-    fn tiny_model() -> LlamaModel {
+    pub(crate) fn tiny_model() -> LlamaModel {
         use crate::llama::{LlamaParams, Naming, RopeLayout};
         use crate::weights::{LoadOptions, MemoryWeights};
         let params = LlamaParams {

@@ -1,8 +1,11 @@
 //! The Llama family (Llama 2/3, SmolLM, Mistral-style GQA models without
 //! sliding windows): loading from GGUF or Hugging Face folders, and the forward pass.
 
+mod cache;
 mod config;
 mod generate;
+#[cfg(test)]
+pub(crate) use generate::tests as generate_tests;
 mod hook;
 mod model;
 mod names;
@@ -11,10 +14,11 @@ mod permute;
 use std::path::Path;
 use std::sync::Arc;
 
+pub use cache::{CacheFactory, DecodeCache};
 pub use config::{LlamaParams, RopeLayout};
 pub use generate::{generate, Generation, Sampler, Sampling};
 pub use hook::FfnHook;
-pub use model::{BlockNorm, DecodeCache, LlamaBlock, LlamaModel};
+pub use model::{BlockNorm, LlamaBlock, LlamaModel};
 pub use names::{gguf_tensor_to_hf, hf_module_to_gguf, Naming};
 pub use permute::{permute_qk, QkPermutation};
 

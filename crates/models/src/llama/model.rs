@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use candle_core::{Device, Tensor, Var, D};
 
+use super::cache::{BlockCache, DecodeCache};
 use super::config::{LlamaParams, RopeLayout};
 use super::hook::FfnHook;
 use super::names::Naming;
@@ -121,100 +122,6 @@ impl Rope {
             cos: Tensor::from_vec(cos, (positions, half), device)?,
             sin: Tensor::from_vec(sin, (positions, half), device)?,
         })
-    }
-}
-
-/// The keys and values of one block: buffers `[1, kv_heads, capacity,
-/// head_dim]` of which the first `len` positions are filled. Capacity grows
-/// by doubling, so appending a token copies only that token (the cache used
-/// to be concatenated anew at every token, copying all of it: quadratic in
-/// the context, 5 % of SmolLM2's decode time at 300 tokens).
-#[derive(Debug, Default)]
-struct BlockCache {
-    k: Option<Tensor>,
-    v: Option<Tensor>,
-    len: usize,
-    /// Whether the buffers are this cache's own; a clone shares them (as a
-    /// view of the filled part) until its first append copies them.
-    owned: bool,
-}
-
-impl Clone for BlockCache {
-    fn clone(&self) -> Self {
-        let view = |t: &Option<Tensor>| t.as_ref().and_then(|t| t.narrow(2, 0, self.len).ok());
-        BlockCache {
-            k: view(&self.k),
-            v: view(&self.v),
-            len: self.len,
-            owned: false,
-        }
-    }
-}
-
-impl BlockCache {
-    /// Appends `k` and `v` (`[1, kv_heads, t, head_dim]`) and returns every
-    /// cached key and value, `[1, kv_heads, len, head_dim]`.
-    fn append(&mut self, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
-        let t = k.dim(2)?;
-        let need = self.len + t;
-        let capacity = self.k.as_ref().map_or(Ok(0), |b| b.dim(2))?;
-        if !self.owned || need > capacity {
-            let capacity = need.next_power_of_two().max(16);
-            self.k = Some(grow(self.k.as_ref(), k, self.len, capacity)?);
-            self.v = Some(grow(self.v.as_ref(), v, self.len, capacity)?);
-            self.owned = true;
-        }
-        let (kb, vb) = match (&self.k, &self.v) {
-            (Some(kb), Some(vb)) => (kb, vb),
-            _ => unreachable!("buffers allocated above"),
-        };
-        kb.slice_set(&k.contiguous()?, 2, self.len)?;
-        vb.slice_set(&v.contiguous()?, 2, self.len)?;
-        self.len = need;
-        Ok((kb.narrow(2, 0, need)?, vb.narrow(2, 0, need)?))
-    }
-}
-
-/// A zeroed buffer shaped like `like` with `capacity` positions on dim 2,
-/// holding the first `len` positions of `old`.
-fn grow(old: Option<&Tensor>, like: &Tensor, len: usize, capacity: usize) -> Result<Tensor> {
-    let (b, h, _, d) = like.dims4()?;
-    let buf = Tensor::zeros((b, h, capacity, d), like.dtype(), like.device())?;
-    if let Some(old) = old.filter(|_| len > 0) {
-        buf.slice_set(&old.narrow(2, 0, len)?.contiguous()?, 2, 0)?;
-    }
-    Ok(buf)
-}
-
-/// Keys and values of the tokens decoded so far ([`LlamaModel::decode`]),
-/// in f32: the reference the compressed caches of `tensorpress-kvcache` are
-/// measured against.
-#[derive(Debug, Clone, Default)]
-pub struct DecodeCache {
-    blocks: Vec<BlockCache>,
-    len: usize,
-}
-
-impl DecodeCache {
-    /// An empty cache.
-    pub fn new() -> Self {
-        DecodeCache::default()
-    }
-
-    /// Tokens cached.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Whether nothing is cached.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Forgets every token.
-    pub fn clear(&mut self) {
-        self.blocks.clear();
-        self.len = 0;
     }
 }
 
@@ -632,20 +539,36 @@ impl LlamaModel {
     /// last token, `[vocab]`, come back. A prompt goes in as one call, then one
     /// token per call.
     pub fn decode(&self, cache: &mut DecodeCache, tokens: &[u32]) -> Result<Tensor> {
+        let from = tokens.len().saturating_sub(1);
+        Ok(self.decode_rows(cache, tokens, from)?.squeeze(0)?)
+    }
+
+    /// As [`decode`](Self::decode), returning the logits of the new tokens
+    /// `from..tokens.len()`, `[tokens.len() - from, vocab]` (chunked prefill
+    /// that scores every token: decode-style perplexity).
+    pub fn decode_rows(
+        &self,
+        cache: &mut DecodeCache,
+        tokens: &[u32],
+        from: usize,
+    ) -> Result<Tensor> {
         let past = cache.len;
         let max = self.rope.cos.dim(0)?;
-        if tokens.is_empty() || past + tokens.len() > max {
+        if tokens.is_empty() || past + tokens.len() > max || from >= tokens.len() {
             return Err(Error::Config {
                 field: "tokens",
                 reason: format!(
-                    "{} new tokens after {past} cached must be at least one and fit the context of {max}",
+                    "{} new tokens after {past} cached must be at least one, fit the context of \
+                     {max} and include row {from}",
                     tokens.len()
                 ),
             });
         }
-        if cache.blocks.len() != self.blocks.len() {
-            cache.blocks = vec![BlockCache::default(); self.blocks.len()];
-        }
+        cache.prepare(
+            self.blocks.len(),
+            self.params.num_kv_heads,
+            self.params.head_dim,
+        )?;
         let t = tokens.len();
         let mut x = self.embed(tokens)?;
         let mask = if t > 1 {
@@ -657,13 +580,10 @@ impl LlamaModel {
             x = self.block_forward(block, &x, mask.as_ref(), past, Some(c))?;
         }
         cache.len = past + t;
-        let last = self
-            .rms_norm(&x.narrow(1, t - 1, 1)?, &self.norm)?
+        let rows = self
+            .rms_norm(&x.narrow(1, from, t - from)?, &self.norm)?
             .squeeze(0)?;
-        Ok(self
-            .lm_head
-            .forward(&last, self.observer.as_deref())?
-            .squeeze(0)?)
+        Ok(self.lm_head.forward(&rows, self.observer.as_deref())?)
     }
 
     fn rms_norm(&self, x: &Tensor, weight: &Tensor) -> Result<Tensor> {

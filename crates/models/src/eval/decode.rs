@@ -1,0 +1,165 @@
+//! Decode-style evaluation: every window runs through a [`DecodeCache`] in
+//! chunks, so each token attends to the (possibly compressed) keys and values
+//! of the tokens before it, as in incremental decoding with that cache.
+
+use std::cell::Cell;
+
+use candle_core::Tensor;
+
+use super::CausalLm;
+use crate::llama::{DecodeCache, LlamaModel};
+use crate::{Error, Result};
+
+/// A [`CausalLm`] that computes a window's logits by chunked decoding into a
+/// fresh cache from `new_cache` (prefill `chunk` tokens at a time), for
+/// [`perplexity`](super::perplexity) with a compressed KV cache.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use tensorpress_kvcache::{KiviCache, KiviConfig, KvCache};
+/// use tensorpress_models::eval::{perplexity, DecodeStyle, PerplexityConfig};
+/// use tensorpress_models::llama::{DecodeCache, LlamaModel};
+///
+/// # fn run(model: &LlamaModel, tokens: &[u32]) -> tensorpress_models::Result<()> {
+/// let kivi = || DecodeCache::compressed(Arc::new(|heads, head_dim| {
+///     Ok(Box::new(KiviCache::new(heads, head_dim, KiviConfig::new(2))?) as Box<dyn KvCache>)
+/// }));
+/// let lm = DecodeStyle::new(model, 64, &kivi)?;
+/// let report = perplexity(&lm, tokens, &PerplexityConfig::with_ctx(2048), &mut |_, _| {})?;
+/// println!("{:.4}, {:.0} bytes per token", report.perplexity, lm.bytes_per_token());
+/// # Ok(())
+/// # }
+/// ```
+pub struct DecodeStyle<'a> {
+    model: &'a LlamaModel,
+    chunk: usize,
+    new_cache: &'a dyn Fn() -> DecodeCache,
+    bytes_per_token: Cell<f64>,
+}
+
+impl<'a> DecodeStyle<'a> {
+    /// `model` decoding `chunk` tokens per step into caches from `new_cache`.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a chunk of 0.
+    pub fn new(
+        model: &'a LlamaModel,
+        chunk: usize,
+        new_cache: &'a dyn Fn() -> DecodeCache,
+    ) -> Result<Self> {
+        if chunk == 0 {
+            return Err(Error::Config {
+                field: "chunk",
+                reason: "decode-style evaluation needs chunks of at least one token".into(),
+            });
+        }
+        Ok(DecodeStyle {
+            model,
+            chunk,
+            new_cache,
+            bytes_per_token: Cell::new(0.0),
+        })
+    }
+
+    /// Cache bytes per cached token (all blocks, keys and values) at the end
+    /// of the last window evaluated.
+    pub fn bytes_per_token(&self) -> f64 {
+        self.bytes_per_token.get()
+    }
+}
+
+impl CausalLm for DecodeStyle<'_> {
+    fn vocab_size(&self) -> usize {
+        self.model.vocab_size()
+    }
+
+    fn bos_token_id(&self) -> Option<u32> {
+        self.model.bos_token_id()
+    }
+
+    fn add_bos(&self) -> bool {
+        self.model.add_bos()
+    }
+
+    fn logits(&self, tokens: &[u32], from: usize) -> Result<Tensor> {
+        let mut cache = (self.new_cache)();
+        let mut rows = Vec::new();
+        let mut start = 0;
+        while start < tokens.len() {
+            let end = (start + self.chunk).min(tokens.len());
+            if end > from {
+                let first = from.saturating_sub(start);
+                rows.push(
+                    self.model
+                        .decode_rows(&mut cache, &tokens[start..end], first)?,
+                );
+            } else {
+                // Rows before `from` are not needed: decode the chunk for its
+                // keys and values and drop its last row.
+                self.model
+                    .decode_rows(&mut cache, &tokens[start..end], end - start - 1)?;
+            }
+            start = end;
+        }
+        self.bytes_per_token
+            .set(cache.memory_bytes() as f64 / cache.len().max(1) as f64);
+        Ok(Tensor::cat(&rows, 0)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tensorpress_kvcache::{F32Cache, KiviCache, KiviConfig, KvCache};
+
+    use super::*;
+    use crate::eval::{perplexity, PerplexityConfig};
+    use crate::llama::generate_tests::tiny_model;
+
+    fn kivi(bits: u8) -> impl Fn() -> DecodeCache {
+        move || {
+            DecodeCache::compressed(Arc::new(move |h, d| {
+                let c = KiviCache::new(h, d, KiviConfig::new(bits).group(8).residual(8))?;
+                Ok(Box::new(c) as Box<dyn KvCache>)
+            }))
+        }
+    }
+
+    #[test]
+    fn decode_style_perplexity_matches_the_full_pass_and_orders_the_caches() {
+        let model = tiny_model();
+        let tokens: Vec<u32> = (0..192).map(|i| (i * 7 + i / 5) % 40).collect();
+        let config = PerplexityConfig::with_ctx(48);
+        let run = |lm: &dyn CausalLm| perplexity(lm, &tokens, &config, &mut |_, _| {}).unwrap();
+        let full = run(&model).perplexity;
+        let plain = DecodeCache::new;
+        let f32_boxed = || {
+            DecodeCache::compressed(Arc::new(|h, d| {
+                Ok(Box::new(F32Cache::new(h, d)) as Box<dyn KvCache>)
+            }))
+        };
+        for (chunk, new_cache) in [(5, &plain as &dyn Fn() -> DecodeCache), (16, &f32_boxed)] {
+            let lm = DecodeStyle::new(&model, chunk, new_cache).unwrap();
+            let p = run(&lm).perplexity;
+            assert!(
+                (p / full - 1.0).abs() < 1e-4,
+                "chunk {chunk}: {p} vs {full}"
+            );
+            // 2 blocks × 2 KV heads × 8 dims × (keys + values) × 4 bytes.
+            assert_eq!(lm.bytes_per_token(), 2.0 * 2.0 * 8.0 * 2.0 * 4.0);
+        }
+        let (k8, k2) = (kivi(8), kivi(2));
+        let l8 = DecodeStyle::new(&model, 16, &k8).unwrap();
+        let l2 = DecodeStyle::new(&model, 16, &k2).unwrap();
+        let (p8, p2) = (run(&l8).perplexity, run(&l2).perplexity);
+        assert!((p8 / full - 1.0).abs() < 0.01, "KIVI-8 {p8} vs {full}");
+        assert!(
+            (p2 / full - 1.0).abs() > (p8 / full - 1.0).abs(),
+            "{p2} {p8} {full}"
+        );
+        assert!(l2.bytes_per_token() < l8.bytes_per_token());
+        assert!(l8.bytes_per_token() < 128.0);
+        assert!(DecodeStyle::new(&model, 0, &k8).is_err());
+    }
+}
