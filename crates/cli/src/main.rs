@@ -6,8 +6,12 @@ use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
+use std::sync::Arc;
 use tensorpress::models::bert::{cosine_similarity, SentenceEncoder};
-use tensorpress::models::eval::{perplexity, PerplexityConfig};
+
+use tensorpress::kvcache::CacheSpec;
+use tensorpress::models::eval::{perplexity, DecodeStyle, PerplexityConfig};
+use tensorpress::models::llama::{CacheFactory, DecodeCache};
 use tensorpress::models::tokenizer::TextTokenizer;
 use tensorpress::models::weights::LoadOptions;
 use tensorpress::tensor::DType;
@@ -80,6 +84,20 @@ struct EvalArgs {
     /// f32 activations or int8 ones (per block of 32, as llama.cpp).
     #[arg(long, value_enum, default_value_t = generate_cmd::KernelMode::Off)]
     kernels: generate_cmd::KernelMode,
+    /// Decode-style perplexity through a KV cache: each window is prefilled
+    /// --kv-chunk tokens at a time into a cache of this kind, and every token
+    /// attends to the cached (dequantized) keys and values before it:
+    /// `f32`, `f16`, `int8`, `kivi-2`, `kivi-4`, `kivi-BITS-gGROUP-rRESIDUAL`.
+    #[arg(long, value_name = "SPEC", value_parser = |s: &str| s.parse::<CacheSpec>())]
+    kv_cache: Option<CacheSpec>,
+    /// Tokens per decoding step with --kv-cache.
+    #[arg(
+        long,
+        default_value_t = 64,
+        value_name = "TOKENS",
+        requires = "kv_cache"
+    )]
+    kv_chunk: usize,
     /// Print the result as JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -241,9 +259,23 @@ fn eval_perplexity(args: &EvalArgs) -> CliResult {
     if args.json {
         pb.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
-    let report = perplexity(&model, &tokens, &config, &mut |done, _| {
-        pb.set_position(done as u64)
-    })?;
+    let mut cache_bytes = None;
+    let report = match args.kv_cache {
+        None => perplexity(&model, &tokens, &config, &mut |done, _| {
+            pb.set_position(done as u64)
+        })?,
+        Some(spec) => {
+            let factory: CacheFactory =
+                Arc::new(move |heads, head_dim| spec.build(heads, head_dim));
+            let new_cache = move || DecodeCache::compressed(factory.clone());
+            let lm = DecodeStyle::new(&model, args.kv_chunk, &new_cache)?;
+            let r = perplexity(&lm, &tokens, &config, &mut |done, _| {
+                pb.set_position(done as u64)
+            })?;
+            cache_bytes = Some(lm.bytes_per_token());
+            r
+        }
+    };
     pb.finish_and_clear();
     let tps = report.tokens_per_second(args.ctx);
     if args.json {
@@ -261,6 +293,8 @@ fn eval_perplexity(args: &EvalArgs) -> CliResult {
             "kernels": format!("{:?}", args.kernels).to_lowercase(),
             "tokens_per_second": tps,
             "running": report.running,
+            "kv_cache": args.kv_cache.map(|c| c.to_string()),
+            "kv_cache_bytes_per_token": cache_bytes,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
@@ -273,6 +307,13 @@ fn eval_perplexity(args: &EvalArgs) -> CliResult {
             report.scored_tokens,
             report.text_tokens
         );
+        if let (Some(spec), Some(bytes)) = (args.kv_cache, cache_bytes) {
+            println!(
+                "kv cache {spec}: {bytes:.0} bytes per token (all blocks, keys and values) \
+                 at the end of a window, decoding {} tokens per step",
+                args.kv_chunk
+            );
+        }
         println!(
             "time: load {:.1} s, eval {:.1} s, {:.0} tokens/s",
             load_s, report.seconds, tps

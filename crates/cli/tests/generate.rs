@@ -151,3 +151,36 @@ fn factorize_refuses_bad_settings_with_a_message() {
     ]);
     assert!(e.contains("not empty"), "{e}");
 }
+
+#[test]
+fn eval_refuses_bad_kv_cache_specs_with_a_message() {
+    let model = testdata::smollm2_gguf().expect("test data: run scripts/fetch-testdata.sh");
+    let model = model.to_str().unwrap();
+    for (spec, says) in [
+        ("kivi-3", "2, 4 or 8 bits"),
+        ("kivi-2-x5", "unknown part"),
+        ("lru", "expected f32, f16, int8 or kivi"),
+    ] {
+        let e = stderr_of(&["eval", "-m", model, "-f", model, "--kv-cache", spec]);
+        assert!(e.contains(says), "{spec}: {e}");
+    }
+    // A group that does not divide SmolLM2's head dimension (64) fails when
+    // the first block's cache is built, before any window is scored.
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("t.txt");
+    std::fs::write(&text, "The State of the Union is strong. ".repeat(40)).unwrap();
+    let e = stderr_of(&[
+        "eval",
+        "-m",
+        model,
+        "-f",
+        text.to_str().unwrap(),
+        "-c",
+        "64",
+        "--chunks",
+        "1",
+        "--kv-cache",
+        "kivi-2-g48-r96",
+    ]);
+    assert!(e.contains("must divide the head dimension 64"), "{e}");
+}

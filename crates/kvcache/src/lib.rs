@@ -36,12 +36,14 @@ mod error;
 mod float;
 mod int8;
 mod kivi;
+mod spec;
 
 pub use cache::KvCache;
 pub use error::{Error, Result};
 pub use float::{F16Cache, F32Cache};
 pub use int8::Int8Cache;
 pub use kivi::{KiviCache, KiviConfig};
+pub use spec::CacheSpec;
 
 #[cfg(test)]
 mod tests {
