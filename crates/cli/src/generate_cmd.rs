@@ -3,12 +3,14 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use clap::{Args, ValueEnum};
 use tensorpress::compress::{load_llama_kernels, KernelReport};
+use tensorpress::kvcache::CacheSpec;
 use tensorpress::models::linear::KernelActivations;
-use tensorpress::models::llama::{generate, LlamaModel, Sampling};
+use tensorpress::models::llama::{generate_with, DecodeCache, LlamaModel, Sampling};
 use tensorpress::models::tokenizer::TextTokenizer;
 use tensorpress::models::weights::LoadOptions;
 
@@ -72,6 +74,10 @@ pub struct GenerateArgs {
     /// kernels; others stay f32).
     #[arg(long, value_enum, default_value_t = KernelMode::F32)]
     kernels: KernelMode,
+    /// Keep the keys and values in a compressed cache: `f16`, `int8`,
+    /// `kivi-2`, `kivi-4`, `kivi-BITS-gGROUP-rRESIDUAL` (default: f32).
+    #[arg(long, value_name = "SPEC", value_parser = |s: &str| s.parse::<CacheSpec>())]
+    kv_cache: Option<CacheSpec>,
     /// Print the result as JSON on stdout instead of streaming the text.
     #[arg(long)]
     json: bool,
@@ -165,8 +171,15 @@ pub fn run(args: GenerateArgs) -> CliResult {
     let mut new_tokens = Vec::new();
     let mut printed = 0usize;
     let mut stdout = std::io::stdout().lock();
-    let generation = generate(
+    let cache = match args.kv_cache {
+        Some(spec) => {
+            DecodeCache::compressed(Arc::new(move |heads, head_dim| spec.build(heads, head_dim)))
+        }
+        None => DecodeCache::new(),
+    };
+    let generation = generate_with(
         &model,
+        cache,
         &tokens,
         args.max_tokens,
         sampling,
@@ -194,6 +207,7 @@ pub fn run(args: GenerateArgs) -> CliResult {
         let v = serde_json::json!({
             "model": args.model,
             "prompt_tokens": generation.prompt_tokens,
+            "kv_cache": args.kv_cache.map(|c| c.to_string()),
             "tokens": generation.tokens,
             "text": text,
             "stopped": generation.stopped,

@@ -195,9 +195,35 @@ pub fn generate(
     stop: &[u32],
     on_token: &mut dyn FnMut(u32) -> bool,
 ) -> Result<Generation> {
+    generate_with(
+        model,
+        DecodeCache::new(),
+        prompt,
+        max_tokens,
+        sampling,
+        stop,
+        on_token,
+    )
+}
+
+/// [`generate`] with the keys and values kept in `cache` (an empty
+/// [`DecodeCache::compressed`] for a KIVI or int8 cache; tokens already in it
+/// are the context the prompt continues).
+///
+/// # Errors
+/// As [`generate`].
+pub fn generate_with(
+    model: &LlamaModel,
+    mut cache: DecodeCache,
+    prompt: &[u32],
+    max_tokens: usize,
+    sampling: Sampling,
+    stop: &[u32],
+    on_token: &mut dyn FnMut(u32) -> bool,
+) -> Result<Generation> {
     let mut sampler = Sampler::new(sampling)?;
     let context = model.params().max_position_embeddings;
-    if prompt.is_empty() || prompt.len() + max_tokens > context {
+    if prompt.is_empty() || cache.len() + prompt.len() + max_tokens > context {
         return Err(Error::Config {
             field: "prompt",
             reason: format!(
@@ -217,7 +243,6 @@ pub fn generate(
     if max_tokens == 0 {
         return Ok(out);
     }
-    let mut cache = DecodeCache::new();
     let start = Instant::now();
     let mut logits = model.decode(&mut cache, prompt)?;
     out.prompt_seconds = start.elapsed().as_secs_f64();

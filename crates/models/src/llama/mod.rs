@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 pub use cache::{CacheFactory, DecodeCache};
 pub use config::{LlamaParams, RopeLayout};
-pub use generate::{generate, Generation, Sampler, Sampling};
+pub use generate::{generate, generate_with, Generation, Sampler, Sampling};
 pub use hook::FfnHook;
 pub use model::{BlockNorm, LlamaBlock, LlamaModel};
 pub use names::{gguf_tensor_to_hf, hf_module_to_gguf, Naming};
