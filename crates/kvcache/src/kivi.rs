@@ -170,7 +170,12 @@ impl Groups {
     }
 }
 
-/// A KIVI cache (see the [module docs](self)).
+/// A KIVI cache (Liu et al., ICML 2024, arXiv:2402.02750): keys quantized
+/// per channel over groups of `G` tokens once `R` of them have collected in
+/// an f32 buffer, values per token over groups of `G` channels once they
+/// leave a window of the last `R` tokens; asymmetric, f16 scale and minimum
+/// per group, codes packed `8 / bits` per byte ([`KiviConfig`]). Nothing is
+/// quantized twice, and how tokens are split across appends does not matter.
 ///
 /// ```
 /// use tensorpress_kvcache::{F32Cache, KiviCache, KiviConfig, KvCache};

@@ -82,9 +82,10 @@ fn grow(old: Option<&Tensor>, like: &Tensor, len: usize, capacity: usize) -> Res
     Ok(buf)
 }
 
-/// Keys and values of the tokens decoded so far ([`LlamaModel::decode`]),
-/// in f32: the reference the compressed caches of `tensorpress-kvcache` are
-/// measured against.
+/// Keys and values of the tokens decoded so far
+/// ([`LlamaModel::decode`](super::LlamaModel::decode)), in f32 (the
+/// reference) or in compressed caches of `tensorpress-kvcache`
+/// ([`DecodeCache::compressed`]).
 #[derive(Clone, Default)]
 pub struct DecodeCache {
     pub(crate) blocks: Vec<BlockCache>,
