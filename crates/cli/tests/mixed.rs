@@ -1,6 +1,8 @@
-//! `tensorpress compress --target-bpw` on SmolLM2 (the test GGUF), with a
-//! small calibration so it runs in CI: the plan, the report, the checkpoint
-//! with one config group per scheme, and the errors.
+//! `tensorpress compress --target-bpw` on SmolLM2 (the test GGUF), with RTN
+//! candidates and a small calibration so it runs in CI: the plan, the report,
+//! the checkpoint with one config group per scheme, and the errors. (GPTQ
+//! candidates go through the same path; the facade's tests/it/mixed.rs
+//! profiles them.)
 
 use std::process::{Command, Output};
 
@@ -34,7 +36,7 @@ fn target_bpw_writes_a_plan_a_report_and_a_mixed_checkpoint() {
         "--target-bpw",
         "3.6",
         "--candidates",
-        "gptq-w3-g64,gptq-w4-g64",
+        "rtn-w3-g64,rtn-w4-g64",
         "--calib",
         &calib_s,
         "--calib-windows",
@@ -112,7 +114,7 @@ fn target_bpw_refuses_what_it_cannot_do() {
     };
     // No calibration text.
     assert!(fails(&["--target-bpw", "3.5"]).contains("--calib"));
-    // (An infeasible budget is refused after profiling: tests/mixed.rs in the facade.)
+    // (An infeasible budget is refused after profiling: tests/it/mixed.rs in the facade.)
     // An unknown measure.
     let e = fails(&[
         "--target-bpw",

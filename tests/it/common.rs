@@ -1,6 +1,5 @@
 //! Shared fixtures of the facade's integration tests: a small random Llama
 //! and calibration windows for it.
-#![allow(dead_code)]
 
 use tensorpress::models::llama::{LlamaModel, LlamaParams, Naming, RopeLayout};
 use tensorpress::models::weights::{LoadOptions, MemoryWeights};

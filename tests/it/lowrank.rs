@@ -15,8 +15,7 @@ use tensorpress::lowrank::BitStackConfig;
 use tensorpress::models::llama::LlamaModel;
 use tensorpress::quant::{QuantSpec, Rtn};
 
-mod common;
-use common::{max_gap, model, windows, write_hf_folder};
+use crate::common::{max_gap, model, windows, write_hf_folder};
 
 fn rtn_w2(compensation: Option<Compensation>) -> (LlamaModel, CompressReport) {
     let mut m = model();

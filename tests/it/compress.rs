@@ -14,8 +14,7 @@ use tensorpress::quant::ggml::{GgmlRtn, GgmlType};
 use tensorpress::quant::{Gptq, QuantSpec, Rtn};
 use tensorpress::Error;
 
-mod common;
-use common::{max_gap, model, params, windows};
+use crate::common::{max_gap, model, params, windows};
 
 #[test]
 fn rtn_quantizes_every_target_and_swaps_in_the_dequantized_weight() {
