@@ -44,6 +44,25 @@ pub trait KvCache: Send + Sync + std::fmt::Debug {
     /// A boxed copy (caches are cloned with the decoding state that holds
     /// them).
     fn clone_box(&self) -> Box<dyn KvCache>;
+
+    /// Whether [`end_step`](Self::end_step) wants the attention
+    /// probabilities (eviction policies that score tokens by attention).
+    fn wants_attention(&self) -> bool {
+        false
+    }
+
+    /// Ends a step: the runner has appended the step's keys and values and
+    /// attended to [`keys`](Self::keys) and [`values`](Self::values). When
+    /// [`wants_attention`](Self::wants_attention), `attention` holds the
+    /// probabilities `[query_heads, new_tokens, len]` (query head `q` reads
+    /// KV head `q / (query_heads / heads)`). Caches with a budget evict here.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for probabilities of the wrong shape.
+    fn end_step(&mut self, attention: Option<ArrayView3<'_, f32>>) -> Result<()> {
+        let _ = attention;
+        Ok(())
+    }
 }
 
 /// Validates an append against `[_, heads, head_dim]`; returns the token count.

@@ -2,8 +2,9 @@
 //! `[tokens, heads, head_dim]`, with an exact f32 cache, an f16 cache, a
 //! per-token, per-head symmetric int8 cache and KIVI's 2/4-bit cache (keys per
 //! channel, values per token, a full-precision residual window; see
-//! [`KiviCache`]). Later work adds KVQuant, GEAR, ZipCache, eviction and
-//! merging policies, and attention over compressed storage.
+//! [`KiviCache`]), and token eviction under a budget (StreamingLLM, H2O,
+//! SnapKV: [`EvictingCache`]). Later work adds KVQuant, GEAR, ZipCache, EMS
+//! and merging, and attention over compressed storage.
 //!
 //! # Quick start
 //!
@@ -33,6 +34,7 @@
 
 mod cache;
 mod error;
+mod evict;
 mod float;
 mod int8;
 mod kivi;
@@ -40,6 +42,7 @@ mod spec;
 
 pub use cache::KvCache;
 pub use error::{Error, Result};
+pub use evict::{Budget, EvictingCache, Eviction};
 pub use float::{F16Cache, F32Cache};
 pub use int8::Int8Cache;
 pub use kivi::{KiviCache, KiviConfig};

@@ -1,10 +1,14 @@
 //! Cache specifications as text (`f32`, `f16`, `int8`, `kivi-2`,
-//! `kivi-4-g32-r128`), for command lines and configuration files.
+//! `kivi-4-g32-r128`, `h2o-p50`, `snapkv-n512-w32-k7`, `streaming-p25-s4`),
+//! for command lines and configuration files.
 
 use std::fmt;
 use std::str::FromStr;
 
-use crate::{Error, F16Cache, F32Cache, Int8Cache, KiviCache, KiviConfig, KvCache, Result};
+use crate::{
+    Budget, Error, EvictingCache, Eviction, F16Cache, F32Cache, Int8Cache, KiviCache, KiviConfig,
+    KvCache, Result,
+};
 
 /// Which cache to build.
 ///
@@ -19,9 +23,17 @@ use crate::{Error, F16Cache, F32Cache, Int8Cache, KiviCache, KiviConfig, KvCache
 /// // The settings are checked against the head dimension when building.
 /// assert!("kivi-2-g48".parse::<CacheSpec>()?.build(3, 64).is_err());
 /// assert!("kivi-3".parse::<CacheSpec>().is_err());
+///
+/// // Eviction: a budget of p<percent of the tokens seen> or n<tokens>.
+/// let h2o: CacheSpec = "h2o-p50".parse()?;
+/// assert_eq!(h2o.to_string(), "h2o-p50-r50");
+/// assert_eq!("snapkv-n512".parse::<CacheSpec>()?.to_string(), "snapkv-n512-w32-k7");
+/// assert_eq!("streaming-p25".parse::<CacheSpec>()?.to_string(), "streaming-p25-s4");
+/// assert!("h2o".parse::<CacheSpec>().is_err()); // no budget
+/// assert!("h2o-p150".parse::<CacheSpec>().is_err());
 /// # Ok::<(), tensorpress_kvcache::Error>(())
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum CacheSpec {
     /// [`F32Cache`].
     F32,
@@ -31,6 +43,13 @@ pub enum CacheSpec {
     Int8,
     /// [`KiviCache`].
     Kivi(KiviConfig),
+    /// [`EvictingCache`].
+    Evict {
+        /// Which tokens to keep.
+        policy: Eviction,
+        /// How many.
+        budget: Budget,
+    },
 }
 
 impl CacheSpec {
@@ -44,6 +63,9 @@ impl CacheSpec {
             CacheSpec::F16 => Box::new(F16Cache::new(heads, head_dim)),
             CacheSpec::Int8 => Box::new(Int8Cache::new(heads, head_dim)),
             CacheSpec::Kivi(c) => Box::new(KiviCache::new(heads, head_dim, *c)?),
+            CacheSpec::Evict { policy, budget } => {
+                Box::new(EvictingCache::new(heads, head_dim, *policy, *budget)?)
+            }
         })
     }
 }
@@ -63,9 +85,16 @@ impl FromStr for CacheSpec {
             "int8" => return Ok(CacheSpec::Int8),
             _ => {}
         }
+        for name in ["streaming-", "h2o-", "snapkv-"] {
+            if let Some(rest) = lower.strip_prefix(name) {
+                return parse_eviction(s, name, rest);
+            }
+        }
         let rest = lower.strip_prefix("kivi-").ok_or_else(|| {
             bad(format!(
-                "`{s}`: expected f32, f16, int8 or kivi-BITS[-gGROUP][-rRESIDUAL], e.g. kivi-2-g32-r128"
+                "`{s}`: expected f32, f16, int8, kivi-BITS[-gGROUP][-rRESIDUAL] (e.g. \
+                 kivi-2-g32-r128), or streaming|h2o|snapkv with a budget pPERCENT or nTOKENS \
+                 (e.g. h2o-p50)"
             ))
         })?;
         let mut parts = rest.split('-');
@@ -96,6 +125,63 @@ impl FromStr for CacheSpec {
     }
 }
 
+/// `streaming-…`, `h2o-…`, `snapkv-…` after the name: the budget first
+/// (`pPERCENT` or `nTOKENS`), then the policy's options.
+fn parse_eviction(s: &str, name: &str, rest: &str) -> Result<CacheSpec> {
+    let bad = |reason: String| Error::Config {
+        field: "cache spec",
+        reason: format!("`{s}`: {reason}"),
+    };
+    let mut parts = rest.split('-');
+    let budget = match parts.next().unwrap_or("") {
+        b if b.starts_with('p') => Budget::Ratio(
+            b[1..]
+                .parse::<f32>()
+                .map_err(|_| bad(format!("`{b}` is not a percentage")))?
+                / 100.0,
+        ),
+        b if b.starts_with('n') => Budget::Tokens(
+            b[1..]
+                .parse()
+                .map_err(|_| bad(format!("`{b}` is not a token count")))?,
+        ),
+        b => {
+            return Err(bad(format!(
+                "`{b}`: give the budget first, as pPERCENT (of the tokens seen) or nTOKENS, \
+                 e.g. {name}p50"
+            )))
+        }
+    };
+    let mut policy = match name {
+        "streaming-" => Eviction::streaming_llm(),
+        "h2o-" => Eviction::h2o(),
+        _ => Eviction::snapkv(),
+    };
+    for p in parts {
+        let (key, value) = p.split_at(p.chars().next().map_or(0, char::len_utf8));
+        let number = || -> Result<usize> {
+            value
+                .parse()
+                .map_err(|_| bad(format!("`{p}` is not a number after its letter")))
+        };
+        match (&mut policy, key) {
+            (Eviction::StreamingLlm { sinks }, "s") => *sinks = number()?,
+            (Eviction::H2o { recent }, "r") => *recent = number()? as f32 / 100.0,
+            (Eviction::SnapKv { window, .. }, "w") => *window = number()?,
+            (Eviction::SnapKv { kernel, .. }, "k") => *kernel = number()?,
+            _ => {
+                return Err(bad(format!(
+                    "unknown part `{p}` (streaming: sSINKS; h2o: rRECENT_PERCENT; snapkv: \
+                     wWINDOW, kKERNEL)"
+                )))
+            }
+        }
+    }
+    // The settings are checked here so a bad spec fails on the command line.
+    EvictingCache::new(1, 1, policy, budget)?;
+    Ok(CacheSpec::Evict { policy, budget })
+}
+
 impl fmt::Display for CacheSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -103,6 +189,21 @@ impl fmt::Display for CacheSpec {
             CacheSpec::F16 => write!(f, "f16"),
             CacheSpec::Int8 => write!(f, "int8"),
             CacheSpec::Kivi(c) => write!(f, "kivi-{}-g{}-r{}", c.bits, c.group, c.residual),
+            CacheSpec::Evict { policy, budget } => {
+                let budget = match budget {
+                    Budget::Tokens(n) => format!("n{n}"),
+                    Budget::Ratio(r) => format!("p{}", r * 100.0),
+                };
+                match policy {
+                    Eviction::StreamingLlm { sinks } => write!(f, "streaming-{budget}-s{sinks}"),
+                    Eviction::H2o { recent } => {
+                        write!(f, "h2o-{budget}-r{}", (recent * 100.0).round())
+                    }
+                    Eviction::SnapKv { window, kernel } => {
+                        write!(f, "snapkv-{budget}-w{window}-k{kernel}")
+                    }
+                }
+            }
         }
     }
 }

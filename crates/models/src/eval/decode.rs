@@ -162,4 +162,44 @@ mod tests {
         assert!(l8.bytes_per_token() < 128.0);
         assert!(DecodeStyle::new(&model, 0, &k8).is_err());
     }
+
+    #[test]
+    fn evicting_caches_keep_their_budget_and_match_the_full_cache_at_100_percent() {
+        use tensorpress_kvcache::CacheSpec;
+        let model = tiny_model();
+        let tokens: Vec<u32> = (0..192).map(|i| (i * 7 + i / 5) % 40).collect();
+        let config = PerplexityConfig::with_ctx(48);
+        let run = |lm: &dyn CausalLm| perplexity(lm, &tokens, &config, &mut |_, _| {}).unwrap();
+        let full = run(&model).perplexity;
+        for spec in ["h2o-p100", "snapkv-p100-w4-k3", "streaming-n48"] {
+            let spec: CacheSpec = spec.parse().unwrap();
+            let new_cache = move || DecodeCache::compressed(Arc::new(move |h, d| spec.build(h, d)));
+            let lm = DecodeStyle::new(&model, 8, &new_cache).unwrap();
+            let p = run(&lm).perplexity;
+            assert!((p / full - 1.0).abs() < 1e-4, "{spec}: {p} vs {full}");
+        }
+        for spec in ["h2o-p50", "snapkv-p50-w4-k3", "streaming-p50-s2", "h2o-n12"] {
+            let spec: CacheSpec = spec.parse().unwrap();
+            let new_cache = move || DecodeCache::compressed(Arc::new(move |h, d| spec.build(h, d)));
+            let lm = DecodeStyle::new(&model, 8, &new_cache).unwrap();
+            let p = run(&lm).perplexity;
+            assert!(
+                p.is_finite() && (p / full - 1.0).abs() > 1e-6,
+                "{spec}: {p} vs {full}"
+            );
+            // Full cache: 256 bytes per token; half the tokens kept at the
+            // end of a window (the n12 budget keeps 12 of 47).
+            let kept = if spec.to_string().contains("n12") {
+                12.0
+            } else {
+                24.0
+            };
+            let expect = kept * 256.0 / 47.0;
+            assert!(
+                (lm.bytes_per_token() / expect - 1.0).abs() < 1e-9,
+                "{spec}: {}",
+                lm.bytes_per_token()
+            );
+        }
+    }
 }

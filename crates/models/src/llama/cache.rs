@@ -22,7 +22,7 @@ use crate::{Error, Result};
 pub(crate) struct BlockCache {
     k: Option<Tensor>,
     v: Option<Tensor>,
-    len: usize,
+    pub(crate) len: usize,
     compressed: Option<Box<dyn KvCache>>,
     /// Whether the buffers are this cache's own; a clone shares them (as a
     /// view of the filled part) until its first append copies them.
@@ -68,6 +68,29 @@ impl BlockCache {
         vb.slice_set(&v.contiguous()?, 2, self.len)?;
         self.len = need;
         Ok((kb.narrow(2, 0, need)?, vb.narrow(2, 0, need)?))
+    }
+}
+
+impl BlockCache {
+    /// Ends a step after attention: a compressed cache that scores tokens by
+    /// attention gets `probs` (`[1, kv_heads, groups·t, n]`, read as
+    /// `[query_heads, t, n]`) and may evict.
+    pub(crate) fn end_step(&mut self, probs: &Tensor, shape: (usize, usize, usize)) -> Result<()> {
+        let Some(c) = self.compressed.as_mut() else {
+            return Ok(());
+        };
+        if c.wants_attention() {
+            let data = probs.flatten_all()?.to_vec1::<f32>()?;
+            let probs = Array3::from_shape_vec(shape, data).map_err(|e| Error::Config {
+                field: "kv cache",
+                reason: e.to_string(),
+            })?;
+            c.end_step(Some(probs.view()))?;
+        } else {
+            c.end_step(None)?;
+        }
+        self.len = c.len();
+        Ok(())
     }
 }
 

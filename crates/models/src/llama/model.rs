@@ -652,9 +652,21 @@ impl LlamaModel {
         let v = v.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
         let q = (self.rope(&q, pos, t)? * (1.0 / (hd as f64).sqrt()))?;
         let k = self.rope(&k, pos, t)?;
-        let (k, v) = match cache {
+        let mut cache = cache;
+        let (k, v) = match cache.as_deref_mut() {
             Some(c) => c.append(&k, &v)?,
             None => (k, v),
+        };
+        // An evicting cache holds fewer tokens than the positions seen: the
+        // old ones are all visible, the new ones causal among themselves.
+        let n = k.dim(2)?;
+        let rebuilt;
+        let mask = match mask {
+            Some(m) if m.dim(1)? != n => {
+                rebuilt = self.causal_mask(t, n - t)?;
+                Some(&rebuilt)
+            }
+            m => m,
         };
         // Query heads h = kv·groups + g share key/value head kv: fold the groups
         // into the row dimension so one matmul per kv head does them all.
@@ -675,6 +687,9 @@ impl LlamaModel {
         } else {
             candle_nn::ops::softmax_last_dim(&scores)?
         };
+        if let Some(c) = cache {
+            c.end_step(&probs, (nh, t, n))?;
+        }
         let attn = probs
             .matmul(&v)?
             .reshape((b, nh, t, hd))?

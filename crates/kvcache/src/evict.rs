@@ -1,0 +1,591 @@
+//! Token eviction under a budget: StreamingLLM, H2O and SnapKV.
+//!
+//! - StreamingLLM (Xiao, Tian, Chen, Han, Lewis, *Efficient Streaming
+//!   Language Models with Attention Sinks*, ICLR 2024, arXiv:2309.17453):
+//!   keep the first `sinks` tokens (the attention sinks) and the most recent
+//!   ones.
+//! - H2O (Zhang, Sheng, Zhou, Chen, Zheng, Cai, Song, Tian, Ré, Barrett,
+//!   Wang, Chen, *H2O: Heavy-Hitter Oracle for Efficient Generative
+//!   Inference of Large Language Models*, NeurIPS 2023, arXiv:2306.14048):
+//!   each token's attention received, accumulated over every query so far;
+//!   keep the most recent tokens (half the budget by default) and the heavy
+//!   hitters, the highest accumulated scores among the rest.
+//! - SnapKV (Li, Huang, Yang, Venkitesh, Locatelli, Ye, Cai, Lewis, Chen,
+//!   *SnapKV: LLM Knows What You are Looking for Before Generation*, 2024,
+//!   arXiv:2404.14469): the last `window` queries (the observation window)
+//!   vote with their attention, the votes are max-pooled over neighbouring
+//!   positions (kernel `k`, so clusters of tokens survive together), and the
+//!   top-voted tokens are kept with the window itself. The paper compresses
+//!   the prompt once after prefill; here the vote runs at every step over
+//!   the last `window` queries seen (a rolling window), so a long text
+//!   decoded in chunks stays within the budget throughout.
+//!
+//! Each KV head chooses its own tokens (the papers select per head); every
+//! head keeps the same number, so the cache still reads back as `[len,
+//! heads, head_dim]`, with each head's tokens in their original order and the
+//! newest tokens last. With grouped-query attention a KV head's score sums
+//! the attention of the query heads that share it.
+//!
+//! The cache learns attention through [`KvCache::end_step`]: the runner
+//! appends a step's keys and values, attends, hands the probabilities back,
+//! and the cache then evicts down to its budget. Between steps the cache
+//! never holds more than its budget; during a step it also holds the new
+//! tokens (which the step's queries must see). Keys are stored after RoPE,
+//! so kept tokens keep their original positions (new tokens continue from
+//! the number of tokens seen, not the number kept).
+
+use ndarray::{Array3, ArrayView3};
+
+use crate::cache::{check_append, KvCache};
+use crate::{Error, Result};
+
+/// How many tokens a cache may keep.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Budget {
+    /// At most this many tokens.
+    Tokens(usize),
+    /// At most `ceil(ratio · seen)` tokens, `seen` the tokens appended so far
+    /// (a 50 % budget keeps half of the context at every step).
+    Ratio(f32),
+}
+
+impl Budget {
+    /// Tokens allowed after `seen` tokens.
+    pub fn allowed(&self, seen: usize) -> usize {
+        match *self {
+            Budget::Tokens(n) => n,
+            Budget::Ratio(r) => ((r as f64) * seen as f64).ceil() as usize,
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        let ok = match *self {
+            Budget::Tokens(n) => n > 0,
+            Budget::Ratio(r) => r > 0.0 && r <= 1.0,
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::Config {
+                field: "budget",
+                reason: format!("{self:?}: give a positive number of tokens or a ratio in (0, 1]"),
+            })
+        }
+    }
+}
+
+/// Which tokens to keep.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Eviction {
+    /// StreamingLLM: `sinks` first tokens plus the most recent.
+    StreamingLlm {
+        /// Attention-sink tokens kept from the start (the paper uses 4).
+        sinks: usize,
+    },
+    /// H2O: recent tokens plus heavy hitters by accumulated attention.
+    H2o {
+        /// Share of the budget given to the most recent tokens (the paper
+        /// splits evenly: 0.5).
+        recent: f32,
+    },
+    /// SnapKV: the observation window's pooled votes.
+    SnapKv {
+        /// Queries in the observation window (the paper: 32).
+        window: usize,
+        /// Max-pooling kernel over positions (odd; the paper: 7).
+        kernel: usize,
+    },
+}
+
+impl Eviction {
+    /// StreamingLLM with the paper's 4 sinks.
+    pub fn streaming_llm() -> Self {
+        Eviction::StreamingLlm { sinks: 4 }
+    }
+
+    /// H2O with half the budget for recent tokens.
+    pub fn h2o() -> Self {
+        Eviction::H2o { recent: 0.5 }
+    }
+
+    /// SnapKV with a 32-query window and a 7-wide pooling kernel.
+    pub fn snapkv() -> Self {
+        Eviction::SnapKv {
+            window: 32,
+            kernel: 7,
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        let bad = |field, reason: String| Err(Error::Config { field, reason });
+        match *self {
+            Eviction::StreamingLlm { .. } => Ok(()),
+            Eviction::H2o { recent } if !(0.0..=1.0).contains(&recent) => bad(
+                "recent",
+                format!("H2O's recent share {recent} must lie in [0, 1]"),
+            ),
+            Eviction::SnapKv { window, .. } if window == 0 => bad(
+                "window",
+                "SnapKV needs an observation window of at least one query".into(),
+            ),
+            Eviction::SnapKv { kernel, .. } if kernel == 0 || kernel.is_multiple_of(2) => bad(
+                "kernel",
+                format!("SnapKV's pooling kernel {kernel} must be odd"),
+            ),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// One head's kept tokens.
+#[derive(Debug, Clone, Default)]
+struct Head {
+    keys: Vec<f32>,
+    values: Vec<f32>,
+    /// Position of each kept token (its index among the tokens seen).
+    pos: Vec<usize>,
+    /// H2O: accumulated attention of each kept token.
+    score: Vec<f32>,
+    /// SnapKV: the attention rows of the last `window` queries over the kept
+    /// tokens (oldest first), each as long as `pos`.
+    votes: Vec<Vec<f32>>,
+}
+
+/// A full-precision (f32) cache that evicts tokens to stay within a
+/// [`Budget`], choosing them by an [`Eviction`] policy.
+///
+/// ```
+/// use ndarray::Array3;
+/// use tensorpress_kvcache::{Budget, EvictingCache, Eviction, KvCache};
+///
+/// let mut cache = EvictingCache::new(2, 8, Eviction::streaming_llm(), Budget::Tokens(6))?;
+/// for _ in 0..5 {
+///     let kv = Array3::<f32>::ones((3, 2, 8));
+///     cache.append(kv.view(), kv.view())?;
+///     cache.end_step(None)?;
+///     assert!(cache.len() <= 6);
+/// }
+/// // The 4 sinks and the 2 newest of the 15 tokens seen.
+/// assert_eq!(cache.positions(0), [0, 1, 2, 3, 13, 14]);
+/// # Ok::<(), tensorpress_kvcache::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct EvictingCache {
+    heads: Vec<Head>,
+    head_dim: usize,
+    policy: Eviction,
+    budget: Budget,
+    seen: usize,
+    /// Tokens appended in the current step (not yet ended).
+    pending: usize,
+}
+
+impl EvictingCache {
+    /// An empty cache for `heads` heads of `head_dim`.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a zero budget, a ratio outside (0, 1], an H2O
+    /// recent share outside [0, 1], an empty SnapKV window or an even kernel.
+    pub fn new(heads: usize, head_dim: usize, policy: Eviction, budget: Budget) -> Result<Self> {
+        budget.validate()?;
+        policy.validate()?;
+        Ok(EvictingCache {
+            heads: vec![Head::default(); heads],
+            head_dim,
+            policy,
+            budget,
+            seen: 0,
+            pending: 0,
+        })
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> Eviction {
+        self.policy
+    }
+
+    /// The budget.
+    pub fn budget(&self) -> Budget {
+        self.budget
+    }
+
+    /// Tokens appended since the cache was created or cleared.
+    pub fn seen(&self) -> usize {
+        self.seen
+    }
+
+    /// Positions (indices among the tokens seen) that head `head` keeps, in order.
+    ///
+    /// # Panics
+    /// If `head` is not below [`KvCache::heads`].
+    pub fn positions(&self, head: usize) -> &[usize] {
+        &self.heads[head].pos
+    }
+
+    fn read(&self, pick: impl Fn(&Head) -> &Vec<f32>) -> Array3<f32> {
+        let (n, d) = (self.len(), self.head_dim);
+        Array3::from_shape_fn((n, self.heads.len(), d), |(t, h, i)| {
+            pick(&self.heads[h])[t * d + i]
+        })
+    }
+
+    /// Which kept tokens (indices into the head's lists) survive, keeping
+    /// `keep` of them, in order: the policy's most recent ones (StreamingLLM:
+    /// all but the sinks; H2O: its recent share; SnapKV: the observation
+    /// window; at least the newest token) and the best of the others.
+    fn select(&self, head: &Head, keep: usize) -> Vec<usize> {
+        let n = head.pos.len();
+        if keep >= n {
+            return (0..n).collect();
+        }
+        let recent = match self.policy {
+            Eviction::StreamingLlm { sinks } => keep - sinks.min(keep - 1),
+            Eviction::H2o { recent } => (recent as f64 * keep as f64).round() as usize,
+            Eviction::SnapKv { window, .. } => window.clamp(1, keep),
+        }
+        .min(keep);
+        let (old, keep_old) = (n - recent, keep - recent);
+        let mut chosen: Vec<usize> = match self.policy {
+            Eviction::StreamingLlm { .. } => (0..keep_old).collect(),
+            Eviction::H2o { .. } => top(&head.score[..old], keep_old),
+            Eviction::SnapKv { kernel, .. } => {
+                let mut vote = vec![0f32; old];
+                for row in &head.votes {
+                    for (v, r) in vote.iter_mut().zip(row) {
+                        *v += r;
+                    }
+                }
+                let half = kernel / 2;
+                let pooled: Vec<f32> = (0..old)
+                    .map(|i| {
+                        vote[i.saturating_sub(half)..(i + half + 1).min(old)]
+                            .iter()
+                            .fold(f32::NEG_INFINITY, |m, &v| m.max(v))
+                    })
+                    .collect();
+                top(&pooled, keep_old)
+            }
+        };
+        chosen.extend(old..n);
+        chosen.sort_unstable();
+        chosen
+    }
+
+    fn evict(&mut self) {
+        let keep = self.budget.allowed(self.seen);
+        let d = self.head_dim;
+        for h in 0..self.heads.len() {
+            if self.heads[h].pos.len() <= keep {
+                continue;
+            }
+            let chosen = self.select(&self.heads[h], keep);
+            let head = &mut self.heads[h];
+            let rows = |x: &[f32]| -> Vec<f32> {
+                chosen
+                    .iter()
+                    .flat_map(|&t| x[t * d..(t + 1) * d].iter().copied())
+                    .collect()
+            };
+            head.keys = rows(&head.keys);
+            head.values = rows(&head.values);
+            head.pos = chosen.iter().map(|&t| head.pos[t]).collect();
+            if !head.score.is_empty() {
+                head.score = chosen.iter().map(|&t| head.score[t]).collect();
+            }
+            for row in &mut head.votes {
+                *row = chosen.iter().map(|&t| row[t]).collect();
+            }
+        }
+    }
+}
+
+/// Indices of the `k` largest scores (ties: the later token, which is
+/// closer to the queries to come).
+fn top(scores: &[f32], k: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(b.cmp(&a)));
+    order.truncate(k);
+    order
+}
+
+impl KvCache for EvictingCache {
+    fn heads(&self) -> usize {
+        self.heads.len()
+    }
+
+    fn head_dim(&self) -> usize {
+        self.head_dim
+    }
+
+    fn len(&self) -> usize {
+        self.heads.first().map_or(0, |h| h.pos.len())
+    }
+
+    fn append(&mut self, keys: ArrayView3<'_, f32>, values: ArrayView3<'_, f32>) -> Result<()> {
+        let t = check_append(self.heads.len(), self.head_dim, &keys, &values)?;
+        if self.pending > 0 {
+            // The previous step was not ended (no attention came back):
+            // evict on what is known before taking more.
+            self.end_step(None)?;
+        }
+        for (h, head) in self.heads.iter_mut().enumerate() {
+            for i in 0..t {
+                head.keys.extend(keys.slice(ndarray::s![i, h, ..]).iter());
+                head.values
+                    .extend(values.slice(ndarray::s![i, h, ..]).iter());
+                head.pos.push(self.seen + i);
+                if matches!(self.policy, Eviction::H2o { .. }) {
+                    head.score.push(0.0);
+                }
+            }
+            for row in &mut head.votes {
+                row.resize(head.pos.len(), 0.0);
+            }
+        }
+        self.seen += t;
+        self.pending = t;
+        Ok(())
+    }
+
+    fn keys(&self) -> Array3<f32> {
+        self.read(|h| &h.keys)
+    }
+
+    fn values(&self) -> Array3<f32> {
+        self.read(|h| &h.values)
+    }
+
+    fn memory_bytes(&self) -> usize {
+        self.heads
+            .iter()
+            .map(|h| (h.keys.len() + h.values.len()) * 4)
+            .sum()
+    }
+
+    fn clear(&mut self) {
+        for h in &mut self.heads {
+            *h = Head::default();
+        }
+        self.seen = 0;
+        self.pending = 0;
+    }
+
+    fn clone_box(&self) -> Box<dyn KvCache> {
+        Box::new(self.clone())
+    }
+
+    fn wants_attention(&self) -> bool {
+        !matches!(self.policy, Eviction::StreamingLlm { .. })
+    }
+
+    fn end_step(&mut self, attention: Option<ArrayView3<'_, f32>>) -> Result<()> {
+        if let Some(p) = attention {
+            let (qh, t, n) = p.dim();
+            let heads = self.heads.len();
+            if qh == 0 || !qh.is_multiple_of(heads) || n != self.len() || t == 0 {
+                return Err(Error::Config {
+                    field: "attention",
+                    reason: format!(
+                        "probabilities of shape {:?}; expected [query heads (a multiple of \
+                         {heads}), new tokens, {}]",
+                        p.shape(),
+                        self.len()
+                    ),
+                });
+            }
+            let groups = qh / heads;
+            let window = match self.policy {
+                Eviction::SnapKv { window, .. } => window,
+                _ => 0,
+            };
+            for (h, head) in self.heads.iter_mut().enumerate() {
+                for q in 0..t {
+                    let mut row = vec![0f32; n];
+                    for g in 0..groups {
+                        for (r, &a) in
+                            row.iter_mut()
+                                .zip(p.slice(ndarray::s![h * groups + g, q, ..]))
+                        {
+                            *r += a;
+                        }
+                    }
+                    match self.policy {
+                        Eviction::H2o { .. } => {
+                            for (s, r) in head.score.iter_mut().zip(&row) {
+                                *s += r;
+                            }
+                        }
+                        Eviction::SnapKv { .. } => {
+                            if t - q <= window {
+                                head.votes.push(row);
+                            }
+                        }
+                        Eviction::StreamingLlm { .. } => {}
+                    }
+                }
+                if head.votes.len() > window {
+                    let extra = head.votes.len() - window;
+                    head.votes.drain(..extra);
+                }
+            }
+        }
+        self.evict();
+        self.pending = 0;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::Array3;
+    use proptest::prelude::*;
+    use tensorpress_tensor::SeededRng;
+
+    fn step(c: &mut EvictingCache, rng: &mut SeededRng, t: usize, attend: bool) {
+        let heads = c.heads();
+        let k = rng.array_normal((t, heads, c.head_dim()));
+        c.append(k.view(), k.view()).unwrap();
+        let probs = attend.then(|| {
+            let n = c.len();
+            let mut p = rng.array_uniform((2 * heads, t, n));
+            for mut row in p.rows_mut() {
+                let s = row.sum();
+                row /= s;
+            }
+            p
+        });
+        c.end_step(probs.as_ref().map(|p| p.view())).unwrap();
+    }
+
+    #[test]
+    fn h2o_keeps_heavy_hitters_and_recent_tokens() {
+        let mut c = EvictingCache::new(1, 2, Eviction::h2o(), Budget::Tokens(4)).unwrap();
+        let four = Array3::<f32>::zeros((4, 1, 2));
+        c.append(four.view(), four.view()).unwrap();
+        // One query that looks at token 1, less at token 2.
+        let mut p = Array3::<f32>::zeros((1, 1, 4));
+        p[[0, 0, 1]] = 0.7;
+        p[[0, 0, 2]] = 0.2;
+        p[[0, 0, 3]] = 0.1;
+        c.end_step(Some(p.view())).unwrap();
+        assert_eq!(c.positions(0), [0, 1, 2, 3]);
+        // Two more: back to 4, the 2 recent (4, 5) and the 2 heavy hitters.
+        let two = Array3::<f32>::zeros((2, 1, 2));
+        c.append(two.view(), two.view()).unwrap();
+        c.end_step(None).unwrap();
+        assert_eq!(c.positions(0), [1, 2, 4, 5]);
+    }
+
+    #[test]
+    fn snapkv_keeps_the_pooled_votes_of_the_window() {
+        let policy = Eviction::SnapKv {
+            window: 2,
+            kernel: 3,
+        };
+        let mut c = EvictingCache::new(1, 1, policy, Budget::Tokens(5)).unwrap();
+        let kv = Array3::<f32>::zeros((10, 1, 1));
+        c.append(kv.view(), kv.view()).unwrap();
+        let mut p = Array3::<f32>::zeros((1, 10, 10));
+        // The last two queries vote for token 3; an early query's vote for
+        // token 7 is outside the window.
+        p[[0, 9, 3]] = 1.0;
+        p[[0, 8, 3]] = 1.0;
+        p[[0, 0, 7]] = 5.0;
+        c.end_step(Some(p.view())).unwrap();
+        // The window (8, 9) and three old tokens: 3 and its pooled
+        // neighbours (kernel 3).
+        assert_eq!(c.positions(0), [2, 3, 4, 8, 9]);
+    }
+
+    #[test]
+    fn streaming_llm_keeps_sinks_and_a_recent_window() {
+        let mut c = EvictingCache::new(
+            1,
+            1,
+            Eviction::StreamingLlm { sinks: 2 },
+            Budget::Ratio(0.5),
+        )
+        .unwrap();
+        let mut rng = SeededRng::new(0);
+        for _ in 0..4 {
+            step(&mut c, &mut rng, 5, false);
+        }
+        assert_eq!(c.positions(0), [0, 1, 12, 13, 14, 15, 16, 17, 18, 19]);
+    }
+
+    #[test]
+    fn bad_settings_are_typed_errors() {
+        let e = |p, b| EvictingCache::new(2, 4, p, b).unwrap_err();
+        assert!(matches!(
+            e(Eviction::h2o(), Budget::Tokens(0)),
+            Error::Config {
+                field: "budget",
+                ..
+            }
+        ));
+        assert!(matches!(
+            e(Eviction::h2o(), Budget::Ratio(1.5)),
+            Error::Config {
+                field: "budget",
+                ..
+            }
+        ));
+        assert!(matches!(
+            e(Eviction::H2o { recent: -0.1 }, Budget::Ratio(0.5)),
+            Error::Config {
+                field: "recent",
+                ..
+            }
+        ));
+        assert!(matches!(
+            e(
+                Eviction::SnapKv {
+                    window: 4,
+                    kernel: 4
+                },
+                Budget::Ratio(0.5)
+            ),
+            Error::Config {
+                field: "kernel",
+                ..
+            }
+        ));
+        let mut c = EvictingCache::new(2, 4, Eviction::h2o(), Budget::Ratio(0.5)).unwrap();
+        let kv = Array3::<f32>::zeros((3, 2, 4));
+        c.append(kv.view(), kv.view()).unwrap();
+        let wrong = Array3::<f32>::zeros((3, 3, 3));
+        assert!(c.end_step(Some(wrong.view())).is_err());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        /// Between steps no cache holds more than its budget, whatever the
+        /// policy, budget and step sizes; heads keep equal counts, the newest
+        /// token always, and positions stay increasing.
+        #[test]
+        fn never_past_the_budget(
+            policy in 0usize..3,
+            ratio in proptest::option::of(0.05f32..1.0),
+            tokens in 1usize..40,
+            steps in proptest::collection::vec(1usize..20, 1..12),
+            attend in any::<bool>(),
+            seed in any::<u64>(),
+        ) {
+            let policy = [Eviction::streaming_llm(), Eviction::h2o(), Eviction::SnapKv { window: 5, kernel: 3 }][policy];
+            let budget = ratio.map_or(Budget::Tokens(tokens), Budget::Ratio);
+            let mut c = EvictingCache::new(2, 4, policy, budget).unwrap();
+            let mut rng = SeededRng::new(seed);
+            for &t in &steps {
+                step(&mut c, &mut rng, t, attend);
+                let allowed = budget.allowed(c.seen());
+                prop_assert!(c.len() <= allowed, "{} > {allowed} ({policy:?}, step {t})", c.len());
+                prop_assert_eq!(c.keys().dim().0, c.len());
+                prop_assert_eq!(c.positions(0).len(), c.positions(1).len());
+                prop_assert_eq!(*c.positions(1).last().unwrap(), c.seen() - 1);
+                prop_assert!(c.positions(0).windows(2).all(|w| w[0] < w[1]));
+                prop_assert_eq!(c.memory_bytes(), 2 * c.len() * 2 * 4 * 4);
+            }
+        }
+    }
+}
