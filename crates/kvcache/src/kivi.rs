@@ -104,18 +104,20 @@ impl KiviConfig {
 
 /// Codes of quantized groups with their f16 scale and minimum.
 #[derive(Debug, Clone, Default)]
-struct Groups {
+pub(crate) struct Groups {
     /// Packed codes, `8 / bits` per byte.
-    codes: Vec<u8>,
+    pub(crate) codes: Vec<u8>,
     /// Codes stored (the last byte may be partly used).
-    count: usize,
-    scales: Vec<f16>,
-    mins: Vec<f16>,
+    pub(crate) count: usize,
+    /// Scale of each group.
+    pub(crate) scales: Vec<f16>,
+    /// Minimum of each group.
+    pub(crate) mins: Vec<f16>,
 }
 
 impl Groups {
     /// Quantizes `x` (one group) and appends it.
-    fn push(&mut self, x: &[f32], bits: u8) {
+    pub(crate) fn push(&mut self, x: &[f32], bits: u8) {
         let levels = ((1u32 << bits) - 1) as f32;
         let (lo, hi) = x
             .iter()
@@ -157,15 +159,15 @@ impl Groups {
     }
 
     /// Dequantized code `i` of group `g`.
-    fn value(&self, i: usize, g: usize, bits: u8) -> f32 {
+    pub(crate) fn value(&self, i: usize, g: usize, bits: u8) -> f32 {
         f32::from(self.code(i, bits)) * self.scales[g].to_f32() + self.mins[g].to_f32()
     }
 
-    fn bytes(&self) -> usize {
+    pub(crate) fn bytes(&self) -> usize {
         self.codes.len() + 2 * (self.scales.len() + self.mins.len())
     }
 
-    fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         *self = Groups::default();
     }
 }

@@ -2,9 +2,10 @@
 //! `[tokens, heads, head_dim]`, with an exact f32 cache, an f16 cache, a
 //! per-token, per-head symmetric int8 cache and KIVI's 2/4-bit cache (keys per
 //! channel, values per token, a full-precision residual window; see
-//! [`KiviCache`]), and token eviction under a budget (StreamingLLM, H2O,
-//! SnapKV: [`EvictingCache`]). Later work adds KVQuant, GEAR, ZipCache, EMS
-//! and merging, and attention over compressed storage.
+//! [`KiviCache`]), GEAR's quantization plus low-rank error plus sparse
+//! outliers ([`GearCache`]), and token eviction under a budget
+//! (StreamingLLM, H2O, SnapKV: [`EvictingCache`]). Later work adds KVQuant,
+//! ZipCache, EMS and merging, and attention over compressed storage.
 //!
 //! # Quick start
 //!
@@ -36,6 +37,7 @@ mod cache;
 mod error;
 mod evict;
 mod float;
+mod gear;
 mod int8;
 mod kivi;
 mod spec;
@@ -44,6 +46,7 @@ pub use cache::KvCache;
 pub use error::{Error, Result};
 pub use evict::{Budget, EvictingCache, Eviction};
 pub use float::{F16Cache, F32Cache};
+pub use gear::{GearCache, GearConfig};
 pub use int8::Int8Cache;
 pub use kivi::{KiviCache, KiviConfig};
 pub use spec::CacheSpec;

@@ -6,8 +6,8 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::{
-    Budget, Error, EvictingCache, Eviction, F16Cache, F32Cache, Int8Cache, KiviCache, KiviConfig,
-    KvCache, Result,
+    Budget, Error, EvictingCache, Eviction, F16Cache, F32Cache, GearCache, GearConfig, Int8Cache,
+    KiviCache, KiviConfig, KvCache, Result,
 };
 
 /// Which cache to build.
@@ -30,6 +30,9 @@ use crate::{
 /// assert_eq!("snapkv-n512".parse::<CacheSpec>()?.to_string(), "snapkv-n512-w32-k7");
 /// assert_eq!("streaming-p25".parse::<CacheSpec>()?.to_string(), "streaming-p25-s4");
 /// assert!("h2o".parse::<CacheSpec>().is_err()); // no budget
+///
+/// // GEAR: bits, then group, buffer, rank and outlier percentage.
+/// assert_eq!("gear-2-r4".parse::<CacheSpec>()?.to_string(), "gear-2-g32-b128-r4-s0");
 /// assert!("h2o-p150".parse::<CacheSpec>().is_err());
 /// # Ok::<(), tensorpress_kvcache::Error>(())
 /// ```
@@ -43,6 +46,8 @@ pub enum CacheSpec {
     Int8,
     /// [`KiviCache`].
     Kivi(KiviConfig),
+    /// [`GearCache`].
+    Gear(GearConfig),
     /// [`EvictingCache`].
     Evict {
         /// Which tokens to keep.
@@ -63,6 +68,7 @@ impl CacheSpec {
             CacheSpec::F16 => Box::new(F16Cache::new(heads, head_dim)),
             CacheSpec::Int8 => Box::new(Int8Cache::new(heads, head_dim)),
             CacheSpec::Kivi(c) => Box::new(KiviCache::new(heads, head_dim, *c)?),
+            CacheSpec::Gear(c) => Box::new(GearCache::new(heads, head_dim, *c)?),
             CacheSpec::Evict { policy, budget } => {
                 Box::new(EvictingCache::new(heads, head_dim, *policy, *budget)?)
             }
@@ -85,6 +91,9 @@ impl FromStr for CacheSpec {
             "int8" => return Ok(CacheSpec::Int8),
             _ => {}
         }
+        if let Some(rest) = lower.strip_prefix("gear-") {
+            return parse_gear(s, rest);
+        }
         for name in ["streaming-", "h2o-", "snapkv-"] {
             if let Some(rest) = lower.strip_prefix(name) {
                 return parse_eviction(s, name, rest);
@@ -93,7 +102,8 @@ impl FromStr for CacheSpec {
         let rest = lower.strip_prefix("kivi-").ok_or_else(|| {
             bad(format!(
                 "`{s}`: expected f32, f16, int8, kivi-BITS[-gGROUP][-rRESIDUAL] (e.g. \
-                 kivi-2-g32-r128), or streaming|h2o|snapkv with a budget pPERCENT or nTOKENS \
+                 kivi-2-g32-r128), gear-BITS[-gGROUP][-bBUFFER][-rRANK][-sOUTLIER_PERCENT], \
+                 or streaming|h2o|snapkv with a budget pPERCENT or nTOKENS \
                  (e.g. h2o-p50)"
             ))
         })?;
@@ -123,6 +133,43 @@ impl FromStr for CacheSpec {
         }
         Ok(CacheSpec::Kivi(config))
     }
+}
+
+/// `gear-BITS[-gGROUP][-bBUFFER][-rRANK][-sOUTLIER_PERCENT]` after `gear-`.
+fn parse_gear(s: &str, rest: &str) -> Result<CacheSpec> {
+    let bad = |reason: String| Error::Config {
+        field: "cache spec",
+        reason: format!("`{s}`: {reason}"),
+    };
+    let mut parts = rest.split('-');
+    let bits: u8 = parts
+        .next()
+        .and_then(|b| b.parse().ok())
+        .ok_or_else(|| bad("GEAR needs its bits, e.g. gear-2".into()))?;
+    let mut config = GearConfig::new(bits);
+    for p in parts {
+        let (key, value) = p.split_at(p.chars().next().map_or(0, char::len_utf8));
+        let number = || -> Result<f32> {
+            value
+                .parse()
+                .map_err(|_| bad(format!("`{p}` is not a number after its letter")))
+        };
+        match key {
+            "g" => config.group = number()? as usize,
+            "b" => config.buffer = number()? as usize,
+            "r" => config.rank = number()? as usize,
+            "s" => config.outliers = number()? / 100.0,
+            _ => {
+                return Err(bad(format!(
+                    "unknown part `{p}` (gGROUP, bBUFFER, rRANK, sOUTLIER_PERCENT)"
+                )))
+            }
+        }
+    }
+    if !matches!(bits, 2 | 4 | 8) {
+        return Err(bad("GEAR codes are 2, 4 or 8 bits".into()));
+    }
+    Ok(CacheSpec::Gear(config))
 }
 
 /// `streaming-…`, `h2o-…`, `snapkv-…` after the name: the budget first
@@ -189,6 +236,15 @@ impl fmt::Display for CacheSpec {
             CacheSpec::F16 => write!(f, "f16"),
             CacheSpec::Int8 => write!(f, "int8"),
             CacheSpec::Kivi(c) => write!(f, "kivi-{}-g{}-r{}", c.bits, c.group, c.residual),
+            CacheSpec::Gear(c) => write!(
+                f,
+                "gear-{}-g{}-b{}-r{}-s{}",
+                c.bits,
+                c.group,
+                c.buffer,
+                c.rank,
+                c.outliers * 100.0
+            ),
             CacheSpec::Evict { policy, budget } => {
                 let budget = match budget {
                     Budget::Tokens(n) => format!("n{n}"),
