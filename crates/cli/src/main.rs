@@ -87,7 +87,10 @@ struct EvalArgs {
     /// Decode-style perplexity through a KV cache: each window is prefilled
     /// --kv-chunk tokens at a time into a cache of this kind, and every token
     /// attends to the cached (dequantized) keys and values before it:
-    /// `f32`, `f16`, `int8`, `kivi-2`, `kivi-4`, `kivi-BITS-gGROUP-rRESIDUAL`.
+    /// `f32`, `f16`, `int8`, `kivi-2`, `kivi-4`, `kivi-BITS-gGROUP-rRESIDUAL`,
+    /// `gear-BITS-gGROUP-bBUFFER-rRANK-sOUTLIER_PERCENT`, or eviction under a
+    /// budget of a percentage of the tokens seen or a token count:
+    /// `streaming-p50-s4`, `h2o-p50-r50`, `snapkv-n512-w32-k7`.
     #[arg(long, value_name = "SPEC", value_parser = |s: &str| s.parse::<CacheSpec>())]
     kv_cache: Option<CacheSpec>,
     /// Tokens per decoding step with --kv-cache.

@@ -1,6 +1,6 @@
 //! The [`KvCache`] trait and checks shared by the implementations.
 
-use ndarray::{Array3, ArrayView3};
+use ndarray::{Array2, Array3, ArrayView2, ArrayView3};
 
 use crate::{Error, Result};
 
@@ -44,6 +44,24 @@ pub trait KvCache: Send + Sync + std::fmt::Debug {
     /// A boxed copy (caches are cloned with the decoding state that holds
     /// them).
     fn clone_box(&self) -> Box<dyn KvCache>;
+
+    /// Attention of one decoding step: `queries` `[query_heads, head_dim]`
+    /// (rotated as the keys were and scaled by `1/√head_dim`) against every
+    /// cached token, `softmax(K qᵀ) V` per query head, `[query_heads,
+    /// head_dim]`; query head `q` reads KV head `q / (query_heads / heads)`.
+    ///
+    /// The default dequantizes the whole cache and calls
+    /// [`attend_reference`](crate::attend_reference); caches with a kernel
+    /// on their own storage ([`KiviCache`](crate::KiviCache),
+    /// [`F32Cache`](crate::F32Cache)) override it, and are tested against
+    /// that reference.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for queries whose shape does not fit;
+    /// [`Error::NonFinite`] for NaN or infinite queries.
+    fn attend(&self, queries: ArrayView2<'_, f32>) -> Result<Array2<f32>> {
+        crate::attend_reference(self.keys().view(), self.values().view(), queries)
+    }
 
     /// Whether [`end_step`](Self::end_step) wants the attention
     /// probabilities (eviction policies that score tokens by attention).

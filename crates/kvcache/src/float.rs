@@ -1,8 +1,9 @@
 //! Uncompressed caches: f32 (the reference) and f16.
 
 use half::f16;
-use ndarray::{Array3, ArrayView3};
+use ndarray::{Array2, Array3, ArrayView2, ArrayView3};
 
+use crate::attend::{check_queries, softmax};
 use crate::cache::{check_append, KvCache};
 use crate::Result;
 
@@ -76,6 +77,33 @@ impl KvCache for F32Cache {
 
     fn memory_bytes(&self) -> usize {
         (self.keys.len() + self.values.len()) * 4
+    }
+
+    /// Straight over the stored rows: the f32 baseline of the kernels.
+    fn attend(&self, queries: ArrayView2<'_, f32>) -> Result<Array2<f32>> {
+        let (heads, d, n) = (self.heads, self.head_dim, self.tokens);
+        let groups = check_queries(&queries, heads, d)?;
+        let row = heads * d;
+        let mut out = Array2::zeros(queries.dim());
+        let mut p = vec![0f32; n];
+        for (q, query) in queries.outer_iter().enumerate() {
+            let h = q / groups;
+            let query = query.to_vec();
+            for (t, s) in p.iter_mut().enumerate() {
+                let k = &self.keys[t * row + h * d..t * row + (h + 1) * d];
+                *s = k.iter().zip(&query).map(|(a, b)| a * b).sum();
+            }
+            softmax(&mut p);
+            let mut acc = vec![0f32; d];
+            for (t, &w) in p.iter().enumerate() {
+                let v = &self.values[t * row + h * d..t * row + (h + 1) * d];
+                for (a, x) in acc.iter_mut().zip(v) {
+                    *a += w * x;
+                }
+            }
+            out.row_mut(q).assign(&ndarray::ArrayView1::from(&acc));
+        }
+        Ok(out)
     }
 
     fn clear(&mut self) {

@@ -26,9 +26,10 @@
 //! Codes are packed `8 / b` to a byte, LSB first.
 
 use half::f16;
-use ndarray::{Array3, ArrayView3};
+use ndarray::{Array2, Array3, ArrayView2, ArrayView3};
 use std::collections::VecDeque;
 
+use crate::attend::{check_queries, softmax};
 use crate::cache::{check_append, KvCache};
 use crate::{Error, Result};
 
@@ -161,6 +162,26 @@ impl Groups {
     /// Dequantized code `i` of group `g`.
     pub(crate) fn value(&self, i: usize, g: usize, bits: u8) -> f32 {
         f32::from(self.code(i, bits)) * self.scales[g].to_f32() + self.mins[g].to_f32()
+    }
+
+    /// Codes `start..start + out.len()` as f32 into `out`: byte by byte when
+    /// `start` is byte-aligned (KIVI's groups are, for `G · bits` a multiple
+    /// of 8), one code at a time otherwise.
+    fn unpack(&self, start: usize, out: &mut [f32], bits: u8) {
+        let per = 8 / bits as usize;
+        if start.is_multiple_of(per) {
+            let mask = ((1u16 << bits) - 1) as u8;
+            let bytes = &self.codes[start / per..(start + out.len()).div_ceil(per)];
+            for (chunk, &byte) in out.chunks_mut(per).zip(bytes) {
+                for (k, x) in chunk.iter_mut().enumerate() {
+                    *x = f32::from((byte >> (k * bits as usize)) & mask);
+                }
+            }
+        } else {
+            for (i, x) in out.iter_mut().enumerate() {
+                *x = f32::from(self.code(start + i, bits));
+            }
+        }
     }
 
     pub(crate) fn bytes(&self) -> usize {
@@ -365,6 +386,105 @@ impl KvCache for KiviCache {
 
     fn clone_box(&self) -> Box<dyn KvCache> {
         Box::new(self.clone())
+    }
+
+    /// Attention on the packed codes, nothing dequantized to memory: with a
+    /// per-channel key group `(s_c, m_c)`, `q·k = Σ_c (q_c s_c)·code_c + Σ_c
+    /// q_c m_c`, so each group of `G` token codes is unpacked once and
+    /// accumulated into the scores of every query head that reads it; values
+    /// (per token) add `(p_t s)·code + p_t m` into the output. The f32
+    /// residuals go straight through.
+    fn attend(&self, queries: ArrayView2<'_, f32>) -> Result<Array2<f32>> {
+        let (heads, d, g, bits) = (
+            self.heads,
+            self.head_dim,
+            self.config.group,
+            self.config.bits,
+        );
+        let groups = check_queries(&queries, heads, d)?;
+        let (row, n) = (self.row(), self.len());
+        let (nk, nv) = (self.key_tokens, self.value_tokens);
+        let mut out = Array2::zeros(queries.dim());
+        let mut codes = vec![0f32; g];
+        let mut scores = vec![vec![0f32; n]; groups];
+        let mut acc = vec![vec![0f32; d]; groups];
+        for h in 0..heads {
+            let qs: Vec<Vec<f32>> = (0..groups)
+                .map(|j| queries.row(h * groups + j).to_vec())
+                .collect();
+            for p in scores.iter_mut() {
+                p.fill(0.0);
+            }
+            // Keys, quantized: token group tg, channel c → group tg·row + h·d + c.
+            for tg in 0..nk / g {
+                let mut bias = vec![0f32; groups];
+                for c in 0..d {
+                    let group = tg * row + h * d + c;
+                    self.keys.unpack(group * g, &mut codes, bits);
+                    let (sc, mn) = (
+                        self.keys.scales[group].to_f32(),
+                        self.keys.mins[group].to_f32(),
+                    );
+                    for j in 0..groups {
+                        let x = qs[j][c];
+                        bias[j] += x * mn;
+                        let w = x * sc;
+                        for (s, &k) in scores[j][tg * g..(tg + 1) * g].iter_mut().zip(&codes) {
+                            *s += w * k;
+                        }
+                    }
+                }
+                for j in 0..groups {
+                    for s in &mut scores[j][tg * g..(tg + 1) * g] {
+                        *s += bias[j];
+                    }
+                }
+            }
+            // Keys still in the f32 residual.
+            for t in nk..n {
+                let k = &self.key_residual[(t - nk) * row + h * d..(t - nk) * row + (h + 1) * d];
+                for j in 0..groups {
+                    scores[j][t] = k.iter().zip(&qs[j]).map(|(a, b)| a * b).sum();
+                }
+            }
+            for (j, p) in scores.iter_mut().enumerate() {
+                softmax(p);
+                acc[j].fill(0.0);
+            }
+            // Values, quantized per token: group (t·row + h·d) / G + cg.
+            for t in 0..nv {
+                let first = (t * row + h * d) / g;
+                for cg in 0..d / g {
+                    let group = first + cg;
+                    self.values.unpack(group * g, &mut codes, bits);
+                    let (sc, mn) = (
+                        self.values.scales[group].to_f32(),
+                        self.values.mins[group].to_f32(),
+                    );
+                    for j in 0..groups {
+                        let p = scores[j][t];
+                        let (ws, wm) = (p * sc, p * mn);
+                        for (a, &v) in acc[j][cg * g..(cg + 1) * g].iter_mut().zip(&codes) {
+                            *a += ws * v + wm;
+                        }
+                    }
+                }
+            }
+            for (r, token) in self.value_residual.iter().enumerate() {
+                let v = &token[h * d..(h + 1) * d];
+                for j in 0..groups {
+                    let p = scores[j][nv + r];
+                    for (a, &x) in acc[j].iter_mut().zip(v) {
+                        *a += p * x;
+                    }
+                }
+            }
+            for j in 0..groups {
+                out.row_mut(h * groups + j)
+                    .assign(&ndarray::ArrayView1::from(&acc[j]));
+            }
+        }
+        Ok(out)
     }
 }
 

@@ -72,6 +72,38 @@ impl BlockCache {
 }
 
 impl BlockCache {
+    /// One token's attention on a compressed cache's own storage: appends
+    /// `k`, `v` (`[1, kv_heads, 1, head_dim]`), attends the scaled, rotated
+    /// queries `q` (`[1, heads, 1, head_dim]`) with [`KvCache::attend`] and
+    /// returns `[1, 1, heads · head_dim]`. `None` (nothing appended) for the
+    /// f32 buffers and for caches that need the attention probabilities.
+    pub(crate) fn attend_one(
+        &mut self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+    ) -> Result<Option<Tensor>> {
+        let Some(c) = self.compressed.as_mut() else {
+            return Ok(None);
+        };
+        if c.wants_attention() {
+            return Ok(None);
+        }
+        c.append(to_tokens(k)?.view(), to_tokens(v)?.view())?;
+        let (_, heads, _, d) = q.dims4()?;
+        let queries =
+            ndarray::Array2::from_shape_vec((heads, d), q.flatten_all()?.to_vec1::<f32>()?)
+                .map_err(|e| Error::Config {
+                    field: "kv cache",
+                    reason: e.to_string(),
+                })?;
+        let out = c.attend(queries.view())?;
+        c.end_step(None)?;
+        self.len = c.len();
+        let data = out.into_raw_vec_and_offset().0;
+        Ok(Some(Tensor::from_vec(data, (1, 1, heads * d), q.device())?))
+    }
+
     /// Ends a step after attention: a compressed cache that scores tokens by
     /// attention gets `probs` (`[1, kv_heads, groups·t, n]`, read as
     /// `[query_heads, t, n]`) and may evict.

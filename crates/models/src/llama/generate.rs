@@ -378,6 +378,41 @@ pub(crate) mod tests {
         }
     }
 
+    /// Token-by-token decoding through compressed caches takes the fused
+    /// attention path (`KvCache::attend`); it must give the plain cache's
+    /// logits (f32 storage) or close to them (KIVI-8 with its codes in use).
+    #[test]
+    fn one_token_steps_attend_on_the_compressed_storage() {
+        use std::sync::Arc;
+        use tensorpress_kvcache::{F32Cache, KiviCache, KiviConfig, KvCache};
+        let model = tiny_model();
+        let tokens: Vec<u32> = (0..40).map(|i| (i * 11 + 3) % 40).collect();
+        let run = |mut cache: DecodeCache| -> Vec<Vec<f32>> {
+            tokens
+                .iter()
+                .map(|&t| to_vec(&model.decode(&mut cache, &[t]).unwrap()).unwrap())
+                .collect()
+        };
+        let plain = run(DecodeCache::new());
+        let f32c = run(DecodeCache::compressed(Arc::new(|h, d| {
+            Ok(Box::new(F32Cache::new(h, d)) as Box<dyn KvCache>)
+        })));
+        let kivi = run(DecodeCache::compressed(Arc::new(|h, d| {
+            let c = KiviCache::new(h, d, KiviConfig::new(8).group(4).residual(8))?;
+            Ok(Box::new(c) as Box<dyn KvCache>)
+        })));
+        let gap = |a: &[Vec<f32>], b: &[Vec<f32>]| {
+            a.iter()
+                .flatten()
+                .zip(b.iter().flatten())
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max)
+        };
+        assert!(gap(&plain, &f32c) < 1e-4, "{}", gap(&plain, &f32c));
+        let g = gap(&plain, &kivi);
+        assert!(g > 0.0 && g < 0.05, "{g}");
+    }
+
     #[test]
     fn generation_stops_at_a_stop_token_or_when_asked() {
         let model = tiny_model();

@@ -653,6 +653,13 @@ impl LlamaModel {
         let q = (self.rope(&q, pos, t)? * (1.0 / (hd as f64).sqrt()))?;
         let k = self.rope(&k, pos, t)?;
         let mut cache = cache;
+        // One new token into a compressed cache: attention runs on the
+        // cache's own storage (KIVI's codes), nothing dequantized.
+        if let (1, 1, Some(c)) = (b, t, cache.as_deref_mut()) {
+            if let Some(attn) = c.attend_one(&q, &k, &v)? {
+                return self.block_rest(block, x, attn);
+            }
+        }
         let (k, v) = match cache.as_deref_mut() {
             Some(c) => c.append(&k, &v)?,
             None => (k, v),
@@ -695,6 +702,13 @@ impl LlamaModel {
             .reshape((b, nh, t, hd))?
             .transpose(1, 2)?
             .reshape((b, t, nh * hd))?;
+        self.block_rest(block, x, attn)
+    }
+
+    /// The rest of a block after attention (`attn: [batch, t, heads ·
+    /// head_dim]`): output projection, residual, FFN.
+    fn block_rest(&self, block: &LlamaBlock, x: &Tensor, attn: Tensor) -> Result<Tensor> {
+        let obs = self.observer.as_deref();
         let attn = match &self.ffn_hook {
             Some(hook) => hook.attention_output(block.index, &attn)?,
             None => attn,
