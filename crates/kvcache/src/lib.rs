@@ -3,7 +3,8 @@
 //! per-token, per-head symmetric int8 cache and KIVI's 2/4-bit cache (keys per
 //! channel, values per token, a full-precision residual window; see
 //! [`KiviCache`]), GEAR's quantization plus low-rank error plus sparse
-//! outliers ([`GearCache`]), and token eviction under a budget
+//! outliers ([`GearCache`]), FP8 E4M3 with calibrated per-layer or
+//! per-token scales ([`Fp8Cache`]), and token eviction under a budget
 //! (StreamingLLM, H2O, SnapKV: [`EvictingCache`]). Later work adds KVQuant,
 //! ZipCache, EMS and merging, and attention over compressed storage.
 //!
@@ -38,6 +39,7 @@ mod cache;
 mod error;
 mod evict;
 mod float;
+mod fp8;
 mod gear;
 mod int8;
 mod kivi;
@@ -48,6 +50,7 @@ pub use cache::KvCache;
 pub use error::{Error, Result};
 pub use evict::{Budget, EvictingCache, Eviction};
 pub use float::{F16Cache, F32Cache};
+pub use fp8::{Amax, AmaxRecorder, Fp8Cache, Fp8Scales, E4M3_MAX};
 pub use gear::{GearCache, GearConfig};
 pub use int8::Int8Cache;
 pub use kivi::{KiviCache, KiviConfig};
@@ -65,6 +68,14 @@ mod tests {
             ("f32", Box::new(F32Cache::new(heads, head_dim))),
             ("f16", Box::new(F16Cache::new(heads, head_dim))),
             ("int8", Box::new(Int8Cache::new(heads, head_dim))),
+            (
+                "fp8",
+                Box::new(Fp8Cache::new(heads, head_dim, Fp8Scales::PerToken).unwrap()),
+            ),
+            (
+                "fp8-static",
+                Box::new(Fp8Cache::new(heads, head_dim, Fp8Scales::from_amax(8.0, 3.0)).unwrap()),
+            ),
         ]
     }
 

@@ -6,8 +6,8 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::{
-    Budget, Error, EvictingCache, Eviction, F16Cache, F32Cache, GearCache, GearConfig, Int8Cache,
-    KiviCache, KiviConfig, KvCache, Result,
+    Budget, Error, EvictingCache, Eviction, F16Cache, F32Cache, Fp8Cache, Fp8Scales, GearCache,
+    GearConfig, Int8Cache, KiviCache, KiviConfig, KvCache, Result,
 };
 
 /// Which cache to build.
@@ -44,6 +44,9 @@ pub enum CacheSpec {
     F16,
     /// [`Int8Cache`].
     Int8,
+    /// [`Fp8Cache`] with a scale per token and head (static, calibrated
+    /// scales need the model: `Fp8Cache::new` with [`Fp8Scales::from_amax`]).
+    Fp8,
     /// [`KiviCache`].
     Kivi(KiviConfig),
     /// [`GearCache`].
@@ -67,6 +70,7 @@ impl CacheSpec {
             CacheSpec::F32 => Box::new(F32Cache::new(heads, head_dim)),
             CacheSpec::F16 => Box::new(F16Cache::new(heads, head_dim)),
             CacheSpec::Int8 => Box::new(Int8Cache::new(heads, head_dim)),
+            CacheSpec::Fp8 => Box::new(Fp8Cache::new(heads, head_dim, Fp8Scales::PerToken)?),
             CacheSpec::Kivi(c) => Box::new(KiviCache::new(heads, head_dim, *c)?),
             CacheSpec::Gear(c) => Box::new(GearCache::new(heads, head_dim, *c)?),
             CacheSpec::Evict { policy, budget } => {
@@ -89,6 +93,7 @@ impl FromStr for CacheSpec {
             "f32" => return Ok(CacheSpec::F32),
             "f16" => return Ok(CacheSpec::F16),
             "int8" => return Ok(CacheSpec::Int8),
+            "fp8" => return Ok(CacheSpec::Fp8),
             _ => {}
         }
         if let Some(rest) = lower.strip_prefix("gear-") {
@@ -101,7 +106,7 @@ impl FromStr for CacheSpec {
         }
         let rest = lower.strip_prefix("kivi-").ok_or_else(|| {
             bad(format!(
-                "`{s}`: expected f32, f16, int8, kivi-BITS[-gGROUP][-rRESIDUAL] (e.g. \
+                "`{s}`: expected f32, f16, int8, fp8, kivi-BITS[-gGROUP][-rRESIDUAL] (e.g. \
                  kivi-2-g32-r128), gear-BITS[-gGROUP][-bBUFFER][-rRANK][-sOUTLIER_PERCENT], \
                  or streaming|h2o|snapkv with a budget pPERCENT or nTOKENS \
                  (e.g. h2o-p50)"
@@ -235,6 +240,7 @@ impl fmt::Display for CacheSpec {
             CacheSpec::F32 => write!(f, "f32"),
             CacheSpec::F16 => write!(f, "f16"),
             CacheSpec::Int8 => write!(f, "int8"),
+            CacheSpec::Fp8 => write!(f, "fp8"),
             CacheSpec::Kivi(c) => write!(f, "kivi-{}-g{}-r{}", c.bits, c.group, c.residual),
             CacheSpec::Gear(c) => write!(
                 f,
