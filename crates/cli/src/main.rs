@@ -9,8 +9,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use std::sync::Arc;
 use tensorpress::models::bert::{cosine_similarity, SentenceEncoder};
 
-use tensorpress::kvcache::CacheSpec;
-use tensorpress::models::eval::{perplexity, DecodeStyle, PerplexityConfig};
+use tensorpress::kvcache::{CacheSpec, Fp8Cache, Fp8Scales, KvCache};
+use tensorpress::models::eval::{
+    calibrate_kv_amax, perplexity, CausalLm, DecodeStyle, PerplexityConfig,
+};
 use tensorpress::models::llama::{CacheFactory, DecodeCache};
 use tensorpress::models::tokenizer::TextTokenizer;
 use tensorpress::models::weights::LoadOptions;
@@ -87,10 +89,11 @@ struct EvalArgs {
     /// Decode-style perplexity through a KV cache: each window is prefilled
     /// --kv-chunk tokens at a time into a cache of this kind, and every token
     /// attends to the cached (dequantized) keys and values before it:
-    /// `f32`, `f16`, `int8`, `kivi-2`, `kivi-4`, `kivi-BITS-gGROUP-rRESIDUAL`,
+    /// `f32`, `f16`, `int8`, `fp8` (per-token scales), `fp8-static` (per-layer
+    /// scales, with --kv-calib), `kivi-2`, `kivi-4`, `kivi-BITS-gGROUP-rRESIDUAL`,
     /// `gear-BITS-gGROUP-bBUFFER-rRANK-sOUTLIER_PERCENT`, or eviction under a
     /// budget of a percentage of the tokens seen or a token count:
-    /// `streaming-p50-s4`, `h2o-p50-r50`, `snapkv-n512-w32-k7`.
+    /// `streaming-p50-s4`, `h2o-p50-r50`, `snapkv-n512-w32-k7-s0`.
     #[arg(long, value_name = "SPEC", value_parser = |s: &str| s.parse::<CacheSpec>())]
     kv_cache: Option<CacheSpec>,
     /// Tokens per decoding step with --kv-cache.
@@ -101,6 +104,10 @@ struct EvalArgs {
         requires = "kv_cache"
     )]
     kv_chunk: usize,
+    /// With `--kv-cache fp8-static`: calibrate each layer's FP8 key and value
+    /// scales (largest magnitude / 448) on the first 8 windows of this text.
+    #[arg(long, value_name = "FILE", requires = "kv_cache")]
+    kv_calib: Option<PathBuf>,
     /// Print the result as JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -268,8 +275,16 @@ fn eval_perplexity(args: &EvalArgs) -> CliResult {
             pb.set_position(done as u64)
         })?,
         Some(spec) => {
-            let factory: CacheFactory =
-                Arc::new(move |heads, head_dim| spec.build(heads, head_dim));
+            let factory: CacheFactory = match spec {
+                CacheSpec::Fp8Static => {
+                    let scales = fp8_scales(args, &model, &tokenizer)?;
+                    Arc::new(move |block, heads, head_dim| {
+                        let s = scales.get(block).copied().unwrap_or(Fp8Scales::PerToken);
+                        Ok(Box::new(Fp8Cache::new(heads, head_dim, s)?) as Box<dyn KvCache>)
+                    })
+                }
+                _ => Arc::new(move |_, heads, head_dim| spec.build(heads, head_dim)),
+            };
             let new_cache = move || DecodeCache::compressed(factory.clone());
             let lm = DecodeStyle::new(&model, args.kv_chunk, &new_cache)?;
             let r = perplexity(&lm, &tokens, &config, &mut |done, _| {
@@ -323,6 +338,54 @@ fn eval_perplexity(args: &EvalArgs) -> CliResult {
         );
     }
     Ok(())
+}
+
+/// Per-layer static FP8 scales from the amax of `--kv-calib`'s first 8
+/// windows (each with the model's BOS, as the evaluation windows start).
+fn fp8_scales(
+    args: &EvalArgs,
+    model: &tensorpress::models::llama::LlamaModel,
+    tokenizer: &TextTokenizer,
+) -> Result<Vec<Fp8Scales>, Box<dyn std::error::Error>> {
+    let path = args.kv_calib.as_ref().ok_or(
+        "--kv-cache fp8-static calibrates per-layer scales: give --kv-calib FILE (or use fp8, \
+         which scales each token)",
+    )?;
+    let tokens = tokenizer.encode(&read_text(std::slice::from_ref(path))?)?;
+    let len = args.ctx.saturating_sub(1).max(1);
+    let windows: Vec<Vec<u32>> = tokens
+        .chunks_exact(len)
+        .take(8)
+        .map(|w| {
+            model
+                .bos_token_id()
+                .into_iter()
+                .chain(w.iter().copied())
+                .collect()
+        })
+        .collect();
+    if windows.is_empty() {
+        return Err(format!(
+            "{}: fewer than {len} tokens to calibrate the FP8 scales on",
+            path.display()
+        )
+        .into());
+    }
+    let amax = calibrate_kv_amax(model, &windows, args.kv_chunk)?;
+    if !args.json {
+        let (k, v) = amax
+            .iter()
+            .fold((0f32, 0f32), |(k, v), a| (k.max(a.key), v.max(a.value)));
+        eprintln!(
+            "fp8-static: scales calibrated on {} windows of {}; largest |key| {k:.2}, |value| {v:.2}",
+            windows.len(),
+            path.display()
+        );
+    }
+    Ok(amax
+        .iter()
+        .map(|a| Fp8Scales::from_amax(a.key, a.value))
+        .collect())
 }
 
 fn eval_embeddings(args: &EvalArgs) -> CliResult {

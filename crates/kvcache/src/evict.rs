@@ -94,6 +94,10 @@ pub enum Eviction {
         window: usize,
         /// Max-pooling kernel over positions (odd; the paper: 7).
         kernel: usize,
+        /// First tokens always kept (0 in the paper, which compresses a
+        /// prompt once; a rolling vote can otherwise evict the attention
+        /// sink from a head for good).
+        sinks: usize,
     },
 }
 
@@ -113,6 +117,7 @@ impl Eviction {
         Eviction::SnapKv {
             window: 32,
             kernel: 7,
+            sinks: 0,
         }
     }
 
@@ -248,7 +253,7 @@ impl EvictingCache {
         let mut chosen: Vec<usize> = match self.policy {
             Eviction::StreamingLlm { .. } => (0..keep_old).collect(),
             Eviction::H2o { .. } => top(&head.score[..old], keep_old),
-            Eviction::SnapKv { kernel, .. } => {
+            Eviction::SnapKv { kernel, sinks, .. } => {
                 let mut vote = vec![0f32; old];
                 for row in &head.votes {
                     for (v, r) in vote.iter_mut().zip(row) {
@@ -256,13 +261,18 @@ impl EvictingCache {
                     }
                 }
                 let half = kernel / 2;
-                let pooled: Vec<f32> = (0..old)
+                let mut pooled: Vec<f32> = (0..old)
                     .map(|i| {
                         vote[i.saturating_sub(half)..(i + half + 1).min(old)]
                             .iter()
                             .fold(f32::NEG_INFINITY, |m, &v| m.max(v))
                     })
                     .collect();
+                for (p, &pos) in pooled.iter_mut().zip(&head.pos) {
+                    if pos < sinks {
+                        *p = f32::INFINITY;
+                    }
+                }
                 top(&pooled, keep_old)
             }
         };
@@ -482,6 +492,7 @@ mod tests {
         let policy = Eviction::SnapKv {
             window: 2,
             kernel: 3,
+            sinks: 0,
         };
         let mut c = EvictingCache::new(1, 1, policy, Budget::Tokens(5)).unwrap();
         let kv = Array3::<f32>::zeros((10, 1, 1));
@@ -542,7 +553,8 @@ mod tests {
             e(
                 Eviction::SnapKv {
                     window: 4,
-                    kernel: 4
+                    kernel: 4,
+                    sinks: 0,
                 },
                 Budget::Ratio(0.5)
             ),
@@ -572,7 +584,7 @@ mod tests {
             attend in any::<bool>(),
             seed in any::<u64>(),
         ) {
-            let policy = [Eviction::streaming_llm(), Eviction::h2o(), Eviction::SnapKv { window: 5, kernel: 3 }][policy];
+            let policy = [Eviction::streaming_llm(), Eviction::h2o(), Eviction::SnapKv { window: 5, kernel: 3, sinks: 1 }][policy];
             let budget = ratio.map_or(Budget::Tokens(tokens), Budget::Ratio);
             let mut c = EvictingCache::new(2, 4, policy, budget).unwrap();
             let mut rng = SeededRng::new(seed);

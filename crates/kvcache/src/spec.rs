@@ -1,5 +1,5 @@
 //! Cache specifications as text (`f32`, `f16`, `int8`, `kivi-2`,
-//! `kivi-4-g32-r128`, `h2o-p50`, `snapkv-n512-w32-k7`, `streaming-p25-s4`),
+//! `kivi-4-g32-r128`, `h2o-p50`, `snapkv-n512-w32-k7-s0`, `streaming-p25-s4`),
 //! for command lines and configuration files.
 
 use std::fmt;
@@ -27,7 +27,7 @@ use crate::{
 /// // Eviction: a budget of p<percent of the tokens seen> or n<tokens>.
 /// let h2o: CacheSpec = "h2o-p50".parse()?;
 /// assert_eq!(h2o.to_string(), "h2o-p50-r50");
-/// assert_eq!("snapkv-n512".parse::<CacheSpec>()?.to_string(), "snapkv-n512-w32-k7");
+/// assert_eq!("snapkv-n512".parse::<CacheSpec>()?.to_string(), "snapkv-n512-w32-k7-s0");
 /// assert_eq!("streaming-p25".parse::<CacheSpec>()?.to_string(), "streaming-p25-s4");
 /// assert!("h2o".parse::<CacheSpec>().is_err()); // no budget
 ///
@@ -44,9 +44,14 @@ pub enum CacheSpec {
     F16,
     /// [`Int8Cache`].
     Int8,
-    /// [`Fp8Cache`] with a scale per token and head (static, calibrated
-    /// scales need the model: `Fp8Cache::new` with [`Fp8Scales::from_amax`]).
+    /// [`Fp8Cache`] with a scale per token and head.
     Fp8,
+    /// [`Fp8Cache`] with static per-layer scales: they come from a
+    /// calibration pass through the model ([`Fp8Scales::from_amax`] of an
+    /// [`AmaxRecorder`](crate::AmaxRecorder) run), so [`build`](Self::build)
+    /// refuses it; `tensorpress eval --kv-cache fp8-static --kv-calib FILE`
+    /// calibrates.
+    Fp8Static,
     /// [`KiviCache`].
     Kivi(KiviConfig),
     /// [`GearCache`].
@@ -71,6 +76,15 @@ impl CacheSpec {
             CacheSpec::F16 => Box::new(F16Cache::new(heads, head_dim)),
             CacheSpec::Int8 => Box::new(Int8Cache::new(heads, head_dim)),
             CacheSpec::Fp8 => Box::new(Fp8Cache::new(heads, head_dim, Fp8Scales::PerToken)?),
+            CacheSpec::Fp8Static => {
+                return Err(Error::Config {
+                    field: "cache spec",
+                    reason: "fp8-static needs per-layer scales calibrated on the model \
+                             (Fp8Cache::new with Fp8Scales::from_amax, or the CLI's --kv-calib); \
+                             `fp8` scales each token instead"
+                        .into(),
+                })
+            }
             CacheSpec::Kivi(c) => Box::new(KiviCache::new(heads, head_dim, *c)?),
             CacheSpec::Gear(c) => Box::new(GearCache::new(heads, head_dim, *c)?),
             CacheSpec::Evict { policy, budget } => {
@@ -94,6 +108,7 @@ impl FromStr for CacheSpec {
             "f16" => return Ok(CacheSpec::F16),
             "int8" => return Ok(CacheSpec::Int8),
             "fp8" => return Ok(CacheSpec::Fp8),
+            "fp8-static" => return Ok(CacheSpec::Fp8Static),
             _ => {}
         }
         if let Some(rest) = lower.strip_prefix("gear-") {
@@ -106,7 +121,7 @@ impl FromStr for CacheSpec {
         }
         let rest = lower.strip_prefix("kivi-").ok_or_else(|| {
             bad(format!(
-                "`{s}`: expected f32, f16, int8, fp8, kivi-BITS[-gGROUP][-rRESIDUAL] (e.g. \
+                "`{s}`: expected f32, f16, int8, fp8, fp8-static, kivi-BITS[-gGROUP][-rRESIDUAL] (e.g. \
                  kivi-2-g32-r128), gear-BITS[-gGROUP][-bBUFFER][-rRANK][-sOUTLIER_PERCENT], \
                  or streaming|h2o|snapkv with a budget pPERCENT or nTOKENS \
                  (e.g. h2o-p50)"
@@ -221,10 +236,11 @@ fn parse_eviction(s: &str, name: &str, rest: &str) -> Result<CacheSpec> {
             (Eviction::H2o { recent }, "r") => *recent = number()? as f32 / 100.0,
             (Eviction::SnapKv { window, .. }, "w") => *window = number()?,
             (Eviction::SnapKv { kernel, .. }, "k") => *kernel = number()?,
+            (Eviction::SnapKv { sinks, .. }, "s") => *sinks = number()?,
             _ => {
                 return Err(bad(format!(
                     "unknown part `{p}` (streaming: sSINKS; h2o: rRECENT_PERCENT; snapkv: \
-                     wWINDOW, kKERNEL)"
+                     wWINDOW, kKERNEL, sSINKS)"
                 )))
             }
         }
@@ -241,6 +257,7 @@ impl fmt::Display for CacheSpec {
             CacheSpec::F16 => write!(f, "f16"),
             CacheSpec::Int8 => write!(f, "int8"),
             CacheSpec::Fp8 => write!(f, "fp8"),
+            CacheSpec::Fp8Static => write!(f, "fp8-static"),
             CacheSpec::Kivi(c) => write!(f, "kivi-{}-g{}-r{}", c.bits, c.group, c.residual),
             CacheSpec::Gear(c) => write!(
                 f,
@@ -261,8 +278,12 @@ impl fmt::Display for CacheSpec {
                     Eviction::H2o { recent } => {
                         write!(f, "h2o-{budget}-r{}", (recent * 100.0).round())
                     }
-                    Eviction::SnapKv { window, kernel } => {
-                        write!(f, "snapkv-{budget}-w{window}-k{kernel}")
+                    Eviction::SnapKv {
+                        window,
+                        kernel,
+                        sinks,
+                    } => {
+                        write!(f, "snapkv-{budget}-w{window}-k{kernel}-s{sinks}")
                     }
                 }
             }

@@ -21,7 +21,7 @@ use crate::{Error, Result};
 /// use tensorpress_models::llama::{DecodeCache, LlamaModel};
 ///
 /// # fn run(model: &LlamaModel, tokens: &[u32]) -> tensorpress_models::Result<()> {
-/// let kivi = || DecodeCache::compressed(Arc::new(|heads, head_dim| {
+/// let kivi = || DecodeCache::compressed(Arc::new(|_, heads, head_dim| {
 ///     Ok(Box::new(KiviCache::new(heads, head_dim, KiviConfig::new(2))?) as Box<dyn KvCache>)
 /// }));
 /// let lm = DecodeStyle::new(model, 64, &kivi)?;
@@ -107,6 +107,59 @@ impl CausalLm for DecodeStyle<'_> {
     }
 }
 
+/// Largest key and value magnitudes of each block when `model` decodes
+/// `windows` (`chunk` tokens per step, a fresh cache per window): the
+/// calibration of static FP8 cache scales
+/// ([`Fp8Scales::from_amax`](tensorpress_kvcache::Fp8Scales::from_amax)).
+///
+/// # Errors
+/// [`Error::Config`] for a chunk of 0 or no windows; errors of the forward
+/// pass.
+pub fn calibrate_kv_amax(
+    model: &LlamaModel,
+    windows: &[Vec<u32>],
+    chunk: usize,
+) -> Result<Vec<tensorpress_kvcache::Amax>> {
+    use std::sync::{Arc, Mutex};
+    use tensorpress_kvcache::{Amax, AmaxRecorder, KvCache};
+    if chunk == 0 || windows.iter().all(|w| w.is_empty()) {
+        return Err(Error::Config {
+            field: "calibration",
+            reason: "give at least one non-empty window and a chunk of at least one token".into(),
+        });
+    }
+    let records: Arc<Vec<Mutex<Amax>>> = Arc::new(
+        (0..model.params().num_layers)
+            .map(|_| Mutex::default())
+            .collect(),
+    );
+    for window in windows.iter().filter(|w| !w.is_empty()) {
+        let shared = Arc::new(
+            (0..records.len())
+                .map(|_| Arc::new(Mutex::new(Amax::default())))
+                .collect::<Vec<_>>(),
+        );
+        let slots = shared.clone();
+        let mut cache = DecodeCache::compressed(Arc::new(move |block, h, d| {
+            let slot = slots.get(block).cloned().unwrap_or_default();
+            Ok(Box::new(AmaxRecorder::new(h, d, slot)) as Box<dyn KvCache>)
+        }));
+        for part in window.chunks(chunk) {
+            model.decode_rows(&mut cache, part, part.len() - 1)?;
+        }
+        for (total, one) in records.iter().zip(shared.iter()) {
+            let one = *one.lock().unwrap_or_else(|e| e.into_inner());
+            let mut t = total.lock().unwrap_or_else(|e| e.into_inner());
+            t.key = t.key.max(one.key);
+            t.value = t.value.max(one.value);
+        }
+    }
+    Ok(records
+        .iter()
+        .map(|r| *r.lock().unwrap_or_else(|e| e.into_inner()))
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -119,7 +172,7 @@ mod tests {
 
     fn kivi(bits: u8) -> impl Fn() -> DecodeCache {
         move || {
-            DecodeCache::compressed(Arc::new(move |h, d| {
+            DecodeCache::compressed(Arc::new(move |_, h, d| {
                 let c = KiviCache::new(h, d, KiviConfig::new(bits).group(8).residual(8))?;
                 Ok(Box::new(c) as Box<dyn KvCache>)
             }))
@@ -135,7 +188,7 @@ mod tests {
         let full = run(&model).perplexity;
         let plain = DecodeCache::new;
         let f32_boxed = || {
-            DecodeCache::compressed(Arc::new(|h, d| {
+            DecodeCache::compressed(Arc::new(|_, h, d| {
                 Ok(Box::new(F32Cache::new(h, d)) as Box<dyn KvCache>)
             }))
         };
@@ -164,6 +217,40 @@ mod tests {
     }
 
     #[test]
+    fn fp8_with_calibrated_scales_stays_close_to_the_full_pass() {
+        use tensorpress_kvcache::{Fp8Cache, Fp8Scales};
+        let model = tiny_model();
+        let tokens: Vec<u32> = (0..192).map(|i| (i * 7 + i / 5) % 40).collect();
+        let amax = calibrate_kv_amax(
+            &model,
+            &[tokens[..48].to_vec(), tokens[48..96].to_vec()],
+            16,
+        )
+        .unwrap();
+        assert_eq!(amax.len(), 2);
+        assert!(amax.iter().all(|a| a.key > 0.0 && a.value > 0.0));
+        let config = PerplexityConfig::with_ctx(48);
+        let run = |lm: &dyn CausalLm| perplexity(lm, &tokens, &config, &mut |_, _| {}).unwrap();
+        let full = run(&model).perplexity;
+        let scales = amax.clone();
+        let new_cache = move || {
+            let scales = scales.clone();
+            DecodeCache::compressed(Arc::new(move |block, h, d| {
+                let a = scales[block];
+                let c = Fp8Cache::new(h, d, Fp8Scales::from_amax(a.key, a.value))?;
+                Ok(Box::new(c) as Box<dyn KvCache>)
+            }))
+        };
+        let lm = DecodeStyle::new(&model, 16, &new_cache).unwrap();
+        let p = run(&lm).perplexity;
+        assert!((p / full - 1.0).abs() < 0.02, "{p} vs {full}");
+        assert!(p != full);
+        // One byte per element: 2 blocks × 2 heads × 8 dims × 2.
+        assert_eq!(lm.bytes_per_token(), 64.0);
+        assert!(calibrate_kv_amax(&model, &[], 16).is_err());
+    }
+
+    #[test]
     fn evicting_caches_keep_their_budget_and_match_the_full_cache_at_100_percent() {
         use tensorpress_kvcache::CacheSpec;
         let model = tiny_model();
@@ -173,14 +260,16 @@ mod tests {
         let full = run(&model).perplexity;
         for spec in ["h2o-p100", "snapkv-p100-w4-k3", "streaming-n48"] {
             let spec: CacheSpec = spec.parse().unwrap();
-            let new_cache = move || DecodeCache::compressed(Arc::new(move |h, d| spec.build(h, d)));
+            let new_cache =
+                move || DecodeCache::compressed(Arc::new(move |_, h, d| spec.build(h, d)));
             let lm = DecodeStyle::new(&model, 8, &new_cache).unwrap();
             let p = run(&lm).perplexity;
             assert!((p / full - 1.0).abs() < 1e-4, "{spec}: {p} vs {full}");
         }
         for spec in ["h2o-p50", "snapkv-p50-w4-k3", "streaming-p50-s2", "h2o-n12"] {
             let spec: CacheSpec = spec.parse().unwrap();
-            let new_cache = move || DecodeCache::compressed(Arc::new(move |h, d| spec.build(h, d)));
+            let new_cache =
+                move || DecodeCache::compressed(Arc::new(move |_, h, d| spec.build(h, d)));
             let lm = DecodeStyle::new(&model, 8, &new_cache).unwrap();
             let p = run(&lm).perplexity;
             assert!(

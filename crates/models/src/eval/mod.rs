@@ -6,5 +6,5 @@ pub mod curvature;
 mod decode;
 mod perplexity;
 
-pub use decode::DecodeStyle;
+pub use decode::{calibrate_kv_amax, DecodeStyle};
 pub use perplexity::{log_softmax_at, perplexity, CausalLm, PerplexityConfig, PerplexityReport};

@@ -148,9 +148,11 @@ pub struct DecodeCache {
     factory: Option<CacheFactory>,
 }
 
-/// Builds the compressed cache of one block from `(kv_heads, head_dim)`.
+/// Builds the compressed cache of one block from `(block, kv_heads,
+/// head_dim)` (the block index lets a cache differ per layer: calibrated
+/// scales, budgets that decay with depth).
 pub type CacheFactory = Arc<
-    dyn Fn(usize, usize) -> std::result::Result<Box<dyn KvCache>, tensorpress_kvcache::Error>
+    dyn Fn(usize, usize, usize) -> std::result::Result<Box<dyn KvCache>, tensorpress_kvcache::Error>
         + Send
         + Sync,
 >;
@@ -196,7 +198,7 @@ impl DecodeCache {
     /// use tensorpress_kvcache::{KiviCache, KiviConfig, KvCache};
     /// use tensorpress_models::llama::DecodeCache;
     ///
-    /// let cache = DecodeCache::compressed(Arc::new(|heads, head_dim| {
+    /// let cache = DecodeCache::compressed(Arc::new(|_block, heads, head_dim| {
     ///     Ok(Box::new(KiviCache::new(heads, head_dim, KiviConfig::new(4))?) as Box<dyn KvCache>)
     /// }));
     /// assert!(cache.is_empty());
@@ -237,9 +239,9 @@ impl DecodeCache {
             return Ok(());
         }
         self.blocks = (0..blocks)
-            .map(|_| {
+            .map(|block| {
                 let compressed = match &self.factory {
-                    Some(f) => Some(f(kv_heads, head_dim)?),
+                    Some(f) => Some(f(block, kv_heads, head_dim)?),
                     None => None,
                 };
                 Ok(BlockCache {

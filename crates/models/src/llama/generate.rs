@@ -394,10 +394,10 @@ pub(crate) mod tests {
                 .collect()
         };
         let plain = run(DecodeCache::new());
-        let f32c = run(DecodeCache::compressed(Arc::new(|h, d| {
+        let f32c = run(DecodeCache::compressed(Arc::new(|_, h, d| {
             Ok(Box::new(F32Cache::new(h, d)) as Box<dyn KvCache>)
         })));
-        let kivi = run(DecodeCache::compressed(Arc::new(|h, d| {
+        let kivi = run(DecodeCache::compressed(Arc::new(|_, h, d| {
             let c = KiviCache::new(h, d, KiviConfig::new(8).group(4).residual(8))?;
             Ok(Box::new(c) as Box<dyn KvCache>)
         })));
