@@ -246,7 +246,8 @@ impl EvictingCache {
         let recent = match self.policy {
             Eviction::StreamingLlm { sinks } => keep - sinks.min(keep - 1),
             Eviction::H2o { recent } => (recent as f64 * keep as f64).round() as usize,
-            Eviction::SnapKv { window, .. } => window.clamp(1, keep),
+            // The window never crowds out the sinks.
+            Eviction::SnapKv { window, sinks, .. } => window.min(keep.saturating_sub(sinks)).max(1),
         }
         .min(keep);
         let (old, keep_old) = (n - recent, keep - recent);
@@ -507,6 +508,19 @@ mod tests {
         // The window (8, 9) and three old tokens: 3 and its pooled
         // neighbours (kernel 3).
         assert_eq!(c.positions(0), [2, 3, 4, 8, 9]);
+    }
+
+    #[test]
+    fn snapkv_keeps_its_sinks_even_when_the_window_fills_the_budget() {
+        let policy = Eviction::SnapKv {
+            window: 32,
+            kernel: 7,
+            sinks: 1,
+        };
+        let mut c = EvictingCache::new(1, 1, policy, Budget::Tokens(8)).unwrap();
+        let mut rng = SeededRng::new(3);
+        step(&mut c, &mut rng, 20, true);
+        assert_eq!(c.positions(0), [0, 13, 14, 15, 16, 17, 18, 19]);
     }
 
     #[test]
