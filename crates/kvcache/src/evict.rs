@@ -129,7 +129,7 @@ impl Eviction {
                 "recent",
                 format!("H2O's recent share {recent} must lie in [0, 1]"),
             ),
-            Eviction::SnapKv { window, .. } if window == 0 => bad(
+            Eviction::SnapKv { window: 0, .. } => bad(
                 "window",
                 "SnapKV needs an observation window of at least one query".into(),
             ),

@@ -394,6 +394,8 @@ impl KvCache for KiviCache {
     /// accumulated into the scores of every query head that reads it; values
     /// (per token) add `(p_t s)·code + p_t m` into the output. The f32
     /// residuals go straight through.
+    // Token, channel and query-head indices address several buffers at once.
+    #[allow(clippy::needless_range_loop)]
     fn attend(&self, queries: ArrayView2<'_, f32>) -> Result<Array2<f32>> {
         let (heads, d, g, bits) = (
             self.heads,
