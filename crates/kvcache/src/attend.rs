@@ -49,8 +49,8 @@ pub(crate) fn softmax(scores: &mut [f32]) {
 }
 
 /// `softmax(K qᵀ) V` for each query head over `keys`, `values` (`[tokens,
-/// heads, head_dim]`), in f32: the reference of [`KvCache::attend`]
-/// (crate::KvCache::attend). Queries come scaled (by `1/√head_dim`) and
+/// heads, head_dim]`), in f32: the reference of
+/// [`KvCache::attend`](crate::KvCache::attend). Queries come scaled (by `1/√head_dim`) and
 /// rotated as the keys were; query head `q` reads KV head `q / groups`.
 ///
 /// # Errors
