@@ -28,7 +28,7 @@ use ndarray::{Array2, Array3, ArrayView3};
 use tensorpress_tensor::SeededRng;
 
 use crate::cache::{check_append, KvCache};
-use crate::kivi::Groups;
+use crate::kivi::{check_grouping, Groups};
 use crate::{Error, Result};
 
 /// GEAR's settings.
@@ -92,30 +92,14 @@ impl GearConfig {
     /// rank above `min(R, head_dim)`; an outlier fraction outside [0, 0.5).
     pub fn validate(&self, head_dim: usize) -> Result<()> {
         let bad = |field: &'static str, reason: String| Err(Error::Config { field, reason });
-        if !matches!(self.bits, 2 | 4 | 8) {
-            return bad(
-                "bits",
-                format!("{} bits: GEAR's codes are 2, 4 or 8 bits", self.bits),
-            );
-        }
-        if self.group == 0 || !head_dim.is_multiple_of(self.group) {
-            return bad(
-                "group",
-                format!(
-                    "group size {} must divide the head dimension {head_dim}",
-                    self.group
-                ),
-            );
-        }
-        if self.buffer == 0 || !self.buffer.is_multiple_of(self.group) {
-            return bad(
-                "buffer",
-                format!(
-                    "buffer {} must be a positive multiple of the group size {}",
-                    self.buffer, self.group
-                ),
-            );
-        }
+        check_grouping(
+            "GEAR",
+            self.bits,
+            self.group,
+            head_dim,
+            "buffer",
+            self.buffer,
+        )?;
         if self.buffer * head_dim > 1 << 16 {
             return bad(
                 "buffer",

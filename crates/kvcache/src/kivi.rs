@@ -73,34 +73,53 @@ impl KiviConfig {
     /// that does not divide `head_dim`; a residual that is not a positive
     /// multiple of the group.
     pub fn validate(&self, head_dim: usize) -> Result<()> {
-        let bad = |field: &'static str, reason: String| Err(Error::Config { field, reason });
-        if !matches!(self.bits, 2 | 4 | 8) {
-            return bad(
-                "bits",
-                format!("{} bits: KIVI codes are 2, 4 or 8 bits", self.bits),
-            );
-        }
-        if self.group == 0 || !head_dim.is_multiple_of(self.group) {
-            return bad(
-                "group",
-                format!(
-                    "group size {} must divide the head dimension {head_dim} (value groups \
-                     run along it)",
-                    self.group
-                ),
-            );
-        }
-        if self.residual == 0 || !self.residual.is_multiple_of(self.group) {
-            return bad(
-                "residual",
-                format!(
-                    "residual length {} must be a positive multiple of the group size {}",
-                    self.residual, self.group
-                ),
-            );
-        }
-        Ok(())
+        check_grouping(
+            "KIVI",
+            self.bits,
+            self.group,
+            head_dim,
+            "residual",
+            self.residual,
+        )
     }
+}
+
+/// The checks KIVI-grouped caches share: `bits` of 2, 4 or 8; a group that
+/// divides `head_dim` (value groups run along it); a window (`field`: the
+/// residual or buffer length) that is a positive multiple of the group.
+pub(crate) fn check_grouping(
+    cache: &str,
+    bits: u8,
+    group: usize,
+    head_dim: usize,
+    field: &'static str,
+    window: usize,
+) -> Result<()> {
+    let bad = |field: &'static str, reason: String| Err(Error::Config { field, reason });
+    if !matches!(bits, 2 | 4 | 8) {
+        return bad(
+            "bits",
+            format!("{bits} bits: {cache} codes are 2, 4 or 8 bits"),
+        );
+    }
+    if group == 0 || !head_dim.is_multiple_of(group) {
+        return bad(
+            "group",
+            format!(
+                "group size {group} must divide the head dimension {head_dim} (value groups \
+                 run along it)"
+            ),
+        );
+    }
+    if window == 0 || !window.is_multiple_of(group) {
+        return bad(
+            field,
+            format!(
+                "{field} length {window} must be a positive multiple of the group size {group}"
+            ),
+        );
+    }
+    Ok(())
 }
 
 /// Codes of quantized groups with their f16 scale and minimum.
