@@ -159,7 +159,12 @@ fn eval_refuses_bad_kv_cache_specs_with_a_message() {
     for (spec, says) in [
         ("kivi-3", "2, 4 or 8 bits"),
         ("kivi-2-x5", "unknown part"),
-        ("lru", "expected f32, f16, int8 or kivi"),
+        ("lru", "expected f32, f16, int8, fp8"),
+        ("h2o", "pPERCENT or nTOKENS"),
+        ("h2o-x", "give the budget first"),
+        ("h2o-p150", "ratio in (0, 1]"),
+        ("snapkv-p50-k4", "must be odd"),
+        ("gear-3", "2, 4 or 8 bits"),
     ] {
         let e = stderr_of(&["eval", "-m", model, "-f", model, "--kv-cache", spec]);
         assert!(e.contains(says), "{spec}: {e}");
@@ -183,4 +188,17 @@ fn eval_refuses_bad_kv_cache_specs_with_a_message() {
         "kivi-2-g48-r96",
     ]);
     assert!(e.contains("must divide the head dimension 64"), "{e}");
+    // Static FP8 scales are calibrated on a text the user names.
+    let e = stderr_of(&[
+        "eval",
+        "-m",
+        model,
+        "-f",
+        text.to_str().unwrap(),
+        "-c",
+        "64",
+        "--kv-cache",
+        "fp8-static",
+    ]);
+    assert!(e.contains("--kv-calib"), "{e}");
 }
