@@ -1,6 +1,5 @@
 //! `convert`: GGUF → Hugging Face folder on the real SmolLM2, and dtype changes.
 
-use candle_core::Tensor;
 use tensorpress::convert::{gguf_to_hf, hf_change_dtype};
 use tensorpress::io::gguf::GgufFile;
 use tensorpress::io::safetensors::SafetensorsModel;
@@ -11,18 +10,7 @@ use tensorpress::models::weights::LoadOptions;
 use tensorpress::tensor::DType;
 use tensorpress::Error;
 
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-}
+use crate::common::max_gap;
 
 #[test]
 fn gguf_to_hf_folder_computes_the_same_model() {
@@ -49,7 +37,7 @@ fn gguf_to_hf_folder_computes_the_same_model() {
     let window = &tokens[..96];
     let la = a.logits(window, 0).unwrap();
     let lb = b.logits(window, 0).unwrap();
-    let diff = max_abs_diff(&la, &lb);
+    let diff = max_gap(&la, &lb);
     assert!(diff < 2e-3, "max |Δ logit| = {diff}");
 }
 

@@ -24,6 +24,8 @@ use tensorpress::models::tokenizer::TextTokenizer;
 use tensorpress::models::weights::LoadOptions;
 use tensorpress::quant::ggml::{GgmlRtn, GgmlType};
 
+use crate::common::max_gap;
+
 const DATA: &str = "test data missing: run scripts/fetch-testdata.sh";
 
 struct Setup {
@@ -74,17 +76,7 @@ fn rotated(s: &Setup) -> (LlamaModel, CompressReport) {
 /// Largest |a − b| over the logits of the first 128 evaluation tokens.
 fn logit_gap(s: &Setup, a: &LlamaModel, b: &LlamaModel) -> f32 {
     let tokens = &s.eval[..128];
-    let (x, y) = (a.logits(tokens, 0).unwrap(), b.logits(tokens, 0).unwrap());
-    (x - y)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
+    max_gap(&a.logits(tokens, 0).unwrap(), &b.logits(tokens, 0).unwrap())
 }
 
 fn rtn_w4_ch(model: &mut LlamaModel) -> CompressReport {
