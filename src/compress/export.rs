@@ -522,6 +522,25 @@ pub fn write_hf_checkpoint(
         ExportFormat::Gptq => Writer::Gptq(GptqWriter::new()),
         ExportFormat::Dequantized => Writer::Dense(DequantizedWriter::new(options.dtype)),
     };
+    if !report.kv_cache_scales.is_empty() {
+        match &mut writer {
+            Writer::Ct(w) => {
+                for (attention, &(key, value)) in &report.kv_cache_scales {
+                    w.add_kv_cache_scales(attention, key, value)?;
+                }
+            }
+            _ => {
+                return Err(Error::Export {
+                    layer: "kv cache".into(),
+                    reason: format!(
+                        "a {:?} checkpoint cannot declare FP8 KV-cache scales: \
+                         use --format compressed-tensors",
+                        options.format
+                    ),
+                })
+            }
+        }
+    }
     let mut parameters = 0u64;
     let mut written = std::collections::BTreeSet::new();
     let mut factored = BTreeMap::new();

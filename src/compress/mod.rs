@@ -18,6 +18,7 @@ mod factorize;
 mod filter;
 mod gguf;
 mod kernels;
+mod kv;
 mod peft;
 mod recipe;
 mod rotate;
@@ -37,6 +38,7 @@ pub use kernels::{
     attach_checkpoint_kernels, attach_gguf_kernels, attach_kernels, kernel_matrix,
     load_llama_kernels, KernelReport,
 };
+pub use kv::calibrate_kv_cache_scales;
 pub use peft::write_peft_adapter;
 pub use recipe::Recipe;
 pub use rotate::{fold_llama_norms, merge_reports, rotate_llama, RotateOptions};
@@ -265,6 +267,12 @@ pub struct CompressReport {
     /// Low-rank factors `W ≈ A·B` of factorized layers, by layer name
     /// ([`factorize_llama`]), in the model's own row order.
     pub factors: BTreeMap<String, tensorpress_lowrank::LowRank>,
+    /// Static FP8 (E4M3) KV-cache scales `(k_scale, v_scale)` by attention
+    /// module (`model.layers.N.self_attn`), `amax / 448` of the keys (after
+    /// RoPE) and values the compressed model produced on calibration text
+    /// ([`calibrate_kv_cache_scales`]); compressed-tensors exports declare
+    /// them as `kv_cache_scheme`. Empty: no KV-cache quantization.
+    pub kv_cache_scales: BTreeMap<String, (f32, f32)>,
     /// Where the time went.
     pub timings: Timings,
 }
@@ -281,6 +289,7 @@ impl CompressReport {
             factors: BTreeMap::new(),
             smoothing: Vec::new(),
             activations: None,
+            kv_cache_scales: BTreeMap::new(),
             timings: Timings::default(),
         }
     }

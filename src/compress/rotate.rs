@@ -188,6 +188,7 @@ pub fn merge_reports(mut first: CompressReport, then: CompressReport) -> Compres
     first.replaced.extend(then.replaced);
     first.adapters.extend(then.adapters);
     first.factors.extend(then.factors);
+    first.kv_cache_scales.extend(then.kv_cache_scales);
     first.timings.forward += then.timings.forward;
     first.timings.hessian += then.timings.hessian;
     first.timings.solve += then.timings.solve;

@@ -6,8 +6,9 @@ use std::time::Instant;
 
 use clap::Args;
 use tensorpress::compress::{
-    calibration_windows, compress_llama, parse_scheme, write_hf_checkpoint, write_peft_adapter,
-    Compensation, ExportFormat, ExportOptions, LayerFilter, Progress, Recipe,
+    calibrate_kv_cache_scales, calibration_windows, compress_llama, parse_scheme,
+    write_hf_checkpoint, write_peft_adapter, Compensation, ExportFormat, ExportOptions,
+    LayerFilter, Progress, Recipe,
 };
 use tensorpress::compress::{write_gguf, GgufExportOptions};
 use tensorpress::io::export::FloatDType;
@@ -114,6 +115,16 @@ pub(crate) struct CompressArgs {
     /// error). The adapters go to --adapter-out as a PEFT LoRA folder.
     #[arg(long, value_name = "METHOD:RANK", value_parser = parse_compensation, requires = "adapter_out")]
     compensate: Option<Compensation>,
+    /// Calibrate static FP8 (E4M3) KV-cache scales on the compressed model
+    /// (largest key and value magnitude / 448 per layer, over 8 windows of
+    /// --kv-calib or --calib) and declare them in the compressed-tensors
+    /// config (`kv_cache_scheme`, `self_attn.k_scale`/`v_scale`), which vLLM
+    /// uses with `--kv-cache-dtype fp8`.
+    #[arg(long)]
+    kv_cache_fp8: bool,
+    /// The text --kv-cache-fp8 calibrates on (default: the first --calib file).
+    #[arg(long, value_name = "FILE", requires = "kv_cache_fp8")]
+    kv_calib: Option<PathBuf>,
     /// Where --compensate writes its PEFT LoRA adapter folder (load it onto
     /// the `--format dequantized` model with peft).
     #[arg(long, value_name = "DIR", requires = "compensate")]
@@ -208,6 +219,23 @@ pub(crate) fn run(args: CompressArgs) -> CliResult {
         .into());
     }
 
+    let kv_calib = match (args.kv_cache_fp8, &args.kv_calib, args.calib.first()) {
+        (false, _, _) => None,
+        (true, _, _) if format != Some(ExportFormat::CompressedTensors) => {
+            return Err(format!(
+                "--kv-cache-fp8 declares compressed-tensors' kv_cache_scheme: use --format \
+                 compressed-tensors, not {}",
+                args.format
+            )
+            .into())
+        }
+        (true, Some(path), _) | (true, None, Some(path)) => Some(path.clone()),
+        (true, None, None) => {
+            return Err(
+                "--kv-cache-fp8 calibrates on text: give --kv-calib FILE or --calib FILE".into(),
+            )
+        }
+    };
     if args.out.is_file() || std::fs::read_dir(&args.out).is_ok_and(|mut d| d.next().is_some()) {
         return Err(format!(
             "{} exists and is not empty: remove it or choose another --out",
@@ -275,6 +303,20 @@ pub(crate) fn run(args: CompressArgs) -> CliResult {
         Progress::Gradients { .. } => {}
     })?;
     pb.finish_and_clear();
+    let mut report = report;
+    if let Some(path) = &kv_calib {
+        let windows = crate::kv_calib_windows(&model, &tokenizer, path, len)?;
+        report.kv_cache_scales = calibrate_kv_cache_scales(&model, &windows, 64)?;
+        let (k, v) = report
+            .kv_cache_scales
+            .values()
+            .fold((0f32, 0f32), |(k, v), s| (k.max(s.0), v.max(s.1)));
+        eprintln!(
+            "FP8 KV-cache scales calibrated on {} windows of {}; largest k_scale {k:.4}, v_scale {v:.4}",
+            windows.len(),
+            path.display()
+        );
+    }
     let compress_s = t1.elapsed().as_secs_f64();
 
     let t2 = Instant::now();

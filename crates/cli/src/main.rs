@@ -105,7 +105,9 @@ struct EvalArgs {
     )]
     kv_chunk: usize,
     /// With `--kv-cache fp8-static`: calibrate each layer's FP8 key and value
-    /// scales (largest magnitude / 448) on the first 8 windows of this text.
+    /// scales (largest magnitude / 448) on the first 8 windows of this text
+    /// (default: the scales of a checkpoint written with
+    /// `compress --kv-cache-fp8`).
     #[arg(long, value_name = "FILE", requires = "kv_cache")]
     kv_calib: Option<PathBuf>,
     /// Print the result as JSON on stdout.
@@ -340,37 +342,23 @@ fn eval_perplexity(args: &EvalArgs) -> CliResult {
     Ok(())
 }
 
-/// Per-layer static FP8 scales from the amax of `--kv-calib`'s first 8
-/// windows (each with the model's BOS, as the evaluation windows start).
+/// Per-layer static FP8 scales: from `--kv-calib`'s first 8 windows, or the
+/// `kv_cache_scheme` scales of a compressed-tensors checkpoint folder.
 fn fp8_scales(
     args: &EvalArgs,
     model: &tensorpress::models::llama::LlamaModel,
     tokenizer: &TextTokenizer,
 ) -> Result<Vec<Fp8Scales>, Box<dyn std::error::Error>> {
-    let path = args.kv_calib.as_ref().ok_or(
-        "--kv-cache fp8-static calibrates per-layer scales: give --kv-calib FILE (or use fp8, \
-         which scales each token)",
-    )?;
-    let tokens = tokenizer.encode(&read_text(std::slice::from_ref(path))?)?;
-    let len = args.ctx.saturating_sub(1).max(1);
-    let windows: Vec<Vec<u32>> = tokens
-        .chunks_exact(len)
-        .take(8)
-        .map(|w| {
-            model
-                .bos_token_id()
-                .into_iter()
-                .chain(w.iter().copied())
-                .collect()
-        })
-        .collect();
-    if windows.is_empty() {
-        return Err(format!(
-            "{}: fewer than {len} tokens to calibrate the FP8 scales on",
-            path.display()
-        )
-        .into());
-    }
+    let Some(path) = args.kv_calib.as_ref() else {
+        let stored = checkpoint_kv_scales(&args.model, model.params().num_layers)?;
+        return stored.ok_or_else(|| {
+            "--kv-cache fp8-static calibrates per-layer scales: give --kv-calib FILE, a \
+             checkpoint with a kv_cache_scheme (compress --kv-cache-fp8), or use fp8, which \
+             scales each token"
+                .into()
+        });
+    };
+    let windows = kv_calib_windows(model, tokenizer, path, args.ctx.saturating_sub(1))?;
     let amax = calibrate_kv_amax(model, &windows, args.kv_chunk)?;
     if !args.json {
         let (k, v) = amax
@@ -386,6 +374,66 @@ fn fp8_scales(
         .iter()
         .map(|a| Fp8Scales::from_amax(a.key, a.value))
         .collect())
+}
+
+/// The static FP8 KV-cache scales a compressed-tensors checkpoint folder
+/// declares (`kv_cache_scheme`), one per block; `None` when it has none.
+fn checkpoint_kv_scales(
+    path: &Path,
+    blocks: usize,
+) -> Result<Option<Vec<Fp8Scales>>, Box<dyn std::error::Error>> {
+    let quantized = path.is_dir()
+        && std::fs::read_to_string(path.join("config.json"))
+            .is_ok_and(|c| c.contains("\"kv_cache_scheme\""));
+    if !quantized {
+        return Ok(None);
+    }
+    let ckpt = tensorpress::io::import::QuantizedCheckpoint::open(path)?;
+    let stored = ckpt.kv_cache_scales();
+    if stored.is_empty() {
+        return Ok(None);
+    }
+    let scales = (0..blocks)
+        .map(|b| {
+            let name = format!("model.layers.{b}.self_attn");
+            let &(key, value) = stored.get(&name).ok_or_else(|| {
+                format!("{}: kv_cache_scheme has no {name}.k_scale", path.display())
+            })?;
+            Ok(Fp8Scales::Static { key, value })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    Ok(Some(scales))
+}
+
+/// The first 8 windows of `len` tokens of `path` (each after the model's
+/// BOS, as evaluation windows start): the KV-cache calibration text.
+pub(crate) fn kv_calib_windows(
+    model: &tensorpress::models::llama::LlamaModel,
+    tokenizer: &TextTokenizer,
+    path: &Path,
+    len: usize,
+) -> Result<Vec<Vec<u32>>, Box<dyn std::error::Error>> {
+    let tokens = tokenizer.encode(&read_text(std::slice::from_ref(&path.to_path_buf()))?)?;
+    let len = len.max(1);
+    let windows: Vec<Vec<u32>> = tokens
+        .chunks_exact(len)
+        .take(8)
+        .map(|w| {
+            model
+                .bos_token_id()
+                .into_iter()
+                .chain(w.iter().copied())
+                .collect()
+        })
+        .collect();
+    if windows.is_empty() {
+        return Err(format!(
+            "{}: fewer than {len} tokens to calibrate the FP8 KV-cache scales on",
+            path.display()
+        )
+        .into());
+    }
+    Ok(windows)
 }
 
 fn eval_embeddings(args: &EvalArgs) -> CliResult {

@@ -202,3 +202,87 @@ fn eval_refuses_bad_kv_cache_specs_with_a_message() {
     ]);
     assert!(e.contains("--kv-calib"), "{e}");
 }
+
+#[test]
+fn compress_declares_calibrated_fp8_kv_cache_scales_that_eval_uses() {
+    let model = testdata::smollm2_gguf().expect("test data: run scripts/fetch-testdata.sh");
+    let model = model.to_str().unwrap();
+    let text = testdata::sotu_text(2017..=2017).expect("test data: run scripts/fetch-testdata.sh");
+    let dir = tempfile::tempdir().unwrap();
+    let calib = dir.path().join("calib.txt");
+    std::fs::write(&calib, &text).unwrap();
+    let calib = calib.to_str().unwrap();
+    // Only compressed-tensors declares KV-cache scales.
+    let gptq = dir.path().join("gptq");
+    let e = stderr_of(&[
+        "compress",
+        "-m",
+        model,
+        "--scheme",
+        "rtn-w4-g64",
+        "--format",
+        "gptq",
+        "--kv-cache-fp8",
+        "--kv-calib",
+        calib,
+        "-o",
+        gptq.to_str().unwrap(),
+    ]);
+    assert!(e.contains("use --format compressed-tensors"), "{e}");
+    assert!(!gptq.exists());
+
+    let out = dir.path().join("ct");
+    let run = tensorpress(&[
+        "compress",
+        "-m",
+        model,
+        "--scheme",
+        "rtn-w4-g64",
+        "--kv-cache-fp8",
+        "--kv-calib",
+        calib,
+        "--calib-len",
+        "64",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
+    let scheme = &config["quantization_config"]["kv_cache_scheme"];
+    assert_eq!(scheme["type"], "float", "{scheme}");
+    assert_eq!(scheme["strategy"], "tensor", "{scheme}");
+    let ckpt = tensorpress::io::import::QuantizedCheckpoint::open(&out).unwrap();
+    let scales = ckpt.kv_cache_scales();
+    assert_eq!(scales.len(), 30);
+    // Keys after RoPE reach magnitudes of a few to tens, values less: scales
+    // are amax / 448, positive and well under 1.
+    for (module, &(k, v)) in scales {
+        assert!(
+            k > 1e-4 && k < 1.0 && v > 1e-5 && v < 1.0,
+            "{module}: {k} {v}"
+        );
+    }
+    // eval takes the checkpoint's scales without --kv-calib.
+    let eval = json(&tensorpress(&[
+        "eval",
+        "-m",
+        out.to_str().unwrap(),
+        "-f",
+        calib,
+        "-c",
+        "64",
+        "--chunks",
+        "1",
+        "--kv-cache",
+        "fp8-static",
+        "--json",
+    ]));
+    let ppl = eval["perplexity"].as_f64().unwrap();
+    assert!(ppl.is_finite() && ppl > 1.0 && ppl < 200.0, "{eval}");
+    assert_eq!(eval["kv_cache"], "fp8-static");
+}

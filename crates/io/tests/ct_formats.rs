@@ -579,3 +579,46 @@ fn sparse_24_bitmask_layout_and_errors() {
         .add_sparse_bitmask("model.layers.0.mlp.down_proj", w.view())
         .is_err());
 }
+
+#[test]
+fn fp8_kv_cache_scales_are_a_kv_cache_scheme_and_read_back() {
+    let int4 = quantize(QuantSpec::int(4).group(32), 8, 64, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = CompressedTensorsWriter::new().float_dtype(FloatDType::BF16);
+    w.add_quantized(M, &int4, None).unwrap();
+    let attn = |i: usize| format!("model.layers.{i}.self_attn");
+    w.add_kv_cache_scales(&attn(0), 0.0625, 0.5).unwrap();
+    w.add_kv_cache_scales(&attn(1), 0.125, 0.25).unwrap();
+    // Bad scales and a second pair for one module are typed errors that add nothing.
+    for bad in [0.0, -1.0, f32::NAN, f32::INFINITY, 1e-45] {
+        let err = w.add_kv_cache_scales(&attn(2), bad, 1.0).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::QuantFormat(QuantFormatError::KvCacheScale { .. })
+            ),
+            "{bad}: {err}"
+        );
+    }
+    assert!(matches!(
+        w.add_kv_cache_scales(&attn(0), 1.0, 1.0).unwrap_err(),
+        Error::QuantFormat(QuantFormatError::DuplicateModule { .. })
+    ));
+    w.write_dir(dir.path(), &json!({})).unwrap();
+    let qc = config(dir.path());
+    let scheme = &qc["kv_cache_scheme"];
+    assert_eq!(scheme["num_bits"], 8);
+    assert_eq!(scheme["type"], "float");
+    assert_eq!(scheme["strategy"], "tensor");
+    assert_eq!(scheme["dynamic"], false);
+    assert_eq!(scheme["symmetric"], true);
+
+    let ckpt = QuantizedCheckpoint::open(dir.path()).unwrap();
+    let scales = ckpt.kv_cache_scales();
+    assert_eq!(scales.len(), 2);
+    assert_eq!(scales[&attn(0)], (0.0625, 0.5));
+    assert_eq!(scales[&attn(1)], (0.125, 0.25));
+    assert!(ckpt.passthrough().is_empty(), "{:?}", ckpt.passthrough());
+    let info = ckpt.model().info(&format!("{}.k_scale", attn(0))).unwrap();
+    assert_eq!(info.shape, vec![1]);
+}

@@ -45,6 +45,15 @@ impl Fp8Scales {
         }
     }
 
+    /// The `(key, value)` scales of [`Fp8Scales::Static`]; `None` for
+    /// [`Fp8Scales::PerToken`].
+    pub fn as_static(&self) -> Option<(f32, f32)> {
+        match *self {
+            Fp8Scales::Static { key, value } => Some((key, value)),
+            Fp8Scales::PerToken => None,
+        }
+    }
+
     fn validate(&self) -> Result<()> {
         if let Fp8Scales::Static { key, value } = *self {
             for (what, s) in [("key", key), ("value", value)] {

@@ -123,6 +123,8 @@ pub struct CompressedTensorsWriter<'a> {
     modules: HashSet<String>,
     /// Modules written as `sparse-bitmask`.
     sparse: Vec<String>,
+    /// Attention modules given FP8 KV-cache scales.
+    kv_cache: Vec<String>,
     /// Zeros and entries over the sparse modules.
     sparse_counts: (u64, u64),
     sparsity_structure: Option<String>,
@@ -494,6 +496,49 @@ impl<'a> CompressedTensorsWriter<'a> {
         self.tensors.add(name, dtype, shape, data)
     }
 
+    /// Adds the static FP8 (E4M3) KV-cache scales of one attention module
+    /// (`model.layers.N.self_attn`): `{attention}.k_scale` and
+    /// `{attention}.v_scale`, one element each in the writer's float dtype,
+    /// with `x ≈ e4m3(x / scale) · scale` (so `scale = amax / 448`). Once any
+    /// is added the config declares `kv_cache_scheme` (8-bit float,
+    /// per-tensor, static, symmetric), which vLLM reads to store its cache in
+    /// FP8 with these scales (`--kv-cache-dtype fp8`) and transformers loads
+    /// onto each attention module.
+    ///
+    /// # Errors
+    /// [`QuantFormatError::KvCacheScale`] for a scale that is not positive
+    /// and finite (or that the float dtype rounds to zero or infinity);
+    /// [`QuantFormatError::DuplicateModule`] for a module given twice.
+    pub fn add_kv_cache_scales(&mut self, attention: &str, key: f32, value: f32) -> Result<()> {
+        let dt = self.float_dtype;
+        for (what, scale) in [("k_scale", key), ("v_scale", value)] {
+            let stored = dt.round(scale);
+            if !(scale.is_finite() && scale > 0.0 && stored.is_finite() && stored > 0.0) {
+                return Err(QuantFormatError::KvCacheScale {
+                    module: format!("{attention}.{what}"),
+                    scale,
+                }
+                .into());
+            }
+        }
+        if self.kv_cache.iter().any(|m| m == attention) {
+            return Err(QuantFormatError::DuplicateModule {
+                module: attention.to_owned(),
+            }
+            .into());
+        }
+        for (what, scale) in [("k_scale", key), ("v_scale", value)] {
+            self.tensors.add(
+                format!("{attention}.{what}"),
+                dt.dtype(),
+                &[1],
+                dt.encode(std::iter::once(scale)),
+            )?;
+        }
+        self.kv_cache.push(attention.to_owned());
+        Ok(())
+    }
+
     /// The `sparsity_structure` the config declares for the sparse modules
     /// (`"unstructured"`, the default, or `"2:4"`, `"4:8"`, …).
     pub fn sparsity_structure(mut self, structure: impl Into<String>) -> Self {
@@ -601,7 +646,10 @@ impl<'a> CompressedTensorsWriter<'a> {
             }
             .into());
         }
-        if let (Some(sparsity), true) = (&sparsity, self.schemes.is_empty()) {
+        if let (Some(sparsity), true) = (
+            &sparsity,
+            self.schemes.is_empty() && self.kv_cache.is_empty(),
+        ) {
             return Ok(json!({
                 "quant_method": "compressed-tensors",
                 "sparsity_config": sparsity,
@@ -661,7 +709,11 @@ impl<'a> CompressedTensorsWriter<'a> {
             "format": format,
             "global_compression_ratio": null,
             "ignore": ignore,
-            "kv_cache_scheme": null,
+            "kv_cache_scheme": if self.kv_cache.is_empty() {
+                Value::Null
+            } else {
+                kv_cache_scheme_json(observer)
+            },
             "quant_method": "compressed-tensors",
             "quantization_status": "compressed",
             "sparsity_config": sparsity.unwrap_or_else(|| json!({})),
@@ -687,6 +739,23 @@ impl<'a> CompressedTensorsWriter<'a> {
         written.push(write_config(dir, model_config, Some(quant))?);
         Ok(written)
     }
+}
+
+/// compressed-tensors' `kv_cache_scheme` for static per-tensor FP8 E4M3
+/// keys and values (its `QuantizationArgs` fields).
+fn kv_cache_scheme_json(observer: &str) -> Value {
+    json!({
+        "num_bits": 8,
+        "type": "float",
+        "symmetric": true,
+        "group_size": null,
+        "strategy": "tensor",
+        "block_structure": null,
+        "dynamic": false,
+        "actorder": null,
+        "observer": observer,
+        "observer_kwargs": {},
+    })
 }
 
 /// Whether `q` has a group index that is not the plain `col / group_size`.

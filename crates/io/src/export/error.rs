@@ -105,6 +105,15 @@ pub enum QuantFormatError {
         /// The schemes in use.
         schemes: usize,
     },
+    /// A KV-cache scale that is not a positive finite number in the
+    /// checkpoint's float type.
+    #[error("{module}: KV-cache scale {scale} is not a positive finite number in the checkpoint's float type")]
+    KvCacheScale {
+        /// The scale tensor (`model.layers.N.self_attn.k_scale`).
+        module: String,
+        /// The scale given.
+        scale: f32,
+    },
     /// A layer name added twice.
     #[error("module {module:?} was added twice")]
     DuplicateModule {

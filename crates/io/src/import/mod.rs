@@ -90,6 +90,8 @@ pub struct QuantizedCheckpoint {
     layers: BTreeMap<String, QuantSpec>,
     ct_layers: BTreeMap<String, compressed_tensors::CtLayer>,
     storage: BTreeSet<String>,
+    /// Static FP8 KV-cache scales by attention module.
+    kv_scales: BTreeMap<String, (f32, f32)>,
 }
 
 impl QuantizedCheckpoint {
@@ -136,7 +138,7 @@ impl QuantizedCheckpoint {
                 ""
             })
             .to_owned();
-        let (format, layers, ct_layers, storage) = match method.as_str() {
+        let (format, layers, ct_layers, mut storage) = match method.as_str() {
             "compressed-tensors" => {
                 let (packing, layers, ct_layers, storage) =
                     compressed_tensors::index(&model, &quant)?;
@@ -149,6 +151,7 @@ impl QuantizedCheckpoint {
             }
             _ => return Err(QuantFormatError::QuantMethod { found: method }.into()),
         };
+        let kv_scales = kv_cache_scales(&model, &quant, &mut storage)?;
         Ok(QuantizedCheckpoint {
             model,
             config,
@@ -156,6 +159,7 @@ impl QuantizedCheckpoint {
             layers,
             ct_layers,
             storage,
+            kv_scales,
         })
     }
 
@@ -198,8 +202,15 @@ impl QuantizedCheckpoint {
         self.ct_layers.get(module)?.activations.as_ref()
     }
 
+    /// The static FP8 KV-cache scales `(k_scale, v_scale)` by attention
+    /// module (`model.layers.N.self_attn`), when the config declares
+    /// compressed-tensors' `kv_cache_scheme`; empty otherwise.
+    pub fn kv_cache_scales(&self) -> &BTreeMap<String, (f32, f32)> {
+        &self.kv_scales
+    }
+
     /// Tensors that are not part of a quantized weight (embeddings, norms,
-    /// biases, unquantized layers), sorted.
+    /// biases, unquantized layers, KV-cache scales), sorted.
     pub fn passthrough(&self) -> Vec<&str> {
         self.model
             .names()
@@ -451,4 +462,72 @@ pub(crate) fn quant_error(
         tensor: module.to_owned(),
         source,
     }
+}
+
+/// Reads the `k_scale` / `v_scale` pairs of a `kv_cache_scheme` (static
+/// per-tensor FP8, the only KV scheme with stored scales that runtimes load)
+/// and marks them as storage.
+fn kv_cache_scales(
+    model: &SafetensorsModel,
+    quant: &Value,
+    storage: &mut BTreeSet<String>,
+) -> Result<BTreeMap<String, (f32, f32)>> {
+    let scheme = match quant.get("kv_cache_scheme") {
+        None | Some(Value::Null) => return Ok(BTreeMap::new()),
+        Some(s) => s,
+    };
+    let field = |name: &str| scheme.get(name).cloned().unwrap_or(Value::Null);
+    let problem = |name: &str, what: String| QuantFormatError::Config {
+        field: format!("kv_cache_scheme.{name}"),
+        problem: what,
+    };
+    if field("num_bits") != 8 || field("type") != "float" {
+        return Err(problem(
+            "type",
+            format!(
+                "{} bits of {}: only 8-bit float (FP8 E4M3) KV caches are read",
+                field("num_bits"),
+                field("type")
+            ),
+        )
+        .into());
+    }
+    if field("dynamic") == true {
+        return Ok(BTreeMap::new());
+    }
+    if !matches!(field("strategy").as_str(), Some("tensor") | None) {
+        return Err(problem(
+            "strategy",
+            format!("{}: only per-tensor scales are read", field("strategy")),
+        )
+        .into());
+    }
+    let mut scales = BTreeMap::new();
+    for name in model.names() {
+        let Some(module) = name.strip_suffix(".k_scale") else {
+            continue;
+        };
+        let v_name = format!("{module}.v_scale");
+        let scalar = |n: &str| -> Result<f32> {
+            let a = model.to_f32(n)?;
+            match a.iter().next() {
+                Some(&x) if a.len() == 1 && x.is_finite() && x > 0.0 => Ok(x),
+                _ => Err(problem(
+                    "scales",
+                    format!(
+                        "{n} holds {} values; expected one positive finite scale",
+                        a.len()
+                    ),
+                )
+                .into()),
+            }
+        };
+        if !model.contains(&v_name) {
+            return Err(problem("scales", format!("{name} has no {v_name}")).into());
+        }
+        scales.insert(module.to_owned(), (scalar(name)?, scalar(&v_name)?));
+        storage.insert(name.to_owned());
+        storage.insert(v_name);
+    }
+    Ok(scales)
 }
