@@ -5,6 +5,7 @@ use ndarray::{Array2, Array3, ArrayView2, ArrayView3};
 
 use crate::attend::{check_queries, softmax};
 use crate::cache::{check_append, KvCache};
+use crate::kernels::{self, Level};
 use crate::Result;
 
 /// Stores keys and values as f32: the exact reference cache.
@@ -79,30 +80,26 @@ impl KvCache for F32Cache {
         (self.keys.len() + self.values.len()) * 4
     }
 
-    /// Straight over the stored rows: the f32 baseline of the kernels.
+    /// Straight over the stored rows, token by token in storage order (each
+    /// key and value row read once for all the query heads that share it,
+    /// with SIMD dot products and weighted sums): the f32 baseline of the
+    /// kernels.
     fn attend(&self, queries: ArrayView2<'_, f32>) -> Result<Array2<f32>> {
         let (heads, d, n) = (self.heads, self.head_dim, self.tokens);
         let groups = check_queries(&queries, heads, d)?;
+        let level = Level::detect();
         let row = heads * d;
-        let mut out = Array2::zeros(queries.dim());
-        let mut p = vec![0f32; n];
-        for (q, query) in queries.outer_iter().enumerate() {
-            let h = q / groups;
-            let query = query.to_vec();
-            for (t, s) in p.iter_mut().enumerate() {
-                let k = &self.keys[t * row + h * d..t * row + (h + 1) * d];
-                *s = k.iter().zip(&query).map(|(a, b)| a * b).sum();
+        let qs: Vec<f32> = queries.iter().copied().collect();
+        let mut p = vec![0f32; queries.nrows() * n];
+        kernels::row_scores(level, &self.keys, row, &qs, d, groups, &mut p);
+        if n > 0 {
+            for pq in p.chunks_exact_mut(n) {
+                softmax(pq);
             }
-            softmax(&mut p);
-            let mut acc = vec![0f32; d];
-            for (t, &w) in p.iter().enumerate() {
-                let v = &self.values[t * row + h * d..t * row + (h + 1) * d];
-                for (a, x) in acc.iter_mut().zip(v) {
-                    *a += w * x;
-                }
-            }
-            out.row_mut(q).assign(&ndarray::ArrayView1::from(&acc));
         }
+        let mut out = Array2::zeros(queries.dim());
+        let acc = out.as_slice_mut().expect("a fresh array is contiguous");
+        kernels::row_sums(level, &self.values, row, &p, d, groups, acc);
         Ok(out)
     }
 

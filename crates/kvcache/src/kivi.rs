@@ -26,11 +26,13 @@
 //! Codes are packed `8 / b` to a byte, LSB first.
 
 use half::f16;
+use half::slice::HalfFloatSliceExt;
 use ndarray::{Array2, Array3, ArrayView2, ArrayView3};
 use std::collections::VecDeque;
 
 use crate::attend::{check_queries, softmax};
 use crate::cache::{check_append, KvCache};
+use crate::kernels::{self, Level};
 use crate::{Error, Result};
 
 /// KIVI's settings: bits, group size `G` and residual length `R`.
@@ -181,26 +183,6 @@ impl Groups {
     /// Dequantized code `i` of group `g`.
     pub(crate) fn value(&self, i: usize, g: usize, bits: u8) -> f32 {
         f32::from(self.code(i, bits)) * self.scales[g].to_f32() + self.mins[g].to_f32()
-    }
-
-    /// Codes `start..start + out.len()` as f32 into `out`: byte by byte when
-    /// `start` is byte-aligned (KIVI's groups are, for `G · bits` a multiple
-    /// of 8), one code at a time otherwise.
-    fn unpack(&self, start: usize, out: &mut [f32], bits: u8) {
-        let per = 8 / bits as usize;
-        if start.is_multiple_of(per) {
-            let mask = ((1u16 << bits) - 1) as u8;
-            let bytes = &self.codes[start / per..(start + out.len()).div_ceil(per)];
-            for (chunk, &byte) in out.chunks_mut(per).zip(bytes) {
-                for (k, x) in chunk.iter_mut().enumerate() {
-                    *x = f32::from((byte >> (k * bits as usize)) & mask);
-                }
-            }
-        } else {
-            for (i, x) in out.iter_mut().enumerate() {
-                *x = f32::from(self.code(start + i, bits));
-            }
-        }
     }
 
     pub(crate) fn bytes(&self) -> usize {
@@ -422,42 +404,51 @@ impl KvCache for KiviCache {
             self.config.group,
             self.config.bits,
         );
+        let level = Level::detect();
         let groups = check_queries(&queries, heads, d)?;
         let (row, n) = (self.row(), self.len());
         let (nk, nv) = (self.key_tokens, self.value_tokens);
+        let code_bytes = |codes: usize| codes * bits as usize / 8;
+        let per_token = d / g;
         let mut out = Array2::zeros(queries.dim());
-        let mut codes = vec![0f32; g];
         let mut scores = vec![vec![0f32; n]; groups];
-        let mut acc = vec![vec![0f32; d]; groups];
+        let mut w = vec![0f32; groups * d];
+        let mut group_scores = vec![0f32; groups * g];
+        let mut ws = vec![0f32; groups * nv * per_token];
+        let mut acc = vec![0f32; groups * d];
+        // Scales and minima in f32 once (F16C converts 8 at a time).
+        let widen = |x: &[f16]| {
+            let mut out = vec![0f32; x.len()];
+            x.convert_to_f32_slice(&mut out);
+            out
+        };
+        let (key_scales, key_mins) = (widen(&self.keys.scales), widen(&self.keys.mins));
+        let (value_scales, value_mins) = (widen(&self.values.scales), widen(&self.values.mins));
         for h in 0..heads {
             let qs: Vec<Vec<f32>> = (0..groups)
                 .map(|j| queries.row(h * groups + j).to_vec())
                 .collect();
-            for p in scores.iter_mut() {
-                p.fill(0.0);
-            }
-            // Keys, quantized: token group tg, channel c → group tg·row + h·d + c.
+            // Keys, quantized per channel over groups of g tokens: token group
+            // tg, channel c → group tg·row + h·d + c, whose g codes follow
+            // those of channel c − 1. Scale folded into the query, minimum
+            // into one bias per group.
             for tg in 0..nk / g {
+                let first = tg * row + h * d;
                 let mut bias = vec![0f32; groups];
                 for c in 0..d {
-                    let group = tg * row + h * d + c;
-                    self.keys.unpack(group * g, &mut codes, bits);
-                    let (sc, mn) = (
-                        self.keys.scales[group].to_f32(),
-                        self.keys.mins[group].to_f32(),
-                    );
+                    let (sc, mn) = (key_scales[first + c], key_mins[first + c]);
                     for j in 0..groups {
                         let x = qs[j][c];
                         bias[j] += x * mn;
-                        let w = x * sc;
-                        for (s, &k) in scores[j][tg * g..(tg + 1) * g].iter_mut().zip(&codes) {
-                            *s += w * k;
-                        }
+                        w[j * d + c] = x * sc;
                     }
                 }
+                let bytes = &self.keys.codes[code_bytes(first * g)..code_bytes((first + d) * g)];
+                kernels::key_scores(level, bytes, bits, g, &w, groups, &mut group_scores);
                 for j in 0..groups {
-                    for s in &mut scores[j][tg * g..(tg + 1) * g] {
-                        *s += bias[j];
+                    let dst = &mut scores[j][tg * g..(tg + 1) * g];
+                    for (s, &x) in dst.iter_mut().zip(&group_scores[j * g..(j + 1) * g]) {
+                        *s = x + bias[j];
                     }
                 }
             }
@@ -465,44 +456,55 @@ impl KvCache for KiviCache {
             for t in nk..n {
                 let k = &self.key_residual[(t - nk) * row + h * d..(t - nk) * row + (h + 1) * d];
                 for j in 0..groups {
-                    scores[j][t] = k.iter().zip(&qs[j]).map(|(a, b)| a * b).sum();
+                    scores[j][t] = kernels::dot(level, k, &qs[j]);
                 }
             }
-            for (j, p) in scores.iter_mut().enumerate() {
+            for p in scores.iter_mut() {
                 softmax(p);
-                acc[j].fill(0.0);
             }
-            // Values, quantized per token: group (t·row + h·d) / G + cg.
+            acc.fill(0.0);
+            // Values, quantized per token: group (t·row + h·d) / G + cg. The
+            // probability times the scale weighs the codes; the minima add
+            // one constant per channel group.
+            let mut minima = vec![0f32; groups * per_token];
+            let (row_groups, head_group) = (row / g, h * d / g);
             for t in 0..nv {
-                let first = (t * row + h * d) / g;
-                for cg in 0..d / g {
-                    let group = first + cg;
-                    self.values.unpack(group * g, &mut codes, bits);
-                    let (sc, mn) = (
-                        self.values.scales[group].to_f32(),
-                        self.values.mins[group].to_f32(),
-                    );
+                let first = t * row_groups + head_group;
+                for cg in 0..per_token {
+                    let (sc, mn) = (value_scales[first + cg], value_mins[first + cg]);
                     for j in 0..groups {
                         let p = scores[j][t];
-                        let (ws, wm) = (p * sc, p * mn);
-                        for (a, &v) in acc[j][cg * g..(cg + 1) * g].iter_mut().zip(&codes) {
-                            *a += ws * v + wm;
-                        }
+                        ws[(t * per_token + cg) * groups + j] = p * sc;
+                        minima[j * per_token + cg] += p * mn;
                     }
+                }
+            }
+            kernels::value_sums(
+                level,
+                &self.values.codes,
+                bits,
+                code_bytes(h * d),
+                code_bytes(row),
+                g,
+                &ws[..groups * nv * per_token],
+                groups,
+                &mut acc,
+            );
+            for j in 0..groups {
+                for (c, a) in acc[j * d..(j + 1) * d].iter_mut().enumerate() {
+                    *a += minima[j * per_token + c / g];
                 }
             }
             for (r, token) in self.value_residual.iter().enumerate() {
                 let v = &token[h * d..(h + 1) * d];
                 for j in 0..groups {
                     let p = scores[j][nv + r];
-                    for (a, &x) in acc[j].iter_mut().zip(v) {
-                        *a += p * x;
-                    }
+                    kernels::axpy(level, &mut acc[j * d..(j + 1) * d], p, v);
                 }
             }
             for j in 0..groups {
                 out.row_mut(h * groups + j)
-                    .assign(&ndarray::ArrayView1::from(&acc[j]));
+                    .assign(&ndarray::ArrayView1::from(&acc[j * d..(j + 1) * d]));
             }
         }
         Ok(out)

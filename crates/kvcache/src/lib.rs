@@ -42,6 +42,7 @@ mod float;
 mod fp8;
 mod gear;
 mod int8;
+mod kernels;
 mod kivi;
 mod spec;
 
