@@ -26,7 +26,8 @@
 //! ```
 
 pub mod bitpack;
+pub mod entropy;
 mod error;
 pub mod varint;
 
-pub use error::{Error, Result};
+pub use error::{CodeLengthFault, Error, Result};
