@@ -82,7 +82,9 @@ pub enum Error {
     #[error("every symbol count is zero: a model needs at least one symbol")]
     EmptyModel,
     /// More symbols with nonzero probability than `2^precision` slots.
-    #[error("{symbols} symbols with nonzero probability do not fit in {precision}-bit frequencies")]
+    #[error(
+        "{symbols} symbols with nonzero probability do not fit in {precision}-bit frequencies"
+    )]
     TooManySymbolsForPrecision {
         /// Symbols that need a slot.
         symbols: usize,

@@ -5,9 +5,7 @@ use proptest::prelude::*;
 use tensorpress_codecs::entropy::huffman::{self, HuffmanCode};
 use tensorpress_codecs::entropy::range::{self, AdaptiveModel, RangeDecoder, RangeEncoder};
 use tensorpress_codecs::entropy::rans::{self, DefaultRans, Rans};
-use tensorpress_codecs::entropy::{
-    symbol_counts, Categorical, CdfTables, EntropyModel, Quantized,
-};
+use tensorpress_codecs::entropy::{symbol_counts, Categorical, CdfTables, EntropyModel, Quantized};
 
 /// Symbols from a skewed distribution over an alphabet of `k`.
 fn skewed(k: u16) -> impl Strategy<Value = Vec<u16>> {

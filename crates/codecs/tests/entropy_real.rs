@@ -81,7 +81,11 @@ fn check(name: &str, symbols: &[u8]) -> (f64, f64) {
         100.0 * hf,
         8.0 * coded.len() as f64 / n as f64,
     );
-    assert!(r >= 0.0 && r < 0.01, "{name}: rANS {:.3}% over n·H", 100.0 * r);
+    assert!(
+        r >= 0.0 && r < 0.01,
+        "{name}: rANS {:.3}% over n·H",
+        100.0 * r
+    );
     (r, hf)
 }
 

@@ -371,7 +371,10 @@ mod tests {
         ));
         assert!(matches!(
             Categorical::from_frequencies(&[1, 2], 2),
-            Err(Error::InvalidFrequencies { sum: 3, expected: 4 })
+            Err(Error::InvalidFrequencies {
+                sum: 3,
+                expected: 4
+            })
         ));
     }
 

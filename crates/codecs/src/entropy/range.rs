@@ -186,8 +186,7 @@ impl RangeEncoder {
     /// [`Error::InvalidFrequencies`] unless `freq ≥ 1`, `start + freq ≤ total`
     /// and `total ≤ 2^16`.
     pub fn encode(&mut self, start: u32, freq: u32, total: u32) -> Result<()> {
-        if freq == 0 || u64::from(start) + u64::from(freq) > u64::from(total) || total > MAX_TOTAL
-        {
+        if freq == 0 || u64::from(start) + u64::from(freq) > u64::from(total) || total > MAX_TOTAL {
             return Err(Error::InvalidFrequencies {
                 sum: u64::from(start) + u64::from(freq),
                 expected: total.into(),

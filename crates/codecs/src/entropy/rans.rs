@@ -29,9 +29,7 @@
 //! words, little-endian.
 
 use super::categorical::check_precision;
-use super::{
-    read_count, symbol_counts, Categorical, DecodeTable, EntropyModel, Interval, Symbol,
-};
+use super::{read_count, symbol_counts, Categorical, DecodeTable, EntropyModel, Interval, Symbol};
 use crate::varint::write_uvarint;
 use crate::{Error, Result};
 
@@ -453,7 +451,14 @@ mod tests {
         let symbols = skewed(4000);
         let packed = compress(&symbols, 12).unwrap();
         assert!(decompress::<u8>(&packed, 3999).is_err());
-        for cut in [0, 1, 5, packed.len() / 2, packed.len() - 2, packed.len() - 1] {
+        for cut in [
+            0,
+            1,
+            5,
+            packed.len() / 2,
+            packed.len() - 2,
+            packed.len() - 1,
+        ] {
             assert!(decompress::<u8>(&packed[..cut], 4000).is_err(), "cut {cut}");
         }
         let mut longer = packed.clone();

@@ -110,7 +110,11 @@ impl HuffmanCode {
     /// Appends the lengths: varint alphabet size (up to the last coded symbol),
     /// then one 4-bit length per symbol, two per byte, low nibble first.
     pub fn write_to(&self, out: &mut Vec<u8>) {
-        let used = self.lengths.iter().rposition(|&l| l > 0).map_or(0, |i| i + 1);
+        let used = self
+            .lengths
+            .iter()
+            .rposition(|&l| l > 0)
+            .map_or(0, |i| i + 1);
         write_uvarint(used as u64, out);
         for pair in self.lengths[..used].chunks(2) {
             out.push(pair[0] | pair.get(1).map_or(0, |&h| h << 4));
@@ -273,7 +277,11 @@ impl<'a> BitReader<'a> {
     /// Tops the buffer up to at least 56 bits.
     #[inline(always)]
     fn refill(&mut self) {
-        if let Some(chunk) = self.bytes.get(self.pos..).and_then(|b| b.first_chunk::<8>()) {
+        if let Some(chunk) = self
+            .bytes
+            .get(self.pos..)
+            .and_then(|b| b.first_chunk::<8>())
+        {
             // The bits below `count + 8·take` repeat what the next refill ORs in.
             self.buf |= u64::from_be_bytes(*chunk) >> self.count;
             let take = (63 - self.count) >> 3;
@@ -306,7 +314,10 @@ mod tests {
         // RFC 1951 §3.2.2: lengths (3, 3, 3, 3, 3, 2, 4, 4).
         let code = HuffmanCode::from_lengths(&[3, 3, 3, 3, 3, 2, 4, 4]).unwrap();
         let codes: Vec<_> = (0..8).map(|s| code.code(s).unwrap().0).collect();
-        assert_eq!(codes, [0b010, 0b011, 0b100, 0b101, 0b110, 0b00, 0b1110, 0b1111]);
+        assert_eq!(
+            codes,
+            [0b010, 0b011, 0b100, 0b101, 0b110, 0b00, 0b1110, 0b1111]
+        );
     }
 
     #[test]

@@ -66,8 +66,8 @@ pub fn code_lengths(counts: &[u64], max_length: u32) -> Result<Vec<u8>> {
         let mut merged = Vec::with_capacity(n + packages.len());
         let (mut i, mut j) = (0, 0);
         while i < n || j < packages.len() {
-            let leaf_first = j == packages.len()
-                || (i < n && u128::from(leaves[i].0) <= packages[j]);
+            let leaf_first =
+                j == packages.len() || (i < n && u128::from(leaves[i].0) <= packages[j]);
             if leaf_first {
                 kind.push(i as u32);
                 merged.push(u128::from(leaves[i].0));
@@ -105,8 +105,11 @@ mod tests {
 
     /// Cost of unconstrained Huffman coding, by repeated merging of the two lightest.
     fn huffman_cost(counts: &[u64]) -> u64 {
-        let mut heap: BinaryHeap<Reverse<u64>> =
-            counts.iter().filter(|&&c| c > 0).map(|&c| Reverse(c)).collect();
+        let mut heap: BinaryHeap<Reverse<u64>> = counts
+            .iter()
+            .filter(|&&c| c > 0)
+            .map(|&c| Reverse(c))
+            .collect();
         let mut cost = 0;
         while heap.len() > 1 {
             let (Reverse(a), Reverse(b)) = (heap.pop().unwrap(), heap.pop().unwrap());
@@ -117,11 +120,19 @@ mod tests {
     }
 
     fn cost(counts: &[u64], lengths: &[u8]) -> u64 {
-        counts.iter().zip(lengths).map(|(&c, &l)| c * u64::from(l)).sum()
+        counts
+            .iter()
+            .zip(lengths)
+            .map(|(&c, &l)| c * u64::from(l))
+            .sum()
     }
 
     fn kraft_is_one(lengths: &[u8]) -> bool {
-        let sum: u64 = lengths.iter().filter(|&&l| l > 0).map(|&l| 1u64 << (15 - l)).sum();
+        let sum: u64 = lengths
+            .iter()
+            .filter(|&&l| l > 0)
+            .map(|&l| 1u64 << (15 - l))
+            .sum();
         sum == 1 << 15
     }
 
