@@ -82,7 +82,7 @@ fn check(name: &str, symbols: &[u8]) -> (f64, f64) {
         8.0 * coded.len() as f64 / n as f64,
     );
     assert!(
-        r >= 0.0 && r < 0.01,
+        (0.0..0.01).contains(&r),
         "{name}: rANS {:.3}% over n·H",
         100.0 * r
     );

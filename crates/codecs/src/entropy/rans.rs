@@ -335,7 +335,7 @@ pub fn decompress<S: Symbol>(bytes: &[u8], max_symbols: usize) -> Result<Vec<S>>
         });
     }
     let payload = &bytes[pos..];
-    if payload.len() % 2 != 0 {
+    if !payload.len().is_multiple_of(2) {
         return Err(Error::Truncated {
             unit: "bytes",
             needed: payload.len() + 1,
