@@ -62,6 +62,147 @@ pub enum Error {
         /// Byte offset where the varint starts.
         offset: usize,
     },
+    /// An entropy-model precision outside `1..=16` bits (or too small for the alphabet).
+    #[error("precision of {precision} bits is not supported here (1..={max})")]
+    InvalidPrecision {
+        /// The precision given, in bits.
+        precision: u32,
+        /// The largest precision this coder accepts.
+        max: u32,
+    },
+    /// An alphabet that is empty or larger than supported.
+    #[error("alphabet of {size} symbols is not supported (1..={max})")]
+    InvalidAlphabet {
+        /// Symbols in the alphabet.
+        size: usize,
+        /// The largest alphabet supported here.
+        max: usize,
+    },
+    /// A model built from counts where no symbol occurs.
+    #[error("every symbol count is zero: a model needs at least one symbol")]
+    EmptyModel,
+    /// More symbols with nonzero probability than `2^precision` slots.
+    #[error(
+        "{symbols} symbols with nonzero probability do not fit in {precision}-bit frequencies"
+    )]
+    TooManySymbolsForPrecision {
+        /// Symbols that need a slot.
+        symbols: usize,
+        /// The precision, in bits.
+        precision: u32,
+    },
+    /// Quantized frequencies (or a CDF) that do not sum to `2^precision`,
+    /// or are not strictly increasing.
+    #[error("frequencies are invalid: they sum to {sum}, expected {expected}")]
+    InvalidFrequencies {
+        /// Their sum (saturated at the first excess).
+        sum: u64,
+        /// `2^precision`.
+        expected: u64,
+    },
+    /// A CDF table that does not start at 0, end at `2^precision` and increase strictly.
+    #[error("CDF table {table} is invalid at entry {entry}")]
+    InvalidCdf {
+        /// Index of the table.
+        table: usize,
+        /// First entry that breaks the rule.
+        entry: usize,
+    },
+    /// A symbol the model gives zero probability (or that lies outside its support).
+    #[error("symbol at index {index} has zero probability under its model")]
+    ZeroProbability {
+        /// Position of the symbol in the input.
+        index: usize,
+    },
+    /// A distribution parameter that is not finite or out of its domain.
+    #[error("invalid {name} = {value}")]
+    InvalidParameter {
+        /// The parameter (`"scale"`, `"mean"`, `"tail mass"`, …).
+        name: &'static str,
+        /// Its value.
+        value: f64,
+    },
+    /// An empty or reversed integer range, or one wider than `2^precision` symbols.
+    #[error("integer range {min}..={max} is invalid for {precision}-bit frequencies")]
+    InvalidRange {
+        /// Lowest symbol.
+        min: i64,
+        /// Highest symbol.
+        max: i64,
+        /// The precision, in bits.
+        precision: u32,
+    },
+    /// An index into a set of tables that is out of range.
+    #[error("table index {index} is out of range ({tables} tables)")]
+    TableIndex {
+        /// The index given.
+        index: usize,
+        /// Number of tables.
+        tables: usize,
+    },
+    /// A Huffman code-length configuration or table that is not a valid prefix code.
+    #[error("invalid Huffman code lengths: {kind}")]
+    InvalidCodeLengths {
+        /// What is wrong.
+        kind: CodeLengthFault,
+    },
+    /// A header declaring more symbols than the caller allows.
+    #[error("stream declares {declared} symbols, more than the limit of {limit}")]
+    TooManySymbols {
+        /// Symbols the header declares.
+        declared: u64,
+        /// The caller's limit.
+        limit: usize,
+    },
+    /// An entropy-coded stream that cannot have come from the encoder.
+    #[error("corrupt {codec} stream at symbol {position}")]
+    CorruptStream {
+        /// The coder (`"rANS"`, `"Huffman"`, `"range"`).
+        codec: &'static str,
+        /// Index of the symbol being decoded when the fault showed.
+        position: usize,
+    },
+    /// Input left over after the declared contents.
+    #[error("{count} trailing {unit} after the end of the stream")]
+    TrailingData {
+        /// What is counted.
+        unit: &'static str,
+        /// How many are left.
+        count: usize,
+    },
+}
+
+/// Ways a set of Huffman code lengths can fail to describe a prefix code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CodeLengthFault {
+    /// The maximum code length asked for is outside `1..=15`.
+    #[error("maximum length {max} is outside 1..=15")]
+    MaxLength {
+        /// The maximum asked for.
+        max: u32,
+    },
+    /// More symbols than codes of the maximum length can hold (`n > 2^max`).
+    #[error("{symbols} symbols cannot get codes of at most {max} bits")]
+    TooManySymbols {
+        /// Symbols with nonzero count.
+        symbols: usize,
+        /// The maximum code length.
+        max: u32,
+    },
+    /// A length above the declared maximum.
+    #[error("symbol {symbol} has length {length}, above the maximum {max}")]
+    TooLong {
+        /// The symbol.
+        symbol: usize,
+        /// Its length.
+        length: u32,
+        /// The maximum.
+        max: u32,
+    },
+    /// Lengths whose Kraft sum exceeds one: no prefix code has them.
+    #[error("the lengths are oversubscribed (Kraft sum above one)")]
+    Oversubscribed,
 }
 
 /// Result with this crate's [`Error`].

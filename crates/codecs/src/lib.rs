@@ -1,6 +1,8 @@
-//! Codecs of tensorpress: bit packing of low-bit codes and variable-length
-//! integers; later entropy coders, lossless float codecs, vector quantization
-//! and gradient compression.
+//! Codecs of tensorpress: bit packing of low-bit codes, variable-length
+//! integers and entropy coding ([`entropy`]: rANS, canonical Huffman, an
+//! adaptive range coder, and the categorical, quantized Gaussian/Laplace and
+//! CDF-table models); later lossless float codecs, vector quantization and
+//! gradient compression.
 //!
 //! # Quick start
 //!
@@ -22,11 +24,23 @@
 //! let bytes = varint::encode_ivarints(&deltas);
 //! assert_eq!(bytes.len(), 4);
 //! assert_eq!(varint::decode_ivarints(&bytes)?, vec![3, 7, 2, 28]);
+//!
+//! // Entropy coding: 4-bit codes, mostly near the middle, take ~2.2 bits each.
+//! use tensorpress_codecs::entropy::{empirical_entropy, huffman, rans};
+//! let codes: Vec<u8> = (0..4096u32).map(|i| [7, 8, 8, 9, 8, 7, 6, 10][(i * 5 % 8) as usize]).collect();
+//! let h = empirical_entropy(&codes);
+//! assert!((h - 2.156).abs() < 1e-3);
+//! let packed = rans::compress(&codes, rans::DEFAULT_PRECISION)?;
+//! assert_eq!(rans::decompress::<u8>(&packed, codes.len())?, codes);
+//! assert!(packed.len() < 1150); // n·H = 1104 bytes, plus the model and four states
+//! let huff = huffman::compress(&codes, huffman::DEFAULT_MAX_LENGTH)?;
+//! assert_eq!(huffman::decompress::<u8>(&huff, codes.len())?, codes);
 //! # Ok::<(), tensorpress_codecs::Error>(())
 //! ```
 
 pub mod bitpack;
+pub mod entropy;
 mod error;
 pub mod varint;
 
-pub use error::{Error, Result};
+pub use error::{CodeLengthFault, Error, Result};
