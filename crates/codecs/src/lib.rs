@@ -1,6 +1,6 @@
-//! Codecs of tensorpress: bit packing of low-bit codes and variable-length
-//! integers; later entropy coders, lossless float codecs, vector quantization
-//! and gradient compression.
+//! Codecs of tensorpress: bit packing of low-bit codes, variable-length
+//! integers and gradient compression for data-parallel training ([`grad`]);
+//! later entropy coders, lossless float codecs and vector quantization.
 //!
 //! # Quick start
 //!
@@ -27,6 +27,7 @@
 
 pub mod bitpack;
 mod error;
+pub mod grad;
 pub mod varint;
 
 pub use error::{Error, Result};
