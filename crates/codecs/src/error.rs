@@ -136,7 +136,9 @@ pub enum Error {
         what: &'static str,
     },
     /// A layer-wise selection with no candidate set fitting the byte budget.
-    #[error("no choice of candidates fits the budget of {budget} bytes (smallest total is {minimum})")]
+    #[error(
+        "no choice of candidates fits the budget of {budget} bytes (smallest total is {minimum})"
+    )]
     BudgetInfeasible {
         /// The budget given.
         budget: u64,

@@ -100,14 +100,26 @@ mod tests {
         let mut ef = ErrorFeedback::new(TopK::new(0.5).unwrap());
         let g = Array1::from(vec![1.0f32, -3.0, 0.5, 2.0]).into_dyn();
         let p = ef.compress(g.view()).unwrap();
-        assert_eq!(ef.decompress(&p).unwrap().as_slice().unwrap(), &[0.0, -3.0, 0.0, 2.0]);
-        assert_eq!(ef.residual().unwrap().as_slice().unwrap(), &[1.0, 0.0, 0.5, 0.0]);
+        assert_eq!(
+            ef.decompress(&p).unwrap().as_slice().unwrap(),
+            &[0.0, -3.0, 0.0, 2.0]
+        );
+        assert_eq!(
+            ef.residual().unwrap().as_slice().unwrap(),
+            &[1.0, 0.0, 0.5, 0.0]
+        );
         // The next step sends the remembered entries once they dominate.
         let z = Array1::from(vec![0.0f32, 0.1, 0.0, 0.1]).into_dyn();
         let p = ef.compress(z.view()).unwrap();
-        assert_eq!(ef.decompress(&p).unwrap().as_slice().unwrap(), &[1.0, 0.0, 0.5, 0.0]);
+        assert_eq!(
+            ef.decompress(&p).unwrap().as_slice().unwrap(),
+            &[1.0, 0.0, 0.5, 0.0]
+        );
         // Sum of everything sent plus the memory equals the sum of the inputs.
-        assert_eq!(ef.residual().unwrap().as_slice().unwrap(), &[0.0, 0.1, 0.0, 0.1]);
+        assert_eq!(
+            ef.residual().unwrap().as_slice().unwrap(),
+            &[0.0, 0.1, 0.0, 0.1]
+        );
     }
 
     #[test]

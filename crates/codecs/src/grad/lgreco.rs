@@ -71,7 +71,10 @@ pub const MAX_TABLE: usize = 1 << 28;
 ///
 /// # Errors
 /// Those of the compressor and of [`exchange`].
-pub fn measure<C: GradCompressor>(compressor: &mut C, grad: ArrayViewD<'_, f32>) -> Result<Candidate> {
+pub fn measure<C: GradCompressor>(
+    compressor: &mut C,
+    grad: ArrayViewD<'_, f32>,
+) -> Result<Candidate> {
     let out = exchange(std::slice::from_mut(compressor), &[grad.view()])?;
     let error = out
         .mean
@@ -253,16 +256,37 @@ mod tests {
 
     #[test]
     fn rejects_bad_input() {
-        let c = Candidate { bytes: 10, error: 1.0 };
-        assert!(matches!(select(&[], 10, 10), Err(Error::InvalidParameter { .. })));
-        assert!(matches!(select(&[vec![]], 10, 10), Err(Error::InvalidParameter { .. })));
-        assert!(matches!(select(&[vec![c]], 10, 0), Err(Error::InvalidParameter { .. })));
+        let c = Candidate {
+            bytes: 10,
+            error: 1.0,
+        };
+        assert!(matches!(
+            select(&[], 10, 10),
+            Err(Error::InvalidParameter { .. })
+        ));
+        assert!(matches!(
+            select(&[vec![]], 10, 10),
+            Err(Error::InvalidParameter { .. })
+        ));
+        assert!(matches!(
+            select(&[vec![c]], 10, 0),
+            Err(Error::InvalidParameter { .. })
+        ));
         assert!(matches!(
             select(&[vec![c], vec![c]], 15, 15),
-            Err(Error::BudgetInfeasible { budget: 15, minimum: 20 })
+            Err(Error::BudgetInfeasible {
+                budget: 15,
+                minimum: 20
+            })
         ));
-        let nan = Candidate { bytes: 1, error: f64::NAN };
-        assert!(matches!(select(&[vec![nan]], 10, 10), Err(Error::InvalidParameter { .. })));
+        let nan = Candidate {
+            bytes: 1,
+            error: f64::NAN,
+        };
+        assert!(matches!(
+            select(&[vec![nan]], 10, 10),
+            Err(Error::InvalidParameter { .. })
+        ));
     }
 
     #[test]
@@ -278,7 +302,11 @@ mod tests {
         for g in &layers_g {
             let mut cands = Vec::new();
             for &rank in &ranks {
-                let mut c = PowerSgd::new(PowerSgdConfig { rank, ..Default::default() }).unwrap();
+                let mut c = PowerSgd::new(PowerSgdConfig {
+                    rank,
+                    ..Default::default()
+                })
+                .unwrap();
                 cands.push(measure(&mut c, g.view().into_dyn()).unwrap());
             }
             table.push(cands);

@@ -215,12 +215,18 @@ impl Payload {
     /// (quantization levels).
     pub fn validate(&self) -> Result<()> {
         match self {
-            Payload::Dense { shape, values } => {
-                check_len("dense value count differs from the shape", values.len(), numel(shape)?)
-            }
+            Payload::Dense { shape, values } => check_len(
+                "dense value count differs from the shape",
+                values.len(),
+                numel(shape)?,
+            ),
             Payload::Factor { rows, cols, values } => {
                 let n = numel(&[*rows, *cols])?;
-                check_len("factor value count differs from rows × cols", values.len(), n)
+                check_len(
+                    "factor value count differs from rows × cols",
+                    values.len(),
+                    n,
+                )
             }
             Payload::Sparse {
                 shape,
@@ -228,7 +234,11 @@ impl Payload {
                 values,
             } => {
                 let n = numel(shape)?;
-                check_len("sparse index and value counts differ", values.len(), indices.len())?;
+                check_len(
+                    "sparse index and value counts differ",
+                    values.len(),
+                    indices.len(),
+                )?;
                 if indices.iter().any(|&i| i as usize >= n) {
                     return Err(Error::Malformed {
                         what: "sparse index outside the tensor",
@@ -251,7 +261,11 @@ impl Payload {
                     });
                 }
                 check_len("code count differs from the shape", codes.len(), n)?;
-                check_len("scale count differs from the buckets", scales.len(), n.div_ceil(*bucket))?;
+                check_len(
+                    "scale count differs from the buckets",
+                    scales.len(),
+                    n.div_ceil(*bucket),
+                )?;
                 let l = *levels as i8;
                 if codes.iter().any(|&c| c < -l || c > l) {
                     return Err(Error::Malformed {
@@ -260,9 +274,13 @@ impl Payload {
                 }
                 Ok(())
             }
-            Payload::Sign { shape, negative, .. } => {
-                check_len("sign count differs from the shape", negative.len(), numel(shape)?)
-            }
+            Payload::Sign {
+                shape, negative, ..
+            } => check_len(
+                "sign count differs from the shape",
+                negative.len(),
+                numel(shape)?,
+            ),
         }
     }
 
@@ -369,7 +387,10 @@ impl Payload {
                 out.extend_from_slice(&(*bucket as u32).to_le_bytes());
                 put_f32s(&mut out, scales);
                 let offset: Vec<u8> = codes.iter().map(|&c| (c + *levels as i8) as u8).collect();
-                put_words(&mut out, &bitpack::pack(&offset, bits_for_levels(*levels)?)?);
+                put_words(
+                    &mut out,
+                    &bitpack::pack(&offset, bits_for_levels(*levels)?)?,
+                );
             }
             Payload::Sign {
                 shape,
@@ -582,9 +603,7 @@ impl Payload {
                 values.iter_mut().zip(o).for_each(|(a, b)| *a += b);
                 Ok(())
             }
-            (s @ (Payload::Dense { .. } | Payload::Factor { .. }), o)
-                if s.kind() == o.kind() =>
-            {
+            (s @ (Payload::Dense { .. } | Payload::Factor { .. }), o) if s.kind() == o.kind() => {
                 Err(Error::ShapeMismatch {
                     op: "Payload::add_assign",
                     lhs: s.shape(),
@@ -722,7 +741,11 @@ mod tests {
             assert_eq!(Payload::from_bytes(&bytes).unwrap(), p);
             // Every strict prefix is rejected, not a panic.
             for cut in 0..bytes.len() {
-                assert!(Payload::from_bytes(&bytes[..cut]).is_err(), "{} cut {cut}", p.kind());
+                assert!(
+                    Payload::from_bytes(&bytes[..cut]).is_err(),
+                    "{} cut {cut}",
+                    p.kind()
+                );
             }
             let mut long = bytes.clone();
             long.push(0);
@@ -740,7 +763,10 @@ mod tests {
         assert_eq!(d[[999]], 3.0);
         assert_eq!(d.sum(), 2.0);
         let q = samples()[3].to_dense().unwrap();
-        assert_eq!(q.as_slice().unwrap(), &[-2.0, 0.0, 4.0 / 3.0, 4.0, -2.0 / 3.0]);
+        assert_eq!(
+            q.as_slice().unwrap(),
+            &[-2.0, 0.0, 4.0 / 3.0, 4.0, -2.0 / 3.0]
+        );
         let s = samples()[4].to_dense().unwrap();
         assert_eq!(s[[0, 0]], -0.5);
         assert_eq!(s[[0, 1]], 0.5);
@@ -762,12 +788,18 @@ mod tests {
         let mut b = vec![TAG_DENSE, 2];
         b.extend_from_slice(&u32::MAX.to_le_bytes());
         b.extend_from_slice(&u32::MAX.to_le_bytes());
-        assert!(matches!(Payload::from_bytes(&b), Err(Error::TooLarge { .. })));
+        assert!(matches!(
+            Payload::from_bytes(&b),
+            Err(Error::TooLarge { .. })
+        ));
         // Sparse claiming 2^32 - 1 entries in a few bytes.
         let mut b = vec![TAG_SPARSE, 1];
         b.extend_from_slice(&10u32.to_le_bytes());
         b.extend_from_slice(&u32::MAX.to_le_bytes());
-        assert!(matches!(Payload::from_bytes(&b), Err(Error::Truncated { .. })));
+        assert!(matches!(
+            Payload::from_bytes(&b),
+            Err(Error::Truncated { .. })
+        ));
         // Sparse index past the end.
         let p = Payload::Sparse {
             shape: vec![4],
@@ -775,7 +807,10 @@ mod tests {
             values: vec![1.0],
         };
         assert!(matches!(p.to_bytes(), Err(Error::Malformed { .. })));
-        assert!(matches!(Payload::from_bytes(&[9]), Err(Error::UnknownTag { tag: 9 })));
+        assert!(matches!(
+            Payload::from_bytes(&[9]),
+            Err(Error::UnknownTag { tag: 9 })
+        ));
     }
 
     #[test]
@@ -791,7 +826,10 @@ mod tests {
             shape: vec![6],
             values: vec![0.0; 6],
         };
-        assert!(matches!(a.add_assign(&other), Err(Error::ShapeMismatch { .. })));
+        assert!(matches!(
+            a.add_assign(&other),
+            Err(Error::ShapeMismatch { .. })
+        ));
         let mut s = samples()[2].clone();
         assert!(matches!(
             s.add_assign(&samples()[2]),

@@ -153,7 +153,9 @@ fn mean_factor(sum: &Payload, rows: usize, cols: usize, workers: usize) -> Resul
             a /= workers as f32;
             Ok(a)
         }
-        Payload::Factor { rows: r, cols: c, .. } => Err(Error::ShapeMismatch {
+        Payload::Factor {
+            rows: r, cols: c, ..
+        } => Err(Error::ShapeMismatch {
             op: "PowerSgd::after_allreduce",
             lhs: vec![rows, cols],
             rhs: vec![*r, *c],
@@ -253,7 +255,8 @@ impl GradCompressor for PowerSgd {
             }),
             Phase::Dense => {
                 let mut d = sum.to_dense()?;
-                if !matches!(sum, Payload::Dense { .. }) || Some(d.shape()) != self.shape.as_deref() {
+                if !matches!(sum, Payload::Dense { .. }) || Some(d.shape()) != self.shape.as_deref()
+                {
                     return Err(Error::Protocol {
                         what: "PowerSgd expected the dense sum of its own round",
                     });
@@ -392,7 +395,14 @@ mod tests {
         ));
         let mut fresh = PowerSgd::new(PowerSgdConfig::default()).unwrap();
         assert!(matches!(
-            fresh.after_allreduce(&Payload::Factor { rows: 1, cols: 1, values: vec![0.0] }, 1),
+            fresh.after_allreduce(
+                &Payload::Factor {
+                    rows: 1,
+                    cols: 1,
+                    values: vec![0.0]
+                },
+                1
+            ),
             Err(Error::Protocol { .. })
         ));
     }

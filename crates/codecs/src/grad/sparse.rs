@@ -290,13 +290,22 @@ impl GradCompressor for Dgc {
         }
         let mut scale = 1.0f32;
         if let Some(c) = self.config.clip_norm {
-            let norm = grad.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>().sqrt();
+            let norm = grad
+                .iter()
+                .map(|&x| f64::from(x) * f64::from(x))
+                .sum::<f64>()
+                .sqrt();
             if norm > f64::from(c) {
                 scale = (f64::from(c) / norm) as f32;
             }
         }
         let m = self.config.momentum;
-        for ((u, v), &g) in self.velocity.iter_mut().zip(&mut self.accumulated).zip(grad.iter()) {
+        for ((u, v), &g) in self
+            .velocity
+            .iter_mut()
+            .zip(&mut self.accumulated)
+            .zip(grad.iter())
+        {
             *u = m * *u + scale * g;
             *v += *u;
         }
@@ -420,9 +429,16 @@ mod tests {
     #[test]
     fn top_k_picks_largest_magnitudes() {
         let g = Array2::from_shape_vec((2, 3), vec![0.1f32, -5.0, 2.0, 3.0, 0.0, -0.5]).unwrap();
-        let p = TopK::new(0.5).unwrap().compress(g.view().into_dyn()).unwrap();
+        let p = TopK::new(0.5)
+            .unwrap()
+            .compress(g.view().into_dyn())
+            .unwrap();
         match &p {
-            Payload::Sparse { indices, values, shape } => {
+            Payload::Sparse {
+                indices,
+                values,
+                shape,
+            } => {
                 assert_eq!(shape, &vec![2, 3]);
                 assert_eq!(indices, &vec![1, 2, 3]);
                 assert_eq!(values, &vec![-5.0, 2.0, 3.0]);
@@ -494,17 +510,28 @@ mod tests {
             let want = 1000.0 * g[[i]];
             assert!((total[[i]] + dgc.accumulated()[i] - want).abs() < 1e-2);
         }
-        assert!(total[[7]] != 0.0, "the smallest entry was sent at some point");
+        assert!(
+            total[[7]] != 0.0,
+            "the smallest entry was sent at some point"
+        );
     }
 
     #[test]
     fn random_k_is_seeded_and_rescaled() {
         let g = Array1::from_iter((0..100).map(|i| i as f32)).into_dyn();
-        let a = RandomK::new(0.1, true, 3).unwrap().compress(g.view()).unwrap();
-        let b = RandomK::new(0.1, true, 3).unwrap().compress(g.view()).unwrap();
+        let a = RandomK::new(0.1, true, 3)
+            .unwrap()
+            .compress(g.view())
+            .unwrap();
+        let b = RandomK::new(0.1, true, 3)
+            .unwrap()
+            .compress(g.view())
+            .unwrap();
         assert_eq!(a, b);
         match a {
-            Payload::Sparse { indices, values, .. } => {
+            Payload::Sparse {
+                indices, values, ..
+            } => {
                 assert_eq!(indices.len(), 10);
                 for (i, v) in indices.iter().zip(values) {
                     assert_eq!(v, *i as f32 * 10.0);
