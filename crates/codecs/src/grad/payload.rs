@@ -1,30 +1,5 @@
 //! The messages compressors exchange, the collective each needs, and their
-//! byte format.
-//!
-//! # Byte format
-//!
-//! Little-endian throughout. One tag byte, then per kind:
-//!
-//! | tag | kind        | fields                                                                 |
-//! |-----|-------------|------------------------------------------------------------------------|
-//! | 0   | `Dense`     | shape, `f32 × numel`                                                   |
-//! | 1   | `Factor`    | `rows: u32`, `cols: u32`, `f32 × rows·cols`                            |
-//! | 2   | `Sparse`    | shape, `nnz: u32`, `nnz` zigzag varints of index deltas, `f32 × nnz`   |
-//! | 3   | `Quantized` | shape, `levels: u8`, `bucket: u32`, `f32` per bucket, packed codes     |
-//! | 4   | `Sign`      | shape, `scale: f32`, packed sign bits                                  |
-//!
-//! A shape is `ndim: u8` (`1..=`[`MAX_NDIM`]) then `ndim` dimensions as `u32`.
-//! Sparse indices are flat row-major positions, each stored as the zigzag
-//! LEB128 varint of its difference to the previous one (the first from 0), so
-//! sorted indices of a gradient at 99.9 % sparsity take about two bytes each.
-//! Quantized codes `c ∈ [-levels, levels]` are stored as `c + levels` in
-//! [`bits_for_levels`] bits with [`bitpack::pack`] (32-bit words, codes never
-//! straddle words); sign bits (1 = negative) likewise at one bit.
-//!
-//! [`Payload::from_bytes`] takes untrusted bytes: it never panics, checks every
-//! size with checked arithmetic against the bytes present before allocating (so
-//! it allocates at most a small multiple of the input length), and rejects
-//! inconsistent fields with a typed [`Error`].
+//! byte format (see [`Payload`]).
 
 use ndarray::{ArrayD, IxDyn};
 
@@ -55,6 +30,31 @@ pub enum Collective {
 /// (listed per variant) are checked by [`Payload::validate`], which
 /// [`to_bytes`](Payload::to_bytes), [`from_bytes`](Payload::from_bytes) and
 /// [`to_dense`](Payload::to_dense) call.
+///
+/// # Byte format
+///
+/// Little-endian throughout. One tag byte, then per kind:
+///
+/// | tag | kind        | fields                                                                 |
+/// |-----|-------------|------------------------------------------------------------------------|
+/// | 0   | `Dense`     | shape, `f32 × numel`                                                   |
+/// | 1   | `Factor`    | `rows: u32`, `cols: u32`, `f32 × rows·cols`                            |
+/// | 2   | `Sparse`    | shape, `nnz: u32`, `nnz` zigzag varints of index deltas, `f32 × nnz`   |
+/// | 3   | `Quantized` | shape, `levels: u8`, `bucket: u32`, `f32` per bucket, packed codes     |
+/// | 4   | `Sign`      | shape, `scale: f32`, packed sign bits                                  |
+///
+/// A shape is `ndim: u8` (`1..=`[`MAX_NDIM`]) then `ndim` dimensions as `u32`.
+/// Sparse indices are flat row-major positions, each stored as the zigzag
+/// LEB128 varint of its difference to the previous one (the first from 0), so
+/// sorted indices of a gradient at 99.9 % sparsity take about two bytes each.
+/// Quantized codes `c ∈ [-levels, levels]` are stored as `c + levels` in
+/// [`bits_for_levels`] bits with [`bitpack::pack`] (32-bit words, codes never
+/// straddle words); sign bits (1 = negative) likewise at one bit.
+///
+/// [`Payload::from_bytes`] takes untrusted bytes: it never panics, checks every
+/// size with checked arithmetic against the bytes present before allocating (so
+/// it allocates at most a small multiple of the input length), and rejects
+/// inconsistent fields with a typed [`Error`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum Payload {
     /// Uncompressed values, row-major. `values.len() == shape.iter().product()`.
@@ -324,7 +324,7 @@ impl Payload {
         }
     }
 
-    /// Serializes the payload in the [module's format](self).
+    /// Serializes the payload in the format above ([`Payload`]).
     ///
     /// # Errors
     /// As [`validate`](Payload::validate).
