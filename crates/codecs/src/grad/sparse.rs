@@ -91,8 +91,8 @@ impl GradCompressor for TopK {
 ///
 /// Stage `s < stages` keeps `final_density^((s+1)/stages)`; from stage
 /// `stages` on, `final_density`. With 99.9 % final sparsity and 5 stages this
-/// is about the paper's 75 %, 93.75 %, 98.4 %, 99.6 %, 99.9 % (74.9 %, 93.7 %, …) (the paper uses one
-/// epoch per stage over the first four epochs).
+/// is 74.9 %, 93.7 %, 98.4 %, 99.6 %, 99.9 %, about the paper's 75 %,
+/// 93.75 %, 98.4 %, 99.6 %, 99.9 % (one epoch per stage in the paper).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SparsityWarmup {
     /// Number of stages (the last one reaches the final density).
