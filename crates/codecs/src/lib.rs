@@ -1,8 +1,8 @@
 //! Codecs of tensorpress: bit packing of low-bit codes, variable-length
-//! integers and entropy coding ([`entropy`]: rANS, canonical Huffman, an
+//! integers, entropy coding ([`entropy`]: rANS, canonical Huffman, an
 //! adaptive range coder, and the categorical, quantized Gaussian/Laplace and
-//! CDF-table models); later lossless float codecs, vector quantization and
-//! gradient compression.
+//! CDF-table models) and gradient compression for data-parallel training
+//! ([`grad`]); later lossless float codecs and vector quantization.
 //!
 //! # Quick start
 //!
@@ -41,6 +41,7 @@
 pub mod bitpack;
 pub mod entropy;
 mod error;
+pub mod grad;
 pub mod varint;
 
 pub use error::{CodeLengthFault, Error, Result};
