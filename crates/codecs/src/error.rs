@@ -180,7 +180,7 @@ pub enum Error {
     },
     /// A configuration parameter outside its valid range.
     #[error("invalid {param} = {value}: must be {expected}")]
-    InvalidParameter {
+    InvalidConfig {
         /// Name of the parameter.
         param: &'static str,
         /// The value given, as written by `Display`.

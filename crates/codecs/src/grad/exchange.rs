@@ -34,7 +34,7 @@ const MAX_ROUNDS: usize = 16;
 /// updates its own state; the result is worker 0's.
 ///
 /// # Errors
-/// [`Error::InvalidParameter`] for no workers or a gradient count that differs
+/// [`Error::InvalidConfig`] for no workers or a gradient count that differs
 /// from the worker count; [`Error::Protocol`] when workers disagree on the
 /// collective or on whether the exchange is over, or it runs past 16 rounds;
 /// and the compressors' errors.
@@ -44,7 +44,7 @@ pub fn exchange<C: GradCompressor>(
 ) -> Result<Exchange> {
     check_workers(workers.len())?;
     if grads.len() != workers.len() {
-        return Err(Error::InvalidParameter {
+        return Err(Error::InvalidConfig {
             param: "grads",
             value: grads.len().to_string(),
             expected: "one gradient per worker",

@@ -94,27 +94,27 @@ pub fn measure<C: GradCompressor>(
 /// candidate indices.
 ///
 /// # Errors
-/// [`Error::InvalidParameter`] for no layers, a layer without candidates, a
+/// [`Error::InvalidConfig`] for no layers, a layer without candidates, a
 /// non-finite error or `buckets == 0`; [`Error::TooLarge`] past
 /// [`MAX_TABLE`]; [`Error::BudgetInfeasible`] when even the smallest
 /// candidates do not fit once rounded.
 pub fn select(layers: &[Vec<Candidate>], budget: u64, buckets: usize) -> Result<Selection> {
     if layers.is_empty() || layers.iter().any(Vec::is_empty) {
-        return Err(Error::InvalidParameter {
+        return Err(Error::InvalidConfig {
             param: "layers",
             value: format!("{} layers", layers.len()),
             expected: "at least one layer, each with at least one candidate",
         });
     }
     if buckets == 0 {
-        return Err(Error::InvalidParameter {
+        return Err(Error::InvalidConfig {
             param: "buckets",
             value: "0".into(),
             expected: "at least 1",
         });
     }
     if let Some(c) = layers.iter().flatten().find(|c| !c.error.is_finite()) {
-        return Err(Error::InvalidParameter {
+        return Err(Error::InvalidConfig {
             param: "error",
             value: c.error.to_string(),
             expected: "finite",
@@ -262,15 +262,15 @@ mod tests {
         };
         assert!(matches!(
             select(&[], 10, 10),
-            Err(Error::InvalidParameter { .. })
+            Err(Error::InvalidConfig { .. })
         ));
         assert!(matches!(
             select(&[vec![]], 10, 10),
-            Err(Error::InvalidParameter { .. })
+            Err(Error::InvalidConfig { .. })
         ));
         assert!(matches!(
             select(&[vec![c]], 10, 0),
-            Err(Error::InvalidParameter { .. })
+            Err(Error::InvalidConfig { .. })
         ));
         assert!(matches!(
             select(&[vec![c], vec![c]], 15, 15),
@@ -285,7 +285,7 @@ mod tests {
         };
         assert!(matches!(
             select(&[vec![nan]], 10, 10),
-            Err(Error::InvalidParameter { .. })
+            Err(Error::InvalidConfig { .. })
         ));
     }
 

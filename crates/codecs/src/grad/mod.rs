@@ -113,7 +113,7 @@ pub trait GradCompressor {
     /// divides by `workers`.
     ///
     /// # Errors
-    /// [`Error::InvalidParameter`] when `workers == 0`, and those of
+    /// [`Error::InvalidConfig`] when `workers == 0`, and those of
     /// [`decompress`](GradCompressor::decompress).
     fn after_allreduce(&mut self, sum: &Payload, workers: usize) -> Result<Round> {
         check_workers(workers)?;
@@ -151,7 +151,7 @@ impl GradCompressor for Identity {
 
 pub(crate) fn check_workers(workers: usize) -> Result<()> {
     if workers == 0 {
-        return Err(Error::InvalidParameter {
+        return Err(Error::InvalidConfig {
             param: "workers",
             value: "0".into(),
             expected: "at least 1",
@@ -205,7 +205,7 @@ pub(crate) fn check_fraction(param: &'static str, value: f32) -> Result<()> {
     if value > 0.0 && value <= 1.0 {
         Ok(())
     } else {
-        Err(Error::InvalidParameter {
+        Err(Error::InvalidConfig {
             param,
             value: value.to_string(),
             expected: "in (0, 1]",

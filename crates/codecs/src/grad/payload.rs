@@ -122,10 +122,10 @@ const TAG_SIGN: u8 = 4;
 /// with `2·levels + 1 ≤ 2^b`.
 ///
 /// # Errors
-/// [`Error::InvalidParameter`] unless `levels ∈ 1..=127`.
+/// [`Error::InvalidConfig`] unless `levels ∈ 1..=127`.
 pub fn bits_for_levels(levels: u8) -> Result<u8> {
     if !(1..=127).contains(&levels) {
-        return Err(Error::InvalidParameter {
+        return Err(Error::InvalidConfig {
             param: "levels",
             value: levels.to_string(),
             expected: "in 1..=127",
@@ -211,7 +211,7 @@ impl Payload {
     /// Checks the invariants listed on each variant.
     ///
     /// # Errors
-    /// [`Error::Malformed`], [`Error::TooLarge`], [`Error::InvalidParameter`]
+    /// [`Error::Malformed`], [`Error::TooLarge`], [`Error::InvalidConfig`]
     /// (quantization levels).
     pub fn validate(&self) -> Result<()> {
         match self {

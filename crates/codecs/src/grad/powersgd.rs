@@ -74,10 +74,10 @@ impl PowerSgd {
     /// A PowerSGD compressor with empty state.
     ///
     /// # Errors
-    /// [`Error::InvalidParameter`] for rank 0.
+    /// [`Error::InvalidConfig`] for rank 0.
     pub fn new(config: PowerSgdConfig) -> Result<Self> {
         if config.rank == 0 {
-            return Err(Error::InvalidParameter {
+            return Err(Error::InvalidConfig {
                 param: "rank",
                 value: "0".into(),
                 expected: "at least 1",

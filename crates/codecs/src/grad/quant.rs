@@ -15,7 +15,7 @@ enum Norm {
 
 fn check_bucket(bucket: usize) -> Result<()> {
     if bucket == 0 || bucket > super::MAX_ELEMENTS {
-        return Err(Error::InvalidParameter {
+        return Err(Error::InvalidConfig {
             param: "bucket",
             value: bucket.to_string(),
             expected: "in 1..=u32::MAX",
@@ -113,7 +113,7 @@ impl Qsgd {
     /// A QSGD quantizer.
     ///
     /// # Errors
-    /// [`Error::InvalidParameter`] for levels outside `1..=127` or a zero bucket.
+    /// [`Error::InvalidConfig`] for levels outside `1..=127` or a zero bucket.
     pub fn new(config: QsgdConfig) -> Result<Self> {
         bits_for_levels(config.levels)?;
         check_bucket(config.bucket)?;
@@ -176,13 +176,13 @@ impl TernGrad {
     /// A TernGrad quantizer.
     ///
     /// # Errors
-    /// [`Error::InvalidParameter`] for a zero bucket or a clipping factor that
+    /// [`Error::InvalidConfig`] for a zero bucket or a clipping factor that
     /// is not positive and finite.
     pub fn new(config: TernGradConfig) -> Result<Self> {
         check_bucket(config.bucket)?;
         if let Some(c) = config.clip_sigma {
             if !(c > 0.0 && c.is_finite()) {
-                return Err(Error::InvalidParameter {
+                return Err(Error::InvalidConfig {
                     param: "clip_sigma",
                     value: c.to_string(),
                     expected: "positive and finite",

@@ -64,7 +64,7 @@ impl TopK {
     /// Keeps a fraction `density ∈ (0, 1]` of the entries.
     ///
     /// # Errors
-    /// [`Error::InvalidParameter`] outside `(0, 1]`.
+    /// [`Error::InvalidConfig`] outside `(0, 1]`.
     pub fn new(density: f32) -> Result<Self> {
         check_fraction("density", density)?;
         Ok(TopK { density })
@@ -194,14 +194,14 @@ impl DgcConfig {
 
     fn validate(&self) -> Result<()> {
         if !(0.0..1.0).contains(&self.sparsity) {
-            return Err(Error::InvalidParameter {
+            return Err(Error::InvalidConfig {
                 param: "sparsity",
                 value: self.sparsity.to_string(),
                 expected: "in [0, 1)",
             });
         }
         if !(0.0..1.0).contains(&self.momentum) {
-            return Err(Error::InvalidParameter {
+            return Err(Error::InvalidConfig {
                 param: "momentum",
                 value: self.momentum.to_string(),
                 expected: "in [0, 1)",
@@ -209,7 +209,7 @@ impl DgcConfig {
         }
         if let Some(c) = self.clip_norm {
             if !(c > 0.0 && c.is_finite()) {
-                return Err(Error::InvalidParameter {
+                return Err(Error::InvalidConfig {
                     param: "clip_norm",
                     value: c.to_string(),
                     expected: "positive and finite",
@@ -246,7 +246,7 @@ impl Dgc {
     /// A DGC compressor with empty state.
     ///
     /// # Errors
-    /// [`Error::InvalidParameter`] for sparsity or momentum outside `[0, 1)`,
+    /// [`Error::InvalidConfig`] for sparsity or momentum outside `[0, 1)`,
     /// or a clipping norm that is not positive and finite.
     pub fn new(config: DgcConfig) -> Result<Self> {
         config.validate()?;
@@ -342,7 +342,7 @@ impl RandomK {
     /// worker its own).
     ///
     /// # Errors
-    /// [`Error::InvalidParameter`] outside `(0, 1]`.
+    /// [`Error::InvalidConfig`] outside `(0, 1]`.
     pub fn new(density: f32, rescale: bool, seed: u64) -> Result<Self> {
         check_fraction("density", density)?;
         Ok(RandomK {
@@ -361,7 +361,7 @@ impl GradCompressor for RandomK {
         let idx = self
             .rng
             .choose_indices(n, k)
-            .map_err(|_| Error::InvalidParameter {
+            .map_err(|_| Error::InvalidConfig {
                 param: "k",
                 value: k.to_string(),
                 expected: "at most the element count",
@@ -393,10 +393,10 @@ impl Threshold {
     /// Sends entries of magnitude at least `threshold` (positive, finite).
     ///
     /// # Errors
-    /// [`Error::InvalidParameter`] otherwise.
+    /// [`Error::InvalidConfig`] otherwise.
     pub fn new(threshold: f32) -> Result<Self> {
         if !(threshold > 0.0 && threshold.is_finite()) {
-            return Err(Error::InvalidParameter {
+            return Err(Error::InvalidConfig {
                 param: "threshold",
                 value: threshold.to_string(),
                 expected: "positive and finite",
