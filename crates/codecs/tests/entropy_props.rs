@@ -78,6 +78,15 @@ proptest! {
     }
 
     #[test]
+    fn huffman_pairs_round_trip(bytes in prop::collection::vec(0u8..12, 0..300), max_length in 9u32..=15) {
+        let packed = huffman::compress_pairs(&bytes, max_length).unwrap();
+        prop_assert_eq!(huffman::decompress_pairs(&packed, bytes.len()).unwrap(), bytes.clone());
+        if bytes.len() > 1 {
+            prop_assert!(huffman::decompress_pairs(&packed, bytes.len() - 2).is_err());
+        }
+    }
+
+    #[test]
     fn huffman_lengths_respect_the_limit(counts in prop::collection::vec(0u64..1_000_000, 1..300), max in 9u32..=15) {
         prop_assume!(counts.iter().any(|&c| c > 0));
         let code = HuffmanCode::from_counts(&counts, max).unwrap();
@@ -111,6 +120,7 @@ proptest! {
         let _ = rans::decompress::<u16>(&bytes, 10_000);
         let _ = huffman::decompress::<u8>(&bytes, 10_000);
         let _ = huffman::decompress::<u16>(&bytes, 10_000);
+        let _ = huffman::decompress_pairs(&bytes, 10_000);
         let _ = range::decompress::<u8>(&bytes, 10_000);
         let _ = range::decompress::<u16>(&bytes, 10_000);
         let _ = Categorical::read_from(&bytes);

@@ -68,8 +68,22 @@ fn check(name: &str, symbols: &[u8]) -> (f64, f64) {
     let coded = huffman::compress(symbols, huffman::DEFAULT_MAX_LENGTH).unwrap();
     assert_eq!(huffman::decompress::<u8>(&coded, n).unwrap(), symbols);
 
+    let pairs = huffman::compress_pairs(symbols, huffman::DEFAULT_MAX_LENGTH).unwrap();
+    assert_eq!(huffman::decompress_pairs(&pairs, n).unwrap(), symbols);
+
     let over = |bytes: usize| 8.0 * bytes as f64 / bound_bits - 1.0;
-    let (r, hf) = (over(packed.len()), over(coded.len()));
+    let (r, hf, hp) = (over(packed.len()), over(coded.len()), over(pairs.len()));
+    println!(
+        "{name}: Huffman on byte pairs {} bytes ({:+.3}%, {:.4} bits/symbol)",
+        pairs.len(),
+        100.0 * hp,
+        8.0 * pairs.len() as f64 / n as f64,
+    );
+    assert!(
+        (0.0..0.01).contains(&hp),
+        "{name}: Huffman on pairs {:.3}% over n·H",
+        100.0 * hp
+    );
     println!(
         "{name}: n = {n}, H = {h:.4} bits/symbol, n·H = {:.0} bytes; \
          rANS {} bytes ({:+.3}%, {:.4} bits/symbol); Huffman {} bytes ({:+.3}%, {:.4} bits/symbol)",
@@ -92,14 +106,15 @@ fn check(name: &str, symbols: &[u8]) -> (f64, f64) {
 #[test]
 fn smollm2_q4_1_codes_reach_the_entropy() {
     let (_, huff) = check("SmolLM2 Q4_1 codes", &smollm2_q4_1_codes());
-    // Huffman's whole-bit codes lose 1.07% here (measured): it misses the 1%
-    // target, so only rANS is held to it; Huffman is held to what it reaches.
+    // Huffman's whole-bit codes lose 1.07% per byte here (measured); coded
+    // two bytes at a time (checked in `check`) it is within 1%.
     assert!(huff < 0.015, "Huffman {:.3}% over n·H", 100.0 * huff);
 }
 
 #[test]
 fn minilm_exponents_reach_the_entropy() {
     let (_, huff) = check("MiniLM f32 exponents", &minilm_exponents());
-    // Huffman loses 1.28% here (measured; see docs/codecs.md).
+    // Huffman loses 1.28% per byte here, 0.70% on pairs (measured; see
+    // docs/codecs.md).
     assert!(huff < 0.015, "Huffman {:.3}% over n·H", 100.0 * huff);
 }
