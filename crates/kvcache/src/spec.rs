@@ -114,7 +114,7 @@ impl FromStr for CacheSpec {
         if let Some(rest) = lower.strip_prefix("gear-") {
             return parse_gear(s, rest);
         }
-        for name in ["streaming-", "h2o-", "snapkv-"] {
+        for name in ["streaming-", "h2o-", "snapkv-", "ems-"] {
             if let Some(rest) = lower.strip_prefix(name) {
                 return parse_eviction(s, name, rest);
             }
@@ -192,7 +192,7 @@ fn parse_gear(s: &str, rest: &str) -> Result<CacheSpec> {
     Ok(CacheSpec::Gear(config))
 }
 
-/// `streaming-…`, `h2o-…`, `snapkv-…` after the name: the budget first
+/// `streaming-…`, `h2o-…`, `snapkv-…`, `ems-…` after the name: the budget first
 /// (`pPERCENT` or `nTOKENS`), then the policy's options.
 fn parse_eviction(s: &str, name: &str, rest: &str) -> Result<CacheSpec> {
     let bad = |reason: String| Error::Config {
@@ -222,6 +222,7 @@ fn parse_eviction(s: &str, name: &str, rest: &str) -> Result<CacheSpec> {
     let mut policy = match name {
         "streaming-" => Eviction::streaming_llm(),
         "h2o-" => Eviction::h2o(),
+        "ems-" => Eviction::ems(),
         _ => Eviction::snapkv(),
     };
     for p in parts {
@@ -237,10 +238,13 @@ fn parse_eviction(s: &str, name: &str, rest: &str) -> Result<CacheSpec> {
             (Eviction::SnapKv { window, .. }, "w") => *window = number()?,
             (Eviction::SnapKv { kernel, .. }, "k") => *kernel = number()?,
             (Eviction::SnapKv { sinks, .. }, "s") => *sinks = number()?,
+            (Eviction::Ems { window, .. }, "w") => *window = number()?,
+            (Eviction::Ems { sinks, .. }, "s") => *sinks = number()?,
+            (Eviction::Ems { merge, .. }, "m") => *merge = number()? as f32 / 100.0,
             _ => {
                 return Err(bad(format!(
                     "unknown part `{p}` (streaming: sSINKS; h2o: rRECENT_PERCENT; snapkv: \
-                     wWINDOW, kKERNEL, sSINKS)"
+                     wWINDOW, kKERNEL, sSINKS; ems: wWINDOW, sSINKS, mMERGE_COSINE_PERCENT)"
                 )))
             }
         }
@@ -285,6 +289,15 @@ impl fmt::Display for CacheSpec {
                     } => {
                         write!(f, "snapkv-{budget}-w{window}-k{kernel}-s{sinks}")
                     }
+                    Eviction::Ems {
+                        window,
+                        sinks,
+                        merge,
+                    } => write!(
+                        f,
+                        "ems-{budget}-w{window}-s{sinks}-m{}",
+                        (merge * 100.0).round()
+                    ),
                 }
             }
         }
