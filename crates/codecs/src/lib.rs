@@ -1,5 +1,9 @@
 //! Codecs of tensorpress: bit packing of low-bit codes and variable-length
-//! integers; later entropy coders, lossless float codecs, vector quantization
+//! integers, vector quantization ([`vq`]: k-means, product quantization,
+//! LR²VQ, codebook reduction), wavelet transforms ([`wavelet`]: Haar and
+//! CDF 9/7, 1-D, 2-D and packets), the normalized compression distance
+//! and ZIP-FIT data selection ([`ncd`]) and the coding rate of a
+//! representation ([`coding_rate`]); later entropy coders, lossless float codecs
 //! and gradient compression.
 //!
 //! # Quick start
@@ -26,7 +30,11 @@
 //! ```
 
 pub mod bitpack;
+pub mod coding_rate;
 mod error;
+pub mod ncd;
 pub mod varint;
+pub mod vq;
+pub mod wavelet;
 
 pub use error::{Error, Result};
