@@ -130,11 +130,6 @@ fn validate(
     }
 }
 
-#[inline]
-fn sq_dist(a: ArrayView1<'_, f32>, b: ArrayView1<'_, f32>) -> f32 {
-    a.iter().zip(b.iter()).map(|(x, y)| (x - y) * (x - y)).sum()
-}
-
 /// Samples an index with probability proportional to `mass` (total `total > 0`).
 fn sample(rng: &mut SeededRng, mass: &[f64], total: f64) -> usize {
     let target = rng.uniform_f64() * total;
@@ -187,10 +182,14 @@ fn seed_plus_plus(
     let base: Vec<f64> = (0..n).map(w).collect();
     let total: f64 = base.iter().sum();
     let first = sample(rng, &base, total);
+    let dim = data.ncols();
+    let data = data.as_standard_layout();
+    let x = data.as_slice().expect("standard layout");
+    let row = |i: usize| &x[i * dim..(i + 1) * dim];
     centroids.row_mut(0).assign(&data.row(first));
     let mut nearest: Vec<f32> = (0..n)
         .into_par_iter()
-        .map(|i| sq_dist(data.row(i), data.row(first)))
+        .map(|i| sq_dist_slice(row(i), row(first)))
         .collect();
     let mut mass = vec![0.0f64; n];
     for c in 1..k {
@@ -205,9 +204,9 @@ fn seed_plus_plus(
             sample(rng, &base, base.iter().sum())
         };
         centroids.row_mut(c).assign(&data.row(pick));
-        let cent = centroids.row(c);
+        let cent = row(pick);
         nearest.par_iter_mut().enumerate().for_each(|(i, d)| {
-            let nd = sq_dist(data.row(i), cent);
+            let nd = sq_dist_slice(row(i), cent);
             if nd < *d {
                 *d = nd;
             }
@@ -253,23 +252,37 @@ fn assign_into(
     dist: &mut [f32],
 ) {
     const CHUNK: usize = 256;
+    // Contiguous rows: the inner loop runs over plain slices.
+    let data = data.as_standard_layout();
+    let centroids = centroids.as_standard_layout();
+    let dim = data.ncols();
+    let (x, c) = (
+        data.as_slice().expect("standard layout"),
+        centroids.as_slice().expect("standard layout"),
+    );
     out.par_chunks_mut(CHUNK)
         .zip(dist.par_chunks_mut(CHUNK))
         .enumerate()
-        .for_each(|(c, (codes, ds))| {
+        .for_each(|(chunk, (codes, ds))| {
             for (j, (code, d)) in codes.iter_mut().zip(ds.iter_mut()).enumerate() {
-                let x = data.row(c * CHUNK + j);
+                let i = chunk * CHUNK + j;
+                let xi = &x[i * dim..(i + 1) * dim];
                 let mut best = (0u32, f32::INFINITY);
-                for (ci, cent) in centroids.outer_iter().enumerate() {
-                    let dd = sq_dist(x, cent);
+                for (ci, cent) in c.chunks_exact(dim.max(1)).enumerate() {
+                    let dd = sq_dist_slice(xi, cent);
                     if dd < best.1 {
                         best = (ci as u32, dd);
                     }
                 }
                 *code = best.0;
-                *d = best.1;
+                *d = if dim == 0 { 0.0 } else { best.1 };
             }
         });
+}
+
+#[inline]
+fn sq_dist_slice(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum()
 }
 
 /// Weighted k-means: k-means++ seeding, then Lloyd iterations (assign each
@@ -386,6 +399,10 @@ mod tests {
     use super::*;
     use ndarray::{array, Array1};
     use proptest::prelude::*;
+
+    fn sq_dist(a: ArrayView1<'_, f32>, b: ArrayView1<'_, f32>) -> f32 {
+        a.iter().zip(b.iter()).map(|(x, y)| (x - y) * (x - y)).sum()
+    }
 
     fn blobs(seed: u64, per: usize) -> (Array2<f32>, Vec<usize>) {
         let centers = [[0.0f32, 0.0, 0.0], [5.0, 5.0, 0.0], [-5.0, 5.0, 5.0]];

@@ -113,7 +113,7 @@ impl Lr2vq {
             value: value as f64,
             range,
         };
-        if m == 0 || cols % m != 0 {
+        if m == 0 || !cols.is_multiple_of(m) {
             return Err(bad(
                 "subvector_len",
                 m,

@@ -80,7 +80,7 @@ pub struct ProductQuantizer {
 }
 
 fn check_config(cols: usize, cfg: &PqConfig) -> Result<usize> {
-    if cfg.subspaces == 0 || cols % cfg.subspaces != 0 {
+    if cfg.subspaces == 0 || !cols.is_multiple_of(cfg.subspaces) {
         return Err(Error::InvalidParameter {
             op: "product quantization",
             name: "subspaces",
@@ -169,13 +169,13 @@ impl ProductQuantizer {
         let op = "ProductQuantizer::from_parts";
         let first = codebooks.first().map(|c| c.dim()).unwrap_or((0, 0));
         let (size, d) = first;
-        let m = if d == 0 { 0 } else { cols / d };
+        let m = cols.checked_div(d).unwrap_or(0);
         let want_books = match sharing {
             CodebookSharing::PerSubspace => m,
             CodebookSharing::Shared => 1,
         };
         if d == 0
-            || cols % d != 0
+            || !cols.is_multiple_of(d)
             || codebooks.len() != want_books
             || codebooks.iter().any(|c| c.dim() != first)
             || Some(codes.len()) != rows.checked_mul(m)
