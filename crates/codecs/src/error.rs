@@ -253,6 +253,62 @@ pub enum Error {
         /// The smallest total any choice reaches.
         minimum: u64,
     },
+    /// A number of clusters that is zero or larger than the number of points.
+    #[error("{op}: cannot make {k} clusters from {n} points")]
+    InvalidClusterCount {
+        /// The operation.
+        op: &'static str,
+        /// Clusters asked for.
+        k: usize,
+        /// Points available.
+        n: usize,
+    },
+    /// A NaN or infinite value in an input.
+    #[error("{op}: non-finite value at flat index {index}")]
+    NonFinite {
+        /// The operation.
+        op: &'static str,
+        /// Row-major index of the first non-finite value.
+        index: usize,
+    },
+    /// A point weight that is negative or not finite, or weights that sum to zero.
+    #[error("{op}: invalid weight {weight} at index {index} (weights must be finite, non-negative and not all zero)")]
+    InvalidWeight {
+        /// The operation.
+        op: &'static str,
+        /// Index of the offending weight (the number of weights when they all are zero).
+        index: usize,
+        /// The weight.
+        weight: f32,
+    },
+    /// A parameter outside its valid range (see the message for the range).
+    #[error("{op}: {name} = {value} is outside {range}")]
+    ParameterOutOfRange {
+        /// The operation.
+        op: &'static str,
+        /// The parameter's name.
+        name: &'static str,
+        /// The value given.
+        value: f64,
+        /// The valid range, in words (`"1..=16"`, `"a divisor of 1536"`).
+        range: String,
+    },
+    /// A code that does not index its codebook.
+    #[error("code {code} at index {index} is out of range for a codebook of {size} entries")]
+    CodeOutOfRange {
+        /// Position of the code.
+        index: usize,
+        /// The code.
+        code: u32,
+        /// Entries in the codebook.
+        size: usize,
+    },
+    /// An I/O error of the compressor (writing into memory; not expected in practice).
+    #[error("compressor: {0}")]
+    Io(#[from] std::io::Error),
+    /// An error of the tensor layer (eigendecomposition, Cholesky).
+    #[error(transparent)]
+    Tensor(#[from] tensorpress_tensor::Error),
 }
 
 /// Ways a set of Huffman code lengths can fail to describe a prefix code.

@@ -1,8 +1,12 @@
 //! Codecs of tensorpress: bit packing of low-bit codes, variable-length
 //! integers, entropy coding ([`entropy`]: rANS, canonical Huffman, an
 //! adaptive range coder, and the categorical, quantized Gaussian/Laplace and
-//! CDF-table models) and gradient compression for data-parallel training
-//! ([`grad`]); later lossless float codecs and vector quantization.
+//! CDF-table models), gradient compression for data-parallel training
+//! ([`grad`]), vector quantization ([`vq`]: k-means, product quantization,
+//! LR²VQ, codebook reduction), wavelet transforms ([`wavelet`]: Haar and
+//! CDF 9/7, 1-D, 2-D and packets), the normalized compression distance and
+//! ZIP-FIT data selection ([`ncd`]) and the coding rate of a representation
+//! ([`coding_rate`]); later lossless float codecs.
 //!
 //! # Quick start
 //!
@@ -39,9 +43,13 @@
 //! ```
 
 pub mod bitpack;
+pub mod coding_rate;
 pub mod entropy;
 mod error;
 pub mod grad;
+pub mod ncd;
 pub mod varint;
+pub mod vq;
+pub mod wavelet;
 
 pub use error::{CodeLengthFault, Error, Result};
