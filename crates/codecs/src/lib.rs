@@ -2,7 +2,8 @@
 //! integers, entropy coding ([`entropy`]: rANS, canonical Huffman, an
 //! adaptive range coder, and the categorical, quantized Gaussian/Laplace and
 //! CDF-table models) and gradient compression for data-parallel training
-//! ([`grad`]); later lossless float codecs and vector quantization.
+//! ([`grad`]), and lossless float-weight compression with a checkpoint
+//! container ([`lossless`]); later vector quantization.
 //!
 //! # Quick start
 //!
@@ -42,6 +43,7 @@ pub mod bitpack;
 pub mod entropy;
 mod error;
 pub mod grad;
+pub mod lossless;
 pub mod varint;
 
 pub use error::{CodeLengthFault, Error, Result};
