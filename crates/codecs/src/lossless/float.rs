@@ -20,6 +20,7 @@
 use half::{bf16, f16};
 use rayon::prelude::*;
 
+use super::fused;
 use crate::entropy::rans::Rans;
 use crate::entropy::{Categorical, DecodeTable};
 use crate::varint::{read_uvarint, write_uvarint};
@@ -401,17 +402,25 @@ pub fn stream_info(stream: &[u8]) -> Result<StreamInfo> {
     Ok(parse(stream)?.info)
 }
 
-/// Decodes one chunk's symbols into `symbols`.
-fn decode_symbols(section: &[u8], symbols: &mut [u8]) -> Result<()> {
+/// Decodes one chunk into `out` (its elements' bytes), with `symbols` as scratch.
+fn decode_chunk(
+    format: FloatFormat,
+    section: &[u8],
+    raw: &[u8],
+    out: &mut [u8],
+    symbols: &mut Vec<u8>,
+) -> Result<()> {
+    let n = out.len() / format.width();
+    symbols.resize(n, 0);
     let (&mode, body) = section.split_first().ok_or(truncated(1, 0))?;
     match mode {
         MODE_STORED => {
-            if body.len() != symbols.len() {
+            if body.len() != n {
                 return Err(Error::Malformed {
                     what: "stored symbol section of the wrong length",
                 });
             }
-            symbols.copy_from_slice(body);
+            merge(format, body, raw, out);
             Ok(())
         }
         MODE_RANS => {
@@ -424,8 +433,13 @@ fn decode_symbols(section: &[u8], symbols: &mut [u8]) -> Result<()> {
                 .chunks_exact(2)
                 .map(|b| u16::from_le_bytes([b[0], b[1]]))
                 .collect();
+            if let Some(table) = fused::packed_table(&model) {
+                return fused::decode(format, &table, model.precision(), &words, raw, out);
+            }
             let table: DecodeTable = model.decode_table();
-            Rans::<LANES>::decode_categorical(&table, &words, symbols)
+            Rans::<LANES>::decode_categorical(&table, &words, symbols)?;
+            merge(format, symbols, raw, out);
+            Ok(())
         }
         tag => Err(Error::UnknownTag { tag }),
     }
@@ -457,11 +471,7 @@ pub fn decode_into(stream: &[u8], out: &mut [u8]) -> Result<StreamInfo> {
     out.par_chunks_mut(chunk_bytes)
         .zip(parsed.chunks.par_iter())
         .try_for_each_init(Vec::new, |symbols: &mut Vec<u8>, (o, &(section, raw))| {
-            let n = o.len() / format.width();
-            symbols.resize(n, 0);
-            decode_symbols(section, symbols)?;
-            merge(format, symbols, raw, o);
-            Ok(())
+            decode_chunk(format, section, raw, o, symbols)
         })?;
     Ok(info)
 }

@@ -40,6 +40,7 @@
 
 pub mod container;
 pub mod float;
+mod fused;
 
 pub use container::{LosslessFile, LosslessWriter, TensorCodec, TensorEntry};
 pub use float::{FloatCodecConfig, FloatFormat, LosslessFloat, StreamInfo};
