@@ -25,7 +25,7 @@
 //! ```
 //!
 //! Codecs: *raw* is the little-endian tensor bytes as safetensors has them;
-//! *lossless float* is a [`float`](super::float) stream (f32, f16, bf16 only);
+//! *lossless float* is a [`float`] stream (f32, f16, bf16 only);
 //! *rANS bytes* is a [`rans::compress`] stream of the bytes (1-byte types only:
 //! already-quantized codes, FP8).
 //!
@@ -62,7 +62,7 @@ const FORMAT: &str = "tpz lossless container";
 pub enum TensorCodec {
     /// The tensor's bytes as they are.
     Raw,
-    /// The exponent-coding float codec ([`float`](super::float)); f32, f16, bf16.
+    /// The exponent-coding float codec ([`float`]); f32, f16, bf16.
     LosslessFloat,
     /// The bytes as rANS-coded symbols ([`rans::compress`]); 1-byte dtypes.
     RansBytes,

@@ -237,7 +237,7 @@ fn encode_chunk(format: FloatFormat, elems: &[u8], precision: u32) -> Result<(Ve
     let model = Categorical::from_counts(&counts[..used], precision)?;
     model.write_to(&mut section);
     let words = Rans::<LANES>::encode_categorical(&model, &symbols)?;
-    if section.len() + 2 * words.len() >= 1 + n {
+    if section.len() + 2 * words.len() > n {
         let mut stored = Vec::with_capacity(1 + n);
         stored.push(MODE_STORED);
         stored.extend_from_slice(&symbols);
