@@ -309,6 +309,72 @@ pub enum Error {
     /// An error of the tensor layer (eigendecomposition, Cholesky).
     #[error(transparent)]
     Tensor(#[from] tensorpress_tensor::Error),
+    /// A byte buffer that is not a whole number of elements.
+    #[error("{bytes} bytes are not a whole number of {width}-byte elements")]
+    PartialElement {
+        /// Bytes given.
+        bytes: usize,
+        /// Bytes per element.
+        width: usize,
+    },
+    /// A file that does not start with the expected magic bytes.
+    #[error("not a {format} file: magic bytes {found:02x?}")]
+    BadMagic {
+        /// The format expected.
+        format: &'static str,
+        /// The first bytes found.
+        found: Vec<u8>,
+    },
+    /// A file of a format version this build cannot read.
+    #[error("{format} version {version} is not supported (this build reads {supported})")]
+    UnsupportedVersion {
+        /// The format.
+        format: &'static str,
+        /// The version in the file.
+        version: u32,
+        /// The version this build reads.
+        supported: u32,
+    },
+    /// Stored bytes whose checksum differs from the one recorded.
+    #[error("checksum mismatch in {section}: stored {stored:#010x}, computed {computed:#010x}")]
+    ChecksumMismatch {
+        /// The header, or the tensor whose payload is damaged.
+        section: String,
+        /// The checksum recorded in the file.
+        stored: u32,
+        /// The checksum of the bytes read.
+        computed: u32,
+    },
+    /// Two tensors whose stored byte ranges overlap.
+    #[error("tensors {first} and {second} have overlapping byte ranges")]
+    OverlappingTensors {
+        /// The tensor that starts first.
+        first: String,
+        /// The tensor that starts inside it.
+        second: String,
+    },
+    /// A tensor name that occurs twice.
+    #[error("tensor {name} occurs twice")]
+    DuplicateTensor {
+        /// The name.
+        name: String,
+    },
+    /// A tensor that is not in the file.
+    #[error("no tensor named {name}")]
+    TensorNotFound {
+        /// The name asked for.
+        name: String,
+    },
+    /// A tensor whose codec cannot store its element type.
+    #[error("tensor {tensor}: codec {codec} cannot store {dtype}")]
+    CodecMismatch {
+        /// The tensor.
+        tensor: String,
+        /// The codec.
+        codec: &'static str,
+        /// Its element type.
+        dtype: String,
+    },
 }
 
 /// Ways a set of Huffman code lengths can fail to describe a prefix code.

@@ -6,7 +6,8 @@
 //! LR²VQ, codebook reduction), wavelet transforms ([`wavelet`]: Haar and
 //! CDF 9/7, 1-D, 2-D and packets), the normalized compression distance and
 //! ZIP-FIT data selection ([`ncd`]) and the coding rate of a representation
-//! ([`coding_rate`]); later lossless float codecs.
+//! ([`coding_rate`]), and lossless float-weight compression with a checkpoint
+//! container ([`lossless`]).
 //!
 //! # Quick start
 //!
@@ -47,6 +48,7 @@ pub mod coding_rate;
 pub mod entropy;
 mod error;
 pub mod grad;
+pub mod lossless;
 pub mod ncd;
 pub mod varint;
 pub mod vq;
