@@ -45,6 +45,7 @@ mod int8;
 mod kernels;
 mod kivi;
 mod spec;
+pub mod tome;
 
 pub use attend::attend_reference;
 pub use cache::KvCache;

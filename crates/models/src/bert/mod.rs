@@ -225,8 +225,20 @@ impl BertModel {
 
     /// Token states of the last layer for one sequence, `[tokens, hidden]`.
     pub fn forward(&self, ids: &[u32]) -> Result<Tensor> {
+        Ok(self.forward_merging(ids, 0)?.0)
+    }
+
+    /// The forward pass with ToMe token merging
+    /// ([`tensorpress_kvcache::tome`]): after each layer's attention, the `r`
+    /// most similar token pairs (by the layer's keys averaged over heads)
+    /// merge, `[CLS]` excepted, and attention adds `log(size)` to each key's
+    /// logits. Returns the last layer's states of the remaining tokens and
+    /// their sizes (input tokens each stands for). `r = 0` is [`forward`].
+    ///
+    /// [`forward`]: BertModel::forward
+    pub fn forward_merging(&self, ids: &[u32], r: usize) -> Result<(Tensor, Vec<f32>)> {
         let p = &self.params;
-        let t = ids.len();
+        let mut t = ids.len();
         if t == 0 || t > p.max_position_embeddings {
             return Err(Error::Config {
                 field: "tokens",
@@ -251,6 +263,7 @@ impl BertModel {
         let mut x = layer_norm(&x, &self.embed_norm, p.layer_norm_eps)?;
         let (nh, hd) = (p.num_heads, p.hidden_size / p.num_heads);
         let scale = 1.0 / (hd as f64).sqrt();
+        let mut sizes = vec![1f32; t];
         for layer in &self.layers {
             let heads = |y: Tensor| -> Result<Tensor> {
                 Ok(y.reshape((t, nh, hd))?.transpose(0, 1)?.contiguous()?)
@@ -258,18 +271,61 @@ impl BertModel {
             let q = heads((layer.query.forward(&x, obs)? * scale)?)?;
             let k = heads(layer.key.forward(&x, obs)?)?;
             let v = heads(layer.value.forward(&x, obs)?)?;
-            let probs = candle_nn::ops::softmax_last_dim(&q.matmul(&k.t()?)?)?;
+            let mut logits = q.matmul(&k.t()?)?;
+            if r > 0 {
+                // Proportional attention: a token of size s counts s times.
+                let log_sizes: Vec<f32> = sizes.iter().map(|s| s.ln()).collect();
+                let bias = Tensor::from_vec(log_sizes, (1, 1, t), &self.device)?;
+                logits = logits.broadcast_add(&bias)?;
+            }
+            let probs = candle_nn::ops::softmax_last_dim(&logits)?;
             let ctx = probs
                 .matmul(&v)?
                 .transpose(0, 1)?
                 .reshape((t, p.hidden_size))?;
             let attn = layer.attn_out.forward(&ctx, obs)?;
             x = layer_norm(&(attn + &x)?, &layer.attn_norm, p.layer_norm_eps)?;
+            if r > 0 && t > 1 {
+                let metric = k.mean(0)?;
+                let to_array = |y: &Tensor| -> Result<ndarray::Array2<f32>> {
+                    let (rows, cols) = y.dims2()?;
+                    let data = y.flatten_all()?.to_vec1::<f32>()?;
+                    ndarray::Array2::from_shape_vec((rows, cols), data).map_err(|e| Error::Config {
+                        field: "tokens",
+                        reason: e.to_string(),
+                    })
+                };
+                let merged = tensorpress_kvcache::tome::merge_tokens(
+                    to_array(&x)?.view(),
+                    to_array(&metric)?.view(),
+                    &sizes,
+                    r,
+                    true,
+                )?;
+                t = merged.tokens.nrows();
+                sizes = merged.sizes;
+                let data: Vec<f32> = merged.tokens.iter().copied().collect();
+                x = Tensor::from_vec(data, (t, p.hidden_size), &self.device)?;
+            }
             let inter = layer.intermediate.forward(&x, obs)?.gelu_erf()?;
             let out = layer.output.forward(&inter, obs)?;
             x = layer_norm(&(out + &x)?, &layer.out_norm, p.layer_norm_eps)?;
         }
-        Ok(x)
+        Ok((x, sizes))
+    }
+
+    /// The L2-normalized embedding with ToMe merging `r` tokens per layer
+    /// ([`forward_merging`](BertModel::forward_merging)): the size-weighted
+    /// mean of the remaining tokens, which is the mean over the input tokens
+    /// each stands for.
+    pub fn embed_ids_merging(&self, ids: &[u32], r: usize) -> Result<Vec<f32>> {
+        let (x, sizes) = self.forward_merging(ids, r)?;
+        let total: f32 = sizes.iter().sum();
+        let w = Tensor::from_vec(sizes.clone(), (1, sizes.len()), x.device())?;
+        let pooled = (w.matmul(&x)? / f64::from(total))?.squeeze(0)?;
+        let norm = pooled.sqr()?.sum_all()?.sqrt()?.to_scalar::<f32>()?;
+        let v = (pooled / f64::from(norm.max(1e-12)))?;
+        Ok(v.to_vec1::<f32>()?)
     }
 
     /// The mean of the last layer's token states (sentence-transformers'
