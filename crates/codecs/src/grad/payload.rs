@@ -142,9 +142,19 @@ fn numel(shape: &[usize]) -> Result<usize> {
             what: "shape rank outside 1..=4",
         });
     }
-    let mut n: u128 = 1;
+    // The product of the non-zero dimensions is bounded too: ndarray refuses
+    // shapes whose non-zero axes overflow `isize` even when one axis is 0.
+    let (mut n, mut nonzero): (u128, u128) = (1, 1);
     for &d in shape {
         n = n.saturating_mul(d as u128);
+        nonzero = nonzero.saturating_mul(d.max(1) as u128);
+    }
+    if nonzero > MAX_ELEMENTS as u128 {
+        return Err(Error::TooLarge {
+            what: "element count of the non-zero dimensions",
+            requested: nonzero,
+            limit: MAX_ELEMENTS as u128,
+        });
     }
     if n > MAX_ELEMENTS as u128 {
         return Err(Error::TooLarge {
@@ -701,6 +711,22 @@ impl Reader<'_> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// Found by the `grad_payload` fuzz target: an empty sparse tensor whose
+    /// other axes multiply past `isize` made `to_dense` panic in ndarray.
+    #[test]
+    fn zero_axis_with_huge_other_axes_is_refused() {
+        let mut bytes = vec![TAG_SPARSE, 4];
+        for d in [2816u32, 0, 150_994_944, 150_994_944] {
+            bytes.extend(d.to_le_bytes());
+        }
+        bytes.extend([0, 0]);
+        match Payload::from_bytes(&bytes) {
+            Err(Error::TooLarge { .. }) => {}
+            Ok(p) => assert!(p.to_dense().is_err(), "{p:?}"),
+            Err(e) => panic!("unexpected error {e}"),
+        }
+    }
 
     fn samples() -> Vec<Payload> {
         vec![
