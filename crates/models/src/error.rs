@@ -18,8 +18,8 @@ pub enum Error {
     Container {
         /// The container file.
         path: std::path::PathBuf,
-        /// What the container reader found.
-        source: tensorpress_codecs::Error,
+        /// What the container reader found (boxed: the variant stays small).
+        source: Box<tensorpress_codecs::Error>,
     },
     /// A quantized kernel refused its input.
     #[error(transparent)]

@@ -60,7 +60,7 @@ fn open_tpz(path: &Path) -> Result<SafetensorsModel> {
     })?;
     let container = |source| Error::Container {
         path: path.to_owned(),
-        source,
+        source: Box::new(source),
     };
     let file = LosslessFile::parse(&bytes).map_err(container)?;
     let buffer = safetensors_bytes(&file).map_err(container)?;
