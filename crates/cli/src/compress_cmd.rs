@@ -38,9 +38,17 @@ pub(crate) struct CompressArgs {
         long,
         short = 's',
         value_name = "SCHEME",
-        required_unless_present_any = ["recipe", "target_bpw"]
+        required_unless_present_any = ["recipe", "target_bpw", "lossless"]
     )]
     scheme: Option<String>,
+    /// Pack the folder's `model.safetensors` losslessly into `model.tpz`
+    /// (exponents entropy-coded, every tensor bit-exact) and copy its other
+    /// files to --out; `eval` and the loaders read the result like the original.
+    #[arg(
+        long,
+        conflicts_with_all = ["scheme", "recipe", "target_bpw", "compensate", "kv_cache_fp8", "calib"]
+    )]
+    lossless: bool,
     /// Mixed precision: profile every layer under each of --candidates and
     /// give each layer the candidate that minimizes the estimated loss
     /// increase with the average bits per weight of the quantized layers
@@ -157,6 +165,9 @@ pub(crate) fn parse_float_dtype(s: &str) -> Result<FloatDType, String> {
 }
 
 pub(crate) fn run(args: CompressArgs) -> CliResult {
+    if args.lossless {
+        return crate::lossless_cmd::run(&args.model, &args.out);
+    }
     let gguf_out = args.format == "gguf";
     let format: Option<ExportFormat> = if gguf_out {
         None

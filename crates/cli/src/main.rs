@@ -22,6 +22,7 @@ mod compress_cmd;
 mod factorize_cmd;
 mod generate_cmd;
 mod inspect_cmd;
+mod lossless_cmd;
 
 /// Compress, evaluate, inspect and convert neural-network checkpoints.
 #[derive(Debug, Parser)]
@@ -38,7 +39,7 @@ struct Cli {
 enum Command {
     /// Quantize a Llama model's linear layers (RTN, GPTQ; integer, NF4, MX,
     /// NVFP4 and FP8 formats) and write a compressed-tensors, GPTQ or
-    /// dequantized checkpoint.
+    /// dequantized checkpoint; or pack a folder losslessly (`--lossless`).
     Compress(Box<compress_cmd::CompressArgs>),
     /// Factorize every block projection of a Llama model into low-rank
     /// factors (truncated SVD, ASVD or SVD-LLM) with a given share of its

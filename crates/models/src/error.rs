@@ -13,6 +13,14 @@ pub enum Error {
     /// Reading a checkpoint failed.
     #[error(transparent)]
     Io(#[from] tensorpress_io::Error),
+    /// A lossless `.tpz` container is malformed or damaged.
+    #[error("{path}: {source}")]
+    Container {
+        /// The container file.
+        path: std::path::PathBuf,
+        /// What the container reader found (boxed: the variant stays small).
+        source: Box<tensorpress_codecs::Error>,
+    },
     /// A quantized kernel refused its input.
     #[error(transparent)]
     Kernel(#[from] tensorpress_quant_core::Error),

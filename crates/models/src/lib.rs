@@ -38,6 +38,7 @@ mod error;
 pub mod eval;
 pub mod linear;
 pub mod llama;
+pub mod lossless;
 pub mod tokenizer;
 pub mod weights;
 

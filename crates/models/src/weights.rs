@@ -9,6 +9,7 @@ use tensorpress_io::import::QuantizedCheckpoint;
 use tensorpress_io::safetensors::SafetensorsModel;
 
 use crate::linear::FactorizedLinear;
+pub use crate::lossless::open_weights;
 use crate::{Error, Result};
 
 /// A source of named f32 weights.

@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
 use tensorpress_io::config::{BertConfig, HiddenAct};
-use tensorpress_io::safetensors::SafetensorsModel;
 
 use crate::linear::{DenseLinear, Linear, Observer};
 use crate::tokenizer::TextTokenizer;
@@ -175,7 +174,7 @@ impl BertModel {
     pub fn from_hf_dir(dir: &Path, options: LoadOptions) -> Result<Self> {
         let config = BertConfig::from_file(dir.join("config.json"))?;
         let params = BertParams::from_config(&config)?;
-        let weights = SafetensorsModel::open(dir)?;
+        let weights = crate::lossless::open_weights(dir)?;
         BertModel::load(&weights, params, options)
     }
 

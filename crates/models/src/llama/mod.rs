@@ -27,7 +27,6 @@ use tensorpress_io::gguf::GgufFile;
 use tensorpress_io::import::{
     ActivationDynamic, ActivationStrategy, ActivationType, QuantizedCheckpoint,
 };
-use tensorpress_io::safetensors::SafetensorsModel;
 
 use crate::linear::InputQuantLinear;
 use crate::weights::LoadOptions;
@@ -54,7 +53,7 @@ impl LlamaModel {
             apply_input_activations(&mut model, &weights)?;
             return Ok(model);
         }
-        let weights = SafetensorsModel::open(dir)?;
+        let weights = crate::lossless::open_weights(dir)?;
         LlamaModel::load(&weights, params, Naming::HuggingFace, options)
     }
 }
