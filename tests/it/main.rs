@@ -13,3 +13,4 @@ mod gguf_gptq_smollm2;
 mod lowrank;
 mod mixed;
 mod rotate;
+mod sparse_export;

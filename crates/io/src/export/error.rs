@@ -188,4 +188,15 @@ pub enum QuantFormatError {
         /// The range allowed.
         range: String,
     },
+    /// A sparse weight whose bitmask keeps a different number of elements
+    /// than its `compressed` tensor stores.
+    #[error("{tensor}: the bitmask keeps {kept} elements, but {stored} values are stored")]
+    SparseMask {
+        /// The bitmask tensor.
+        tensor: String,
+        /// Set bits (within the dense shape).
+        kept: u64,
+        /// Values stored.
+        stored: u64,
+    },
 }

@@ -210,14 +210,19 @@ pub(super) type Index = (
     BTreeSet<String>,
 );
 
+/// The `pack-quantized` word filling the config's `version` implies.
+pub(super) fn declared_packing(quant: &Value) -> CtPacking {
+    quant
+        .get("version")
+        .and_then(Value::as_str)
+        .map_or(CtPacking::Dense, CtPacking::for_version)
+}
+
 /// The quantized modules and their specs and layouts, and the names of their
 /// storage tensors. A module is quantized when it has a `weight_packed`, or
 /// a `weight` with a `weight_scale`.
 pub(super) fn index(model: &SafetensorsModel, quant: &Value) -> Result<Index> {
-    let packing = quant
-        .get("version")
-        .and_then(Value::as_str)
-        .map_or(CtPacking::Dense, CtPacking::for_version);
+    let packing = declared_packing(quant);
     let format = quant.get("format").and_then(Value::as_str).unwrap_or("");
     let declared = CtFormat::from_name(format);
     if declared.is_none() && format != "mixed-precision" {

@@ -25,6 +25,7 @@
 
 mod compressed_tensors;
 mod ct_float;
+mod ct_sparse;
 mod gptq;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -39,7 +40,7 @@ use tensorpress_tensor::{DType, Tensor};
 
 pub use crate::export::{
     ActivationDynamic, ActivationScheme, ActivationStrategy, ActivationType, CtFormat,
-    QuantFormatError,
+    QuantFormatError, SparseLayout,
 };
 use crate::safetensors::SafetensorsModel;
 use crate::{Error, Result};
@@ -92,6 +93,8 @@ pub struct QuantizedCheckpoint {
     storage: BTreeSet<String>,
     /// Static FP8 KV-cache scales by attention module.
     kv_scales: BTreeMap<String, (f32, f32)>,
+    /// Weights that were stored in a sparse layout, by dense name.
+    sparse: BTreeMap<String, SparseLayout>,
 }
 
 impl QuantizedCheckpoint {
@@ -138,10 +141,22 @@ impl QuantizedCheckpoint {
                 ""
             })
             .to_owned();
+        let mut model = model;
+        let mut sparse = BTreeMap::new();
         let (format, layers, ct_layers, mut storage) = match method.as_str() {
             "compressed-tensors" => {
+                let layout = ct_sparse::declared_layout(&quant)?;
+                if let Some(layout) = layout {
+                    (model, sparse) = ct_sparse::densify(model, layout)?;
+                }
                 let (packing, layers, ct_layers, storage) =
-                    compressed_tensors::index(&model, &quant)?;
+                    if layout.is_some() && quant.get("config_groups").is_none() {
+                        // Sparse only: every weight is a plain tensor again.
+                        let packing = compressed_tensors::declared_packing(&quant);
+                        (packing, BTreeMap::new(), BTreeMap::new(), BTreeSet::new())
+                    } else {
+                        compressed_tensors::index(&model, &quant)?
+                    };
                 let format = QuantizedFormat::CompressedTensors(packing);
                 (format, layers, ct_layers, storage)
             }
@@ -160,6 +175,7 @@ impl QuantizedCheckpoint {
             ct_layers,
             storage,
             kv_scales,
+            sparse,
         })
     }
 
@@ -207,6 +223,14 @@ impl QuantizedCheckpoint {
     /// compressed-tensors' `kv_cache_scheme`; empty otherwise.
     pub fn kv_cache_scales(&self) -> &BTreeMap<String, (f32, f32)> {
         &self.kv_scales
+    }
+
+    /// The weights (`{module}.weight`) that the folder stores in a
+    /// compressed-tensors sparse layout, with that layout. They are read
+    /// back dense: a float weight as a passthrough tensor, int8 / FP8 codes
+    /// through their module's quantization ([`layer`](Self::layer)).
+    pub fn sparse_weights(&self) -> &BTreeMap<String, SparseLayout> {
+        &self.sparse
     }
 
     /// Tensors that are not part of a quantized weight (embeddings, norms,
