@@ -5,8 +5,9 @@
 //! [`KiviCache`]), GEAR's quantization plus low-rank error plus sparse
 //! outliers ([`GearCache`]), FP8 E4M3 with calibrated per-layer or
 //! per-token scales ([`Fp8Cache`]), and token eviction under a budget
-//! (StreamingLLM, H2O, SnapKV: [`EvictingCache`]). Later work adds KVQuant,
-//! ZipCache, EMS and merging, and attention over compressed storage.
+//! (StreamingLLM, H2O, SnapKV, EMS-style evict-then-merge:
+//! [`EvictingCache`]), and ZipCache's mixed precision by normalized
+//! attention score ([`ZipCache`]).
 //!
 //! # Quick start
 //!
@@ -46,6 +47,7 @@ mod kernels;
 mod kivi;
 mod spec;
 pub mod tome;
+mod zipcache;
 
 pub use attend::attend_reference;
 pub use cache::KvCache;
@@ -57,6 +59,7 @@ pub use gear::{GearCache, GearConfig};
 pub use int8::Int8Cache;
 pub use kivi::{KiviCache, KiviConfig};
 pub use spec::CacheSpec;
+pub use zipcache::{ZipCache, ZipConfig};
 
 #[cfg(test)]
 mod tests {

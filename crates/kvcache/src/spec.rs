@@ -7,7 +7,7 @@ use std::str::FromStr;
 
 use crate::{
     Budget, Error, EvictingCache, Eviction, F16Cache, F32Cache, Fp8Cache, Fp8Scales, GearCache,
-    GearConfig, Int8Cache, KiviCache, KiviConfig, KvCache, Result,
+    GearConfig, Int8Cache, KiviCache, KiviConfig, KvCache, Result, ZipCache, ZipConfig,
 };
 
 /// Which cache to build.
@@ -34,6 +34,10 @@ use crate::{
 /// // GEAR: bits, then group, buffer, rank and outlier percentage.
 /// assert_eq!("gear-2-r4".parse::<CacheSpec>()?.to_string(), "gear-2-g32-b128-r4-s0");
 /// assert!("h2o-p150".parse::<CacheSpec>().is_err());
+///
+/// // ZipCache: high and low bits, the salient percentage, chunk, residual, probes.
+/// assert_eq!("zipcache-4-2-s20".parse::<CacheSpec>()?.to_string(), "zipcache-4-2-s20-c64-r64-p100");
+/// assert!("zipcache-2-4".parse::<CacheSpec>().is_err()); // low above high
 /// # Ok::<(), tensorpress_kvcache::Error>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -56,6 +60,8 @@ pub enum CacheSpec {
     Kivi(KiviConfig),
     /// [`GearCache`].
     Gear(GearConfig),
+    /// [`ZipCache`].
+    Zip(ZipConfig),
     /// [`EvictingCache`].
     Evict {
         /// Which tokens to keep.
@@ -87,6 +93,7 @@ impl CacheSpec {
             }
             CacheSpec::Kivi(c) => Box::new(KiviCache::new(heads, head_dim, *c)?),
             CacheSpec::Gear(c) => Box::new(GearCache::new(heads, head_dim, *c)?),
+            CacheSpec::Zip(c) => Box::new(ZipCache::new(heads, head_dim, *c)?),
             CacheSpec::Evict { policy, budget } => {
                 Box::new(EvictingCache::new(heads, head_dim, *policy, *budget)?)
             }
@@ -114,6 +121,9 @@ impl FromStr for CacheSpec {
         if let Some(rest) = lower.strip_prefix("gear-") {
             return parse_gear(s, rest);
         }
+        if let Some(rest) = lower.strip_prefix("zipcache-") {
+            return parse_zip(s, rest);
+        }
         for name in ["streaming-", "h2o-", "snapkv-", "ems-"] {
             if let Some(rest) = lower.strip_prefix(name) {
                 return parse_eviction(s, name, rest);
@@ -123,6 +133,7 @@ impl FromStr for CacheSpec {
             bad(format!(
                 "`{s}`: expected f32, f16, int8, fp8, fp8-static, kivi-BITS[-gGROUP][-rRESIDUAL] (e.g. \
                  kivi-2-g32-r128), gear-BITS[-gGROUP][-bBUFFER][-rRANK][-sOUTLIER_PERCENT], \
+                 zipcache-HIGH-LOW-sSALIENT_PERCENT[-cCHUNK][-rRESIDUAL][-pPROBE_PERCENT], \
                  or streaming|h2o|snapkv with a budget pPERCENT or nTOKENS \
                  (e.g. h2o-p50)"
             ))
@@ -190,6 +201,45 @@ fn parse_gear(s: &str, rest: &str) -> Result<CacheSpec> {
         return Err(bad("GEAR codes are 2, 4 or 8 bits".into()));
     }
     Ok(CacheSpec::Gear(config))
+}
+
+/// `zipcache-HIGH-LOW[-sSALIENT_PERCENT][-cCHUNK][-rRESIDUAL][-pPROBE_PERCENT]`
+/// after `zipcache-`.
+fn parse_zip(s: &str, rest: &str) -> Result<CacheSpec> {
+    let bad = |reason: String| Error::Config {
+        field: "cache spec",
+        reason: format!("`{s}`: {reason}"),
+    };
+    let mut parts = rest.split('-');
+    let mut bits = || -> Result<u8> {
+        parts.next().and_then(|b| b.parse().ok()).ok_or_else(|| {
+            bad("ZipCache needs its high and low bits, e.g. zipcache-4-2-s20".into())
+        })
+    };
+    let (high, low) = (bits()?, bits()?);
+    let mut config = ZipConfig::new(high, low, 0.2);
+    for p in parts {
+        let (key, value) = p.split_at(p.chars().next().map_or(0, char::len_utf8));
+        let number = || -> Result<f32> {
+            value
+                .parse()
+                .map_err(|_| bad(format!("`{p}` is not a number after its letter")))
+        };
+        match key {
+            "s" => config.salient = number()? / 100.0,
+            "c" => config.chunk = number()? as usize,
+            "r" => config.residual = number()? as usize,
+            "p" => config.probe = number()? / 100.0,
+            _ => {
+                return Err(bad(format!(
+                    "unknown part `{p}` (sSALIENT_PERCENT, cCHUNK, rRESIDUAL, pPROBE_PERCENT)"
+                )))
+            }
+        }
+    }
+    // Everything but the head dimension is checked here (64 fills bytes at any bits).
+    config.validate(64)?;
+    Ok(CacheSpec::Zip(config))
 }
 
 /// `streaming-…`, `h2o-…`, `snapkv-…`, `ems-…` after the name: the budget first
@@ -271,6 +321,16 @@ impl fmt::Display for CacheSpec {
                 c.buffer,
                 c.rank,
                 c.outliers * 100.0
+            ),
+            CacheSpec::Zip(c) => write!(
+                f,
+                "zipcache-{}-{}-s{}-c{}-r{}-p{}",
+                c.high_bits,
+                c.low_bits,
+                c.salient * 100.0,
+                c.chunk,
+                c.residual,
+                c.probe * 100.0
             ),
             CacheSpec::Evict { policy, budget } => {
                 let budget = match budget {
