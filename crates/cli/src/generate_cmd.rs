@@ -75,7 +75,8 @@ pub struct GenerateArgs {
     #[arg(long, value_enum, default_value_t = KernelMode::F32)]
     kernels: KernelMode,
     /// Keep the keys and values in a compressed cache: `f16`, `int8`,
-    /// `kivi-2`, `kivi-4`, `kivi-BITS-gGROUP-rRESIDUAL`, `gear-2-r4`, or an
+    /// `kivi-2`, `kivi-4`, `kivi-BITS-gGROUP-rRESIDUAL`, `gear-2-r4`,
+    /// `zipcache-4-2-s20`, or an
     /// evicting cache such as `h2o-n512` or `streaming-n256-s4` (default:
     /// f32).
     #[arg(long, value_name = "SPEC", value_parser = |s: &str| s.parse::<CacheSpec>())]

@@ -92,7 +92,8 @@ struct EvalArgs {
     /// attends to the cached (dequantized) keys and values before it:
     /// `f32`, `f16`, `int8`, `fp8` (per-token scales), `fp8-static` (per-layer
     /// scales, with --kv-calib), `kivi-2`, `kivi-4`, `kivi-BITS-gGROUP-rRESIDUAL`,
-    /// `gear-BITS-gGROUP-bBUFFER-rRANK-sOUTLIER_PERCENT`, or eviction under a
+    /// `gear-BITS-gGROUP-bBUFFER-rRANK-sOUTLIER_PERCENT`,
+    /// `zipcache-HIGH-LOW-sSALIENT_PERCENT-cCHUNK-rRESIDUAL-pPROBE_PERCENT`, or eviction under a
     /// budget of a percentage of the tokens seen or a token count:
     /// `streaming-p50-s4`, `h2o-p50-r50`, `snapkv-n512-w32-k7-s0`.
     #[arg(long, value_name = "SPEC", value_parser = |s: &str| s.parse::<CacheSpec>())]
