@@ -30,6 +30,8 @@ use crate::{
 /// assert_eq!("snapkv-n512".parse::<CacheSpec>()?.to_string(), "snapkv-n512-w32-k7-s0");
 /// assert_eq!("streaming-p25".parse::<CacheSpec>()?.to_string(), "streaming-p25-s4");
 /// assert!("h2o".parse::<CacheSpec>().is_err()); // no budget
+/// // ZipVL's dynamic ratio: keep what covers 95 % of each step's attention.
+/// assert_eq!("h2o-m95".parse::<CacheSpec>()?.to_string(), "h2o-m95-r50");
 ///
 /// // GEAR: bits, then group, buffer, rank and outlier percentage.
 /// assert_eq!("gear-2-r4".parse::<CacheSpec>()?.to_string(), "gear-2-g32-b128-r4-s0");
@@ -257,6 +259,12 @@ fn parse_eviction(s: &str, name: &str, rest: &str) -> Result<CacheSpec> {
                 .map_err(|_| bad(format!("`{b}` is not a percentage")))?
                 / 100.0,
         ),
+        b if b.starts_with('m') => Budget::Mass(
+            b[1..]
+                .parse::<f32>()
+                .map_err(|_| bad(format!("`{b}` is not a percentage of the attention")))?
+                / 100.0,
+        ),
         b if b.starts_with('n') => Budget::Tokens(
             b[1..]
                 .parse()
@@ -264,8 +272,8 @@ fn parse_eviction(s: &str, name: &str, rest: &str) -> Result<CacheSpec> {
         ),
         b => {
             return Err(bad(format!(
-                "`{b}`: give the budget first, as pPERCENT (of the tokens seen) or nTOKENS, \
-                 e.g. {name}p50"
+                "`{b}`: give the budget first, as pPERCENT (of the tokens seen), nTOKENS or \
+                 mPERCENT (of each step's attention, ZipVL's dynamic ratio), e.g. {name}p50"
             )))
         }
     };
@@ -336,6 +344,7 @@ impl fmt::Display for CacheSpec {
                 let budget = match budget {
                     Budget::Tokens(n) => format!("n{n}"),
                     Budget::Ratio(r) => format!("p{}", r * 100.0),
+                    Budget::Mass(r) => format!("m{}", r * 100.0),
                 };
                 match policy {
                     Eviction::StreamingLlm { sinks } => write!(f, "streaming-{budget}-s{sinks}"),

@@ -65,31 +65,62 @@ pub enum Budget {
     /// At most `ceil(ratio · seen)` tokens, `seen` the tokens appended so far
     /// (a 50 % budget keeps half of the context at every step).
     Ratio(f32),
+    /// ZipVL's dynamic ratio (He et al. 2024, arXiv:2410.08584): after each
+    /// step, as many tokens as the head that needs the most takes to cover
+    /// this share of the step's attention (its queries' probabilities,
+    /// averaged), so each layer finds its own ratio: a layer whose attention
+    /// is concentrated keeps few tokens, a diffuse one many. Which tokens stay
+    /// is still the policy's choice. Without attention nothing is evicted.
+    Mass(f32),
 }
 
 impl Budget {
-    /// Tokens allowed after `seen` tokens.
+    /// Tokens allowed after `seen` tokens (for [`Budget::Mass`], every token:
+    /// its count comes from the attention, step by step).
     pub fn allowed(&self, seen: usize) -> usize {
         match *self {
             Budget::Tokens(n) => n,
             Budget::Ratio(r) => ((r as f64) * seen as f64).ceil() as usize,
+            Budget::Mass(_) => seen,
         }
     }
 
     fn validate(&self) -> Result<()> {
         let ok = match *self {
             Budget::Tokens(n) => n > 0,
-            Budget::Ratio(r) => r > 0.0 && r <= 1.0,
+            Budget::Ratio(r) | Budget::Mass(r) => r > 0.0 && r <= 1.0,
         };
         if ok {
             Ok(())
         } else {
             Err(Error::Config {
                 field: "budget",
-                reason: format!("{self:?}: give a positive number of tokens or a ratio in (0, 1]"),
+                reason: format!(
+                    "{self:?}: give a positive number of tokens, or a ratio or attention share \
+                     in (0, 1]"
+                ),
             })
         }
     }
+}
+
+/// The fewest tokens whose share of `mass` (non-negative) reaches `share`.
+fn tokens_for_mass(mass: &[f32], share: f32) -> usize {
+    let total: f64 = mass.iter().map(|&m| f64::from(m.max(0.0))).sum();
+    if total <= 0.0 {
+        return mass.len();
+    }
+    let mut sorted: Vec<f32> = mass.iter().map(|m| m.max(0.0)).collect();
+    sorted.sort_by(|a, b| b.total_cmp(a));
+    let target = f64::from(share) * total;
+    let mut sum = 0.0f64;
+    for (k, &m) in sorted.iter().enumerate() {
+        sum += f64::from(m);
+        if sum >= target * (1.0 - 1e-6) {
+            return k + 1;
+        }
+    }
+    mass.len()
 }
 
 /// Which tokens to keep.
@@ -231,6 +262,8 @@ pub struct EvictingCache {
     seen: usize,
     /// Tokens appended in the current step (not yet ended).
     pending: usize,
+    /// [`Budget::Mass`]: the tokens the last step's attention asked for.
+    mass_keep: Option<usize>,
 }
 
 impl EvictingCache {
@@ -249,6 +282,7 @@ impl EvictingCache {
             budget,
             seen: 0,
             pending: 0,
+            mass_keep: None,
         })
     }
 
@@ -334,7 +368,13 @@ impl EvictingCache {
     }
 
     fn evict(&mut self) {
-        let keep = self.budget.allowed(self.seen);
+        let keep = match self.budget {
+            Budget::Mass(_) => match self.mass_keep.take() {
+                Some(k) => k,
+                None => return,
+            },
+            _ => self.budget.allowed(self.seen),
+        };
         let d = self.head_dim;
         for h in 0..self.heads.len() {
             if self.heads[h].pos.len() <= keep {
@@ -439,6 +479,7 @@ impl KvCache for EvictingCache {
         }
         self.seen = 0;
         self.pending = 0;
+        self.mass_keep = None;
     }
 
     fn clone_box(&self) -> Box<dyn KvCache> {
@@ -447,6 +488,7 @@ impl KvCache for EvictingCache {
 
     fn wants_attention(&self) -> bool {
         !matches!(self.policy, Eviction::StreamingLlm { .. })
+            || matches!(self.budget, Budget::Mass(_))
     }
 
     fn end_step(&mut self, attention: Option<ArrayView3<'_, f32>>) -> Result<()> {
@@ -469,6 +511,27 @@ impl KvCache for EvictingCache {
                 Eviction::SnapKv { window, .. } | Eviction::Ems { window, .. } => window,
                 _ => 0,
             };
+            if let Budget::Mass(share) = self.budget {
+                // The step's attention per KV head, averaged over its queries.
+                let keep = (0..heads)
+                    .map(|h| {
+                        let mut mass = vec![0f32; n];
+                        for g in 0..groups {
+                            for q in 0..t {
+                                for (m, &a) in
+                                    mass.iter_mut()
+                                        .zip(p.slice(ndarray::s![h * groups + g, q, ..]))
+                                {
+                                    *m += a;
+                                }
+                            }
+                        }
+                        tokens_for_mass(&mass, share)
+                    })
+                    .max()
+                    .unwrap_or(n);
+                self.mass_keep = Some(keep.max(1));
+            }
             for (h, head) in self.heads.iter_mut().enumerate() {
                 for q in 0..t {
                     let mut row = vec![0f32; n];
@@ -695,6 +758,48 @@ mod tests {
         assert!((v[[1, 0, 0]] - 3.5).abs() < 1e-3, "{v:?}");
         assert_eq!(v[[0, 0, 0]], 0.0);
         assert_eq!(v[[2, 0, 0]], 1.0);
+    }
+
+    #[test]
+    fn attention_mass_sets_each_layers_ratio() {
+        assert_eq!(tokens_for_mass(&[0.1, 0.6, 0.3], 0.9), 2);
+        assert_eq!(tokens_for_mass(&[0.1, 0.6, 0.3], 0.6), 1);
+        assert_eq!(tokens_for_mass(&[0.1, 0.6, 0.3], 1.0), 3);
+        assert_eq!(tokens_for_mass(&[0.0, 0.0], 0.5), 2);
+        // Two KV heads of one query each; head 0 concentrates its attention
+        // on two tokens, head 1 spreads it over four: both keep four.
+        let mut c = EvictingCache::new(2, 1, Eviction::h2o(), Budget::Mass(0.9)).unwrap();
+        let kv = Array3::<f32>::zeros((8, 2, 1));
+        c.append(kv.view(), kv.view()).unwrap();
+        let mut p = Array3::<f32>::zeros((2, 8, 8));
+        for q in 0..8 {
+            p[[0, q, 0]] = 0.5;
+            p[[0, q, 7]] = 0.5;
+            for i in [0, 2, 5, 7] {
+                p[[1, q, i]] = 0.25;
+            }
+        }
+        c.end_step(Some(p.view())).unwrap();
+        assert_eq!(c.len(), 4);
+        // H2O's choice within that count: the 2 newest and each head's heavy hitters.
+        assert_eq!(c.positions(0), [0, 5, 6, 7]);
+        assert_eq!(c.positions(1), [2, 5, 6, 7]);
+        // A concentrated layer keeps only what it needs.
+        let mut c = EvictingCache::new(1, 1, Eviction::h2o(), Budget::Mass(0.9)).unwrap();
+        let kv = Array3::<f32>::zeros((8, 1, 1));
+        c.append(kv.view(), kv.view()).unwrap();
+        let mut p = Array3::<f32>::zeros((1, 8, 8));
+        for q in 0..8 {
+            p[[0, q, 0]] = 1.0;
+        }
+        c.end_step(Some(p.view())).unwrap();
+        // One token covers the mass; H2O keeps it and the newest (recent share).
+        assert_eq!(c.len(), 1);
+        // Without attention nothing is evicted.
+        c.append(kv.view(), kv.view()).unwrap();
+        c.end_step(None).unwrap();
+        assert_eq!(c.len(), 9);
+        assert!(EvictingCache::new(1, 1, Eviction::h2o(), Budget::Mass(0.0)).is_err());
     }
 
     proptest! {
