@@ -162,9 +162,13 @@ fn eval_refuses_bad_kv_cache_specs_with_a_message() {
         ("lru", "expected f32, f16, int8, fp8"),
         ("h2o", "pPERCENT or nTOKENS"),
         ("h2o-x", "give the budget first"),
-        ("h2o-p150", "ratio in (0, 1]"),
+        ("h2o-p150", "attention share in (0, 1]"),
+        ("h2o-m0", "attention share in (0, 1]"),
         ("snapkv-p50-k4", "must be odd"),
         ("gear-3", "2, 4 or 8 bits"),
+        ("zipcache-2-4", "salient tokens get the higher precision"),
+        ("zipcache-4-2-s150", "salient share is in [0, 1]"),
+        ("zipcache-4", "high and low bits"),
     ] {
         let e = stderr_of(&["eval", "-m", model, "-f", model, "--kv-cache", spec]);
         assert!(e.contains(says), "{spec}: {e}");
