@@ -168,6 +168,20 @@ impl FromStr for CacheSpec {
     }
 }
 
+/// A `-`-separated part of spec `s` as its letter and a parser of the
+/// number after it (`g32` → `("g", 32)`); the number is read only when the
+/// letter is known, so an unknown part is reported as such.
+fn lettered<'p>(s: &'p str, p: &'p str) -> (&'p str, impl Fn() -> Result<f32> + 'p) {
+    let (key, value) = p.split_at(p.chars().next().map_or(0, char::len_utf8));
+    let number = move || {
+        value.parse().map_err(|_| Error::Config {
+            field: "cache spec",
+            reason: format!("`{s}`: `{p}` is not a number after its letter"),
+        })
+    };
+    (key, number)
+}
+
 /// `gear-BITS[-gGROUP][-bBUFFER][-rRANK][-sOUTLIER_PERCENT]` after `gear-`.
 fn parse_gear(s: &str, rest: &str) -> Result<CacheSpec> {
     let bad = |reason: String| Error::Config {
@@ -181,12 +195,7 @@ fn parse_gear(s: &str, rest: &str) -> Result<CacheSpec> {
         .ok_or_else(|| bad("GEAR needs its bits, e.g. gear-2".into()))?;
     let mut config = GearConfig::new(bits);
     for p in parts {
-        let (key, value) = p.split_at(p.chars().next().map_or(0, char::len_utf8));
-        let number = || -> Result<f32> {
-            value
-                .parse()
-                .map_err(|_| bad(format!("`{p}` is not a number after its letter")))
-        };
+        let (key, number) = lettered(s, p);
         match key {
             "g" => config.group = number()? as usize,
             "b" => config.buffer = number()? as usize,
@@ -221,12 +230,7 @@ fn parse_zip(s: &str, rest: &str) -> Result<CacheSpec> {
     let (high, low) = (bits()?, bits()?);
     let mut config = ZipConfig::new(high, low, 0.2);
     for p in parts {
-        let (key, value) = p.split_at(p.chars().next().map_or(0, char::len_utf8));
-        let number = || -> Result<f32> {
-            value
-                .parse()
-                .map_err(|_| bad(format!("`{p}` is not a number after its letter")))
-        };
+        let (key, number) = lettered(s, p);
         match key {
             "s" => config.salient = number()? / 100.0,
             "c" => config.chunk = number()? as usize,
@@ -284,11 +288,14 @@ fn parse_eviction(s: &str, name: &str, rest: &str) -> Result<CacheSpec> {
         _ => Eviction::snapkv(),
     };
     for p in parts {
-        let (key, value) = p.split_at(p.chars().next().map_or(0, char::len_utf8));
+        let (key, number) = lettered(s, p);
         let number = || -> Result<usize> {
-            value
-                .parse()
-                .map_err(|_| bad(format!("`{p}` is not a number after its letter")))
+            let n = number()?;
+            if n >= 0.0 && n.fract() == 0.0 {
+                Ok(n as usize)
+            } else {
+                Err(bad(format!("`{p}` is not a number after its letter")))
+            }
         };
         match (&mut policy, key) {
             (Eviction::StreamingLlm { sinks }, "s") => *sinks = number()?,
