@@ -175,9 +175,12 @@ pub fn run(args: GenerateArgs) -> CliResult {
     let mut printed = 0usize;
     let mut stdout = std::io::stdout().lock();
     let cache = match args.kv_cache {
-        Some(spec) => DecodeCache::compressed(Arc::new(move |_, heads, head_dim| {
-            spec.build(heads, head_dim)
-        })),
+        Some(spec) => {
+            let layers = model.blocks().len();
+            DecodeCache::compressed(Arc::new(move |block, heads, head_dim| {
+                spec.build_layer(block, layers, heads, head_dim)
+            }))
+        }
         None => DecodeCache::new(),
     };
     let generation = generate_with(

@@ -94,8 +94,10 @@ struct EvalArgs {
     /// scales, with --kv-calib), `kivi-2`, `kivi-4`, `kivi-BITS-gGROUP-rRESIDUAL`,
     /// `gear-BITS-gGROUP-bBUFFER-rRANK-sOUTLIER_PERCENT`,
     /// `zipcache-HIGH-LOW-sSALIENT_PERCENT-cCHUNK-rRESIDUAL-pPROBE_PERCENT`, or eviction under a
-    /// budget of a percentage of the tokens seen or a token count:
-    /// `streaming-p50-s4`, `h2o-p50-r50`, `snapkv-n512-w32-k7-s0`.
+    /// budget of a percentage of the tokens seen, a token count, a share of
+    /// each step's attention (ZipVL) or a mean ratio decaying over layers
+    /// (p-MoD): `streaming-p50-s4`, `h2o-p50-r50`, `snapkv-n512-w32-k7-s0`,
+    /// `h2o-m95`, `h2o-d50-f5-c100`.
     #[arg(long, value_name = "SPEC", value_parser = |s: &str| s.parse::<CacheSpec>())]
     kv_cache: Option<CacheSpec>,
     /// Tokens per decoding step with --kv-cache.
@@ -287,7 +289,12 @@ fn eval_perplexity(args: &EvalArgs) -> CliResult {
                         Ok(Box::new(Fp8Cache::new(heads, head_dim, s)?) as Box<dyn KvCache>)
                     })
                 }
-                _ => Arc::new(move |_, heads, head_dim| spec.build(heads, head_dim)),
+                _ => {
+                    let layers = model.blocks().len();
+                    Arc::new(move |block, heads, head_dim| {
+                        spec.build_layer(block, layers, heads, head_dim)
+                    })
+                }
             };
             let new_cache = move || DecodeCache::compressed(factory.clone());
             let lm = DecodeStyle::new(&model, args.kv_chunk, &new_cache)?;

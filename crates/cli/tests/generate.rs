@@ -164,6 +164,8 @@ fn eval_refuses_bad_kv_cache_specs_with_a_message() {
         ("h2o-x", "give the budget first"),
         ("h2o-p150", "attention share in (0, 1]"),
         ("h2o-m0", "attention share in (0, 1]"),
+        ("h2o-d50-f90-c60", "attention share in (0, 1]"),
+        ("h2o-p50-f10", "after a dPERCENT budget"),
         ("snapkv-p50-k4", "must be odd"),
         ("gear-3", "2, 4 or 8 bits"),
         ("zipcache-2-4", "salient tokens get the higher precision"),

@@ -32,6 +32,8 @@ use crate::{
 /// assert!("h2o".parse::<CacheSpec>().is_err()); // no budget
 /// // ZipVL's dynamic ratio: keep what covers 95 % of each step's attention.
 /// assert_eq!("h2o-m95".parse::<CacheSpec>()?.to_string(), "h2o-m95-r50");
+/// // p-MoD's progressive ratio decay over layers (see `build_layer`).
+/// assert_eq!("snapkv-d40-f10".parse::<CacheSpec>()?.to_string(), "snapkv-d40-f10-c100-w32-k7-s0");
 ///
 /// // GEAR: bits, then group, buffer, rank and outlier percentage.
 /// assert_eq!("gear-2-r4".parse::<CacheSpec>()?.to_string(), "gear-2-g32-b128-r4-s0");
@@ -77,8 +79,52 @@ impl CacheSpec {
     /// A cache of this kind for `heads` heads of `head_dim`.
     ///
     /// # Errors
-    /// [`Error::Config`] for settings the head dimension does not allow.
+    /// [`Error::Config`] for settings the head dimension does not allow, and
+    /// for a per-layer schedule (a [`Budget::Decay`] eviction budget): use
+    /// [`build_layer`](Self::build_layer).
     pub fn build(&self, heads: usize, head_dim: usize) -> Result<Box<dyn KvCache>> {
+        if let CacheSpec::Evict {
+            budget: Budget::Decay { .. },
+            ..
+        } = self
+        {
+            return Err(Error::Config {
+                field: "cache spec",
+                reason: format!(
+                    "`{self}` gives each layer its own budget: build with \
+                     CacheSpec::build_layer(layer, layers, heads, head_dim)"
+                ),
+            });
+        }
+        self.build_layer(0, 1, heads, head_dim)
+    }
+
+    /// The cache of layer `layer` of a model with `layers` layers: as
+    /// [`build`](Self::build), with a [`Budget::Decay`] schedule resolved to
+    /// the layer's ratio ([`Budget::for_layer`]).
+    ///
+    /// ```
+    /// use tensorpress_kvcache::CacheSpec;
+    ///
+    /// // p-MoD's progressive ratio decay: 50 % on average over 30 layers.
+    /// let spec: CacheSpec = "h2o-d50".parse()?;
+    /// assert_eq!(spec.to_string(), "h2o-d50-f5-c100-r50");
+    /// let first = spec.build_layer(0, 30, 3, 64)?;
+    /// let last = spec.build_layer(29, 30, 3, 64)?;
+    /// assert!(first.is_empty() && last.is_empty());
+    /// assert!(spec.build(3, 64).is_err()); // which layer?
+    /// # Ok::<(), tensorpress_kvcache::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`build`](Self::build), without the schedule's.
+    pub fn build_layer(
+        &self,
+        layer: usize,
+        layers: usize,
+        heads: usize,
+        head_dim: usize,
+    ) -> Result<Box<dyn KvCache>> {
         Ok(match self {
             CacheSpec::F32 => Box::new(F32Cache::new(heads, head_dim)),
             CacheSpec::F16 => Box::new(F16Cache::new(heads, head_dim)),
@@ -96,9 +142,12 @@ impl CacheSpec {
             CacheSpec::Kivi(c) => Box::new(KiviCache::new(heads, head_dim, *c)?),
             CacheSpec::Gear(c) => Box::new(GearCache::new(heads, head_dim, *c)?),
             CacheSpec::Zip(c) => Box::new(ZipCache::new(heads, head_dim, *c)?),
-            CacheSpec::Evict { policy, budget } => {
-                Box::new(EvictingCache::new(heads, head_dim, *policy, *budget)?)
-            }
+            CacheSpec::Evict { policy, budget } => Box::new(EvictingCache::new(
+                heads,
+                head_dim,
+                *policy,
+                budget.for_layer(layer, layers),
+            )?),
         })
     }
 }
@@ -269,6 +318,12 @@ fn parse_eviction(s: &str, name: &str, rest: &str) -> Result<CacheSpec> {
                 .map_err(|_| bad(format!("`{b}` is not a percentage of the attention")))?
                 / 100.0,
         ),
+        b if b.starts_with('d') => Budget::decay(
+            b[1..]
+                .parse::<f32>()
+                .map_err(|_| bad(format!("`{b}` is not a mean percentage")))?
+                / 100.0,
+        ),
         b if b.starts_with('n') => Budget::Tokens(
             b[1..]
                 .parse()
@@ -276,11 +331,13 @@ fn parse_eviction(s: &str, name: &str, rest: &str) -> Result<CacheSpec> {
         ),
         b => {
             return Err(bad(format!(
-                "`{b}`: give the budget first, as pPERCENT (of the tokens seen), nTOKENS or \
-                 mPERCENT (of each step's attention, ZipVL's dynamic ratio), e.g. {name}p50"
+                "`{b}`: give the budget first, as pPERCENT (of the tokens seen), nTOKENS, \
+                 mPERCENT (of each step's attention, ZipVL's dynamic ratio) or dPERCENT (a \
+                 mean ratio decaying over layers, p-MoD's schedule), e.g. {name}p50"
             )))
         }
     };
+    let mut budget = budget;
     let mut policy = match name {
         "streaming-" => Eviction::streaming_llm(),
         "h2o-" => Eviction::h2o(),
@@ -288,15 +345,27 @@ fn parse_eviction(s: &str, name: &str, rest: &str) -> Result<CacheSpec> {
         _ => Eviction::snapkv(),
     };
     for p in parts {
-        let (key, number) = lettered(s, p);
+        let (key, real) = lettered(s, p);
+        let percent = || -> Result<f32> { Ok(real()? / 100.0) };
         let number = || -> Result<usize> {
-            let n = number()?;
+            let n = real()?;
             if n >= 0.0 && n.fract() == 0.0 {
                 Ok(n as usize)
             } else {
                 Err(bad(format!("`{p}` is not a number after its letter")))
             }
         };
+        match (&mut budget, key) {
+            (Budget::Decay { floor, .. }, "f") => {
+                *floor = percent()?;
+                continue;
+            }
+            (Budget::Decay { ceiling, .. }, "c") => {
+                *ceiling = percent()?;
+                continue;
+            }
+            _ => {}
+        }
         match (&mut policy, key) {
             (Eviction::StreamingLlm { sinks }, "s") => *sinks = number()?,
             (Eviction::H2o { recent }, "r") => *recent = number()? as f32 / 100.0,
@@ -309,13 +378,15 @@ fn parse_eviction(s: &str, name: &str, rest: &str) -> Result<CacheSpec> {
             _ => {
                 return Err(bad(format!(
                     "unknown part `{p}` (streaming: sSINKS; h2o: rRECENT_PERCENT; snapkv: \
-                     wWINDOW, kKERNEL, sSINKS; ems: wWINDOW, sSINKS, mMERGE_COSINE_PERCENT)"
+                     wWINDOW, kKERNEL, sSINKS; ems: wWINDOW, sSINKS, mMERGE_COSINE_PERCENT; \
+                     after a dPERCENT budget: fFLOOR_PERCENT, cCEILING_PERCENT)"
                 )))
             }
         }
     }
     // The settings are checked here so a bad spec fails on the command line.
-    EvictingCache::new(1, 1, policy, budget)?;
+    budget.validate()?;
+    EvictingCache::new(1, 1, policy, budget.for_layer(0, 1))?;
     Ok(CacheSpec::Evict { policy, budget })
 }
 
@@ -352,6 +423,11 @@ impl fmt::Display for CacheSpec {
                     Budget::Tokens(n) => format!("n{n}"),
                     Budget::Ratio(r) => format!("p{}", r * 100.0),
                     Budget::Mass(r) => format!("m{}", r * 100.0),
+                    Budget::Decay {
+                        mean,
+                        floor,
+                        ceiling,
+                    } => format!("d{}-f{}-c{}", mean * 100.0, floor * 100.0, ceiling * 100.0),
                 };
                 match policy {
                     Eviction::StreamingLlm { sinks } => write!(f, "streaming-{budget}-s{sinks}"),

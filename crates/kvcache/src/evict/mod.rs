@@ -72,23 +72,108 @@ pub enum Budget {
     /// is concentrated keeps few tokens, a diffuse one many. Which tokens stay
     /// is still the policy's choice. Without attention nothing is evicted.
     Mass(f32),
+    /// p-MoD's progressive ratio decay (Zhang, Meng, Qi, Huang, Wu, Wang,
+    /// *p-MoD: Building Mixture-of-Depths MLLMs via Progressive Ratio Decay*,
+    /// 2024, arXiv:2412.04449): a [`Budget::Ratio`] per layer that falls
+    /// along a shifted cosine, `mean + cos(π · l / (L − 1)) / 2` for layer
+    /// `l` of `L`, so early layers keep more of the context than deep ones
+    /// (the paper observes that deeper layers' tokens are more redundant).
+    /// A layer scheduled at or above `ceiling` keeps every token (p-MoD
+    /// leaves those layers without token selection), one below `floor`
+    /// keeps `floor`. It describes a whole model: [`Budget::for_layer`]
+    /// turns it into the ratio of one layer, and a cache is built with that.
+    Decay {
+        /// The schedule's mean ratio over layers (before the floor), in (0, 1].
+        mean: f32,
+        /// The least ratio a layer keeps, in (0, 1].
+        floor: f32,
+        /// Layers scheduled at or above this ratio keep everything; in
+        /// [`floor`](Budget::Decay::floor), 1].
+        ceiling: f32,
+    },
 }
 
 impl Budget {
+    /// p-MoD's schedule with mean `mean`, a 5 % floor and no ceiling below
+    /// 100 %.
+    pub fn decay(mean: f32) -> Self {
+        Budget::Decay {
+            mean,
+            floor: 0.05,
+            ceiling: 1.0,
+        }
+    }
+
+    /// The budget of layer `layer` of `layers`: [`Budget::Decay`] becomes
+    /// that layer's [`Budget::Ratio`]; every other budget is the same for
+    /// each layer.
+    ///
+    /// ```
+    /// use tensorpress_kvcache::Budget;
+    ///
+    /// let schedule = Budget::decay(0.5);
+    /// // The first layer keeps everything, the middle one the mean, the
+    /// // last one the floor.
+    /// assert_eq!(schedule.for_layer(0, 5), Budget::Ratio(1.0));
+    /// assert_eq!(schedule.for_layer(2, 5), Budget::Ratio(0.5));
+    /// assert_eq!(schedule.for_layer(4, 5), Budget::Ratio(0.05));
+    /// assert_eq!(Budget::Ratio(0.3).for_layer(4, 5), Budget::Ratio(0.3));
+    /// ```
+    pub fn for_layer(&self, layer: usize, layers: usize) -> Budget {
+        match *self {
+            Budget::Decay {
+                mean,
+                floor,
+                ceiling,
+            } => {
+                let t = if layers > 1 {
+                    layer.min(layers - 1) as f64 / (layers - 1) as f64
+                } else {
+                    0.5
+                };
+                let r = f64::from(mean) + (std::f64::consts::PI * t).cos() / 2.0;
+                // Rounded to 1e-6 so the schedule's symmetric points come out
+                // exact (cos(π/2) is 6e-17, not 0).
+                let r = ((r * 1e6).round() / 1e6) as f32;
+                if r >= ceiling {
+                    Budget::Ratio(1.0)
+                } else {
+                    Budget::Ratio(r.max(floor))
+                }
+            }
+            other => other,
+        }
+    }
+
     /// Tokens allowed after `seen` tokens (for [`Budget::Mass`], every token:
-    /// its count comes from the attention, step by step).
+    /// its count comes from the attention, step by step; for
+    /// [`Budget::Decay`], the mean ratio's — a cache uses its layer's).
     pub fn allowed(&self, seen: usize) -> usize {
+        let ratio = |r: f32| ((r as f64) * seen as f64).ceil() as usize;
         match *self {
             Budget::Tokens(n) => n,
-            Budget::Ratio(r) => ((r as f64) * seen as f64).ceil() as usize,
+            Budget::Ratio(r) => ratio(r),
+            Budget::Decay { mean, .. } => ratio(mean),
             Budget::Mass(_) => seen,
         }
     }
 
-    fn validate(&self) -> Result<()> {
+    /// Checks the numbers: a positive token count, ratios and shares in
+    /// (0, 1], and for [`Budget::Decay`] a floor no higher than the
+    /// ceiling.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the budget.
+    pub fn validate(&self) -> Result<()> {
+        let unit = |r: f32| r > 0.0 && r <= 1.0;
         let ok = match *self {
             Budget::Tokens(n) => n > 0,
-            Budget::Ratio(r) | Budget::Mass(r) => r > 0.0 && r <= 1.0,
+            Budget::Ratio(r) | Budget::Mass(r) => unit(r),
+            Budget::Decay {
+                mean,
+                floor,
+                ceiling,
+            } => unit(mean) && unit(floor) && unit(ceiling) && floor <= ceiling,
         };
         if ok {
             Ok(())
@@ -97,7 +182,12 @@ impl Budget {
                 field: "budget",
                 reason: format!(
                     "{self:?}: give a positive number of tokens, or a ratio or attention share \
-                     in (0, 1]"
+                     in (0, 1]{}",
+                    if matches!(self, Budget::Decay { .. }) {
+                        " (for a decay schedule: mean, floor and ceiling, floor ≤ ceiling)"
+                    } else {
+                        ""
+                    }
                 ),
             })
         }
@@ -271,9 +361,20 @@ impl EvictingCache {
     ///
     /// # Errors
     /// [`Error::Config`] for a zero budget, a ratio outside (0, 1], an H2O
-    /// recent share outside [0, 1], an empty SnapKV window or an even kernel.
+    /// recent share outside [0, 1], an empty SnapKV window or an even kernel,
+    /// and for a [`Budget::Decay`] schedule (build with its
+    /// [`for_layer`](Budget::for_layer) budget).
     pub fn new(heads: usize, head_dim: usize, policy: Eviction, budget: Budget) -> Result<Self> {
         budget.validate()?;
+        if let Budget::Decay { .. } = budget {
+            return Err(Error::Config {
+                field: "budget",
+                reason: format!(
+                    "{budget:?} is a schedule over a model's layers: build each layer's cache \
+                     with `budget.for_layer(layer, layers)` (CacheSpec::build_layer does)"
+                ),
+            });
+        }
         policy.validate()?;
         Ok(EvictingCache {
             heads: vec![Head::default(); heads],

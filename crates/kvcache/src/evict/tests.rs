@@ -214,6 +214,88 @@ fn attention_mass_sets_each_layers_ratio() {
     assert!(EvictingCache::new(1, 1, Eviction::h2o(), Budget::Mass(0.0)).is_err());
 }
 
+#[test]
+fn progressive_decay_follows_the_shifted_cosine() {
+    // SmolLM2's 30 layers at a 50 % mean: the first layer keeps all, the
+    // last the floor, the ratios fall monotonically and average the mean
+    // (the cosine is antisymmetric about the middle layer; the floor adds a
+    // little at the deep end).
+    let schedule = Budget::decay(0.5);
+    let ratios: Vec<f32> = (0..30)
+        .map(|l| match schedule.for_layer(l, 30) {
+            Budget::Ratio(r) => r,
+            other => panic!("layer {l}: {other:?}"),
+        })
+        .collect();
+    assert_eq!(ratios[0], 1.0);
+    assert_eq!(ratios[29], 0.05);
+    assert!(ratios.windows(2).all(|w| w[0] >= w[1]), "{ratios:?}");
+    let mean = ratios.iter().sum::<f32>() / 30.0;
+    assert!((0.5..0.52).contains(&mean), "{mean}");
+    // p-MoD's ceiling: layers scheduled at or above it keep everything.
+    let capped = Budget::Decay {
+        mean: 0.5,
+        floor: 0.25,
+        ceiling: 0.75,
+    };
+    assert_eq!(capped.for_layer(5, 30), Budget::Ratio(1.0));
+    // 0.5 + cos(12π / 29) / 2, as Python computes it.
+    assert_eq!(capped.for_layer(12, 30), Budget::Ratio(0.633764));
+    assert_eq!(capped.for_layer(29, 30), Budget::Ratio(0.25));
+    // A one-layer model keeps the mean; other budgets ignore the layer.
+    assert_eq!(schedule.for_layer(0, 1), Budget::Ratio(0.5));
+    assert_eq!(Budget::Tokens(7).for_layer(3, 30), Budget::Tokens(7));
+}
+
+#[test]
+fn progressive_decay_needs_a_layer_and_sane_numbers() {
+    let build = |b| EvictingCache::new(1, 1, Eviction::h2o(), b);
+    let err = build(Budget::decay(0.5)).unwrap_err().to_string();
+    assert!(err.contains("for_layer"), "{err}");
+    for bad in [
+        Budget::decay(0.0),
+        Budget::decay(1.5),
+        Budget::Decay {
+            mean: 0.5,
+            floor: 0.8,
+            ceiling: 0.6,
+        },
+        Budget::Decay {
+            mean: 0.5,
+            floor: 0.0,
+            ceiling: 1.0,
+        },
+    ] {
+        assert!(bad.validate().is_err(), "{bad:?}");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+    /// Any schedule gives every layer a valid ratio between its floor and
+    /// one, non-increasing with depth.
+    #[test]
+    fn decay_ratios_stay_in_range(
+        mean in 0.01f32..1.0,
+        floor in 0.01f32..1.0,
+        ceiling in 0.01f32..1.0,
+        layers in 1usize..80,
+    ) {
+        let budget = Budget::Decay { mean, floor: floor.min(ceiling), ceiling: floor.max(ceiling) };
+        prop_assume!(budget.validate().is_ok());
+        let mut last = f32::INFINITY;
+        for l in 0..layers {
+            let Budget::Ratio(r) = budget.for_layer(l, layers) else {
+                panic!("not a ratio");
+            };
+            prop_assert!(Budget::Ratio(r).validate().is_ok());
+            prop_assert!(r >= floor.min(ceiling) && r <= 1.0);
+            prop_assert!(r <= last || r == 1.0, "{r} after {last}");
+            if r < 1.0 { last = r; }
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
     /// Between steps no cache holds more than its budget, whatever the

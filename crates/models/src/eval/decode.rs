@@ -291,4 +291,33 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn progressive_decay_gives_each_block_its_own_budget() {
+        use tensorpress_kvcache::CacheSpec;
+        let model = tiny_model();
+        let tokens: Vec<u32> = (0..192).map(|i| (i * 7 + i / 5) % 40).collect();
+        let config = PerplexityConfig::with_ctx(48);
+        let spec: CacheSpec = "h2o-d50".parse().unwrap();
+        let layers = model.blocks().len();
+        assert_eq!(layers, 2);
+        let new_cache = move || {
+            DecodeCache::compressed(Arc::new(move |block, h, d| {
+                spec.build_layer(block, layers, h, d)
+            }))
+        };
+        let lm = DecodeStyle::new(&model, 8, &new_cache).unwrap();
+        let p = perplexity(&lm, &tokens, &config, &mut |_, _| {})
+            .unwrap()
+            .perplexity;
+        assert!(p.is_finite());
+        // Two blocks of 128 bytes per token: the first keeps all 47 tokens of
+        // a window, the second its 5 % floor, ceil(0.05 · 47) = 3.
+        let expect = (47.0 + 3.0) * 128.0 / 47.0;
+        assert!(
+            (lm.bytes_per_token() / expect - 1.0).abs() < 1e-9,
+            "{}",
+            lm.bytes_per_token()
+        );
+    }
 }
