@@ -316,7 +316,7 @@ pub(crate) fn run(args: CompressArgs) -> CliResult {
     pb.finish_and_clear();
     let mut report = report;
     if let Some(path) = &kv_calib {
-        let windows = crate::kv_calib_windows(&model, &tokenizer, path, len)?;
+        let windows = crate::kv_calib_windows(&model, &tokenizer, path, len, 8)?;
         report.kv_cache_scales = calibrate_kv_cache_scales(&model, &windows, 64)?;
         let (k, v) = report
             .kv_cache_scales

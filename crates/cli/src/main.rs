@@ -111,7 +111,9 @@ struct EvalArgs {
     /// With `--kv-cache fp8-static`: calibrate each layer's FP8 key and value
     /// scales (largest magnitude / 448) on the first 8 windows of this text
     /// (default: the scales of a checkpoint written with
-    /// `compress --kv-cache-fp8`).
+    /// `compress --kv-cache-fp8`). With `--kv-cache kvquant-…`: calibrate
+    /// KVQuant's per-channel key ranges and Fisher-weighted datatypes on the
+    /// first 16 windows of 512 tokens of this text (required).
     #[arg(long, value_name = "FILE", requires = "kv_cache")]
     kv_calib: Option<PathBuf>,
     /// Print the result as JSON on stdout.
@@ -282,6 +284,21 @@ fn eval_perplexity(args: &EvalArgs) -> CliResult {
         })?,
         Some(spec) => {
             let factory: CacheFactory = match spec {
+                CacheSpec::KvQuant(config) => {
+                    let layers = kvquant_layers(args, &model, &tokenizer, &config)?;
+                    let rotary = tensorpress::models::eval::model_rotary(&model);
+                    Arc::new(move |block, heads, head_dim| {
+                        let layer = layers.get(block).cloned().ok_or_else(|| {
+                            tensorpress::kvcache::Error::Config {
+                                field: "KVQuant calibration",
+                                reason: format!("no calibration for block {block}"),
+                            }
+                        })?;
+                        Ok(Box::new(tensorpress::kvcache::KvQuantCache::new(
+                            heads, head_dim, config, rotary, layer,
+                        )?) as Box<dyn KvCache>)
+                    })
+                }
                 CacheSpec::Fp8Static => {
                     let scales = fp8_scales(args, &model, &tokenizer)?;
                     Arc::new(move |block, heads, head_dim| {
@@ -351,6 +368,47 @@ fn eval_perplexity(args: &EvalArgs) -> CliResult {
     Ok(())
 }
 
+/// KVQuant's per-block datatypes, calibrated on `--kv-calib`'s first 16
+/// windows of 512 tokens with Fisher weights from a trainable copy of the
+/// model.
+fn kvquant_layers(
+    args: &EvalArgs,
+    model: &tensorpress::models::llama::LlamaModel,
+    tokenizer: &TextTokenizer,
+    config: &tensorpress::kvcache::KvQuantConfig,
+) -> Result<Vec<Arc<tensorpress::kvcache::KvQuantLayer>>, Box<dyn std::error::Error>> {
+    let Some(path) = args.kv_calib.as_ref() else {
+        return Err(
+            "--kv-cache kvquant-… calibrates per-layer datatypes on the model: give \
+                    --kv-calib FILE (a text unlike the evaluation text)"
+                .into(),
+        );
+    };
+    let windows = kv_calib_windows(model, tokenizer, path, 511, 16)?;
+    let t = Instant::now();
+    let trainable = tensorpress::convert::load_llama(&args.model, LoadOptions::trainable())?;
+    let pb = bar(windows.len(), "kvquant calibration");
+    if args.json {
+        pb.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let layers = tensorpress::models::eval::calibrate_kvquant(
+        &trainable,
+        &windows,
+        config,
+        &mut |done, _| pb.set_position(done as u64),
+    )?;
+    pb.finish_and_clear();
+    if !args.json {
+        eprintln!(
+            "kvquant: datatypes calibrated on {} windows of {} in {:.1} s (Fisher weights)",
+            windows.len(),
+            path.display(),
+            t.elapsed().as_secs_f64()
+        );
+    }
+    Ok(layers.into_iter().map(Arc::new).collect())
+}
+
 /// Per-layer static FP8 scales: from `--kv-calib`'s first 8 windows, or the
 /// `kv_cache_scheme` scales of a compressed-tensors checkpoint folder.
 fn fp8_scales(
@@ -367,7 +425,7 @@ fn fp8_scales(
                 .into()
         });
     };
-    let windows = kv_calib_windows(model, tokenizer, path, args.ctx.saturating_sub(1))?;
+    let windows = kv_calib_windows(model, tokenizer, path, args.ctx.saturating_sub(1), 8)?;
     let amax = calibrate_kv_amax(model, &windows, args.kv_chunk)?;
     if !args.json {
         let (k, v) = amax
@@ -414,19 +472,20 @@ fn checkpoint_kv_scales(
     Ok(Some(scales))
 }
 
-/// The first 8 windows of `len` tokens of `path` (each after the model's
+/// The first `count` windows of `len` tokens of `path` (each after the model's
 /// BOS, as evaluation windows start): the KV-cache calibration text.
 pub(crate) fn kv_calib_windows(
     model: &tensorpress::models::llama::LlamaModel,
     tokenizer: &TextTokenizer,
     path: &Path,
     len: usize,
+    count: usize,
 ) -> Result<Vec<Vec<u32>>, Box<dyn std::error::Error>> {
     let tokens = tokenizer.encode(&read_text(std::slice::from_ref(&path.to_path_buf()))?)?;
     let len = len.max(1);
     let windows: Vec<Vec<u32>> = tokens
         .chunks_exact(len)
-        .take(8)
+        .take(count)
         .map(|w| {
             model
                 .bos_token_id()
@@ -437,7 +496,7 @@ pub(crate) fn kv_calib_windows(
         .collect();
     if windows.is_empty() {
         return Err(format!(
-            "{}: fewer than {len} tokens to calibrate the FP8 KV-cache scales on",
+            "{}: fewer than {len} tokens to calibrate the KV cache on",
             path.display()
         )
         .into());

@@ -45,6 +45,7 @@ mod gear;
 mod int8;
 mod kernels;
 mod kivi;
+mod kvquant;
 mod spec;
 pub mod tome;
 mod zipcache;
@@ -58,6 +59,9 @@ pub use fp8::{Amax, AmaxRecorder, Fp8Cache, Fp8Scales, E4M3_MAX};
 pub use gear::{GearCache, GearConfig};
 pub use int8::Int8Cache;
 pub use kivi::{KiviCache, KiviConfig};
+pub use kvquant::{
+    KvQuantCache, KvQuantConfig, KvQuantLayer, KvQuantSamples, Rotary, RotaryLayout,
+};
 pub use spec::CacheSpec;
 pub use zipcache::{ZipCache, ZipConfig};
 

@@ -7,7 +7,8 @@ use std::str::FromStr;
 
 use crate::{
     Budget, Error, EvictingCache, Eviction, F16Cache, F32Cache, Fp8Cache, Fp8Scales, GearCache,
-    GearConfig, Int8Cache, KiviCache, KiviConfig, KvCache, Result, ZipCache, ZipConfig,
+    GearConfig, Int8Cache, KiviCache, KiviConfig, KvCache, KvQuantConfig, Result, ZipCache,
+    ZipConfig,
 };
 
 /// Which cache to build.
@@ -42,6 +43,13 @@ use crate::{
 /// // ZipCache: high and low bits, the salient percentage, chunk, residual, probes.
 /// assert_eq!("zipcache-4-2-s20".parse::<CacheSpec>()?.to_string(), "zipcache-4-2-s20-c64-r64-p100");
 /// assert!("zipcache-2-4".parse::<CacheSpec>().is_err()); // low above high
+///
+/// // KVQuant: bits, outlier percentage, sinks, keys before RoPE, k-means
+/// // levels, Q-Norm (calibrated on the model, so `build` refuses it).
+/// let kvq: CacheSpec = "kvquant-3".parse()?;
+/// assert_eq!(kvq.to_string(), "kvquant-3-o1-s1-p1-k1-n0");
+/// assert!(kvq.build(3, 64).is_err());
+/// assert!("kvquant-5".parse::<CacheSpec>().is_err());
 /// # Ok::<(), tensorpress_kvcache::Error>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -66,6 +74,12 @@ pub enum CacheSpec {
     Gear(GearConfig),
     /// [`ZipCache`].
     Zip(ZipConfig),
+    /// [`KvQuantCache`](crate::KvQuantCache): its per-layer datatypes come
+    /// from a calibration pass through the model
+    /// ([`KvQuantLayer::calibrate`](crate::KvQuantLayer::calibrate) on the
+    /// model's keys and gradients), so [`build`](Self::build) refuses it;
+    /// `tensorpress eval --kv-cache kvquant-3 --kv-calib FILE` calibrates.
+    KvQuant(KvQuantConfig),
     /// [`EvictingCache`].
     Evict {
         /// Which tokens to keep.
@@ -139,6 +153,15 @@ impl CacheSpec {
                         .into(),
                 })
             }
+            CacheSpec::KvQuant(_) => {
+                return Err(Error::Config {
+                    field: "cache spec",
+                    reason: format!(
+                        "{self} needs per-layer datatypes calibrated on the model (keys before \
+                         RoPE, Fisher weights): KvQuantLayer::calibrate, or the CLI's --kv-calib"
+                    ),
+                })
+            }
             CacheSpec::Kivi(c) => Box::new(KiviCache::new(heads, head_dim, *c)?),
             CacheSpec::Gear(c) => Box::new(GearCache::new(heads, head_dim, *c)?),
             CacheSpec::Zip(c) => Box::new(ZipCache::new(heads, head_dim, *c)?),
@@ -175,6 +198,9 @@ impl FromStr for CacheSpec {
         if let Some(rest) = lower.strip_prefix("zipcache-") {
             return parse_zip(s, rest);
         }
+        if let Some(rest) = lower.strip_prefix("kvquant-") {
+            return parse_kvquant(s, rest);
+        }
         for name in ["streaming-", "h2o-", "snapkv-", "ems-"] {
             if let Some(rest) = lower.strip_prefix(name) {
                 return parse_eviction(s, name, rest);
@@ -185,6 +211,7 @@ impl FromStr for CacheSpec {
                 "`{s}`: expected f32, f16, int8, fp8, fp8-static, kivi-BITS[-gGROUP][-rRESIDUAL] (e.g. \
                  kivi-2-g32-r128), gear-BITS[-gGROUP][-bBUFFER][-rRANK][-sOUTLIER_PERCENT], \
                  zipcache-HIGH-LOW-sSALIENT_PERCENT[-cCHUNK][-rRESIDUAL][-pPROBE_PERCENT], \
+                 kvquant-BITS[-oOUTLIER_PERCENT][-sSINKS][-p0|1][-k0|1][-n0|1], \
                  or streaming|h2o|snapkv with a budget pPERCENT or nTOKENS \
                  (e.g. h2o-p50)"
             ))
@@ -295,6 +322,53 @@ fn parse_zip(s: &str, rest: &str) -> Result<CacheSpec> {
     // Everything but the head dimension is checked here (64 fills bytes at any bits).
     config.validate(64)?;
     Ok(CacheSpec::Zip(config))
+}
+
+/// `kvquant-BITS[-oOUTLIER_PERCENT][-sSINKS][-pPRE_ROPE][-kKMEANS][-nQNORM]`
+/// after `kvquant-` (the last three 0 or 1).
+fn parse_kvquant(s: &str, rest: &str) -> Result<CacheSpec> {
+    let bad = |reason: String| Error::Config {
+        field: "cache spec",
+        reason: format!("`{s}`: {reason}"),
+    };
+    let mut parts = rest.split('-');
+    let bits: u8 = parts
+        .next()
+        .and_then(|b| b.parse().ok())
+        .ok_or_else(|| bad("KVQuant needs its bits, e.g. kvquant-3".into()))?;
+    let mut config = KvQuantConfig::new(bits);
+    for p in parts {
+        let (key, number) = lettered(s, p);
+        let flag = || -> Result<bool> {
+            let v = number()?;
+            if v == 0.0 || v == 1.0 {
+                Ok(v == 1.0)
+            } else {
+                Err(bad(format!("`{p}`: 0 or 1")))
+            }
+        };
+        match key {
+            "o" => config.outliers = number()? / 100.0,
+            "s" => {
+                let n = number()?;
+                if n < 0.0 || n.fract() != 0.0 {
+                    return Err(bad(format!("`{p}` is not a token count")));
+                }
+                config.sinks = n as usize;
+            }
+            "p" => config.pre_rope = flag()?,
+            "k" => config.nuq = flag()?,
+            "n" => config.qnorm = flag()?,
+            _ => {
+                return Err(bad(format!(
+                    "unknown part `{p}` (oOUTLIER_PERCENT, sSINKS, p0|1 keys before RoPE, \
+                     k0|1 k-means levels, n0|1 Q-Norm)"
+                )))
+            }
+        }
+    }
+    config.validate()?;
+    Ok(CacheSpec::KvQuant(config))
 }
 
 /// `streaming-…`, `h2o-…`, `snapkv-…`, `ems-…` after the name: the budget first
@@ -417,6 +491,16 @@ impl fmt::Display for CacheSpec {
                 c.chunk,
                 c.residual,
                 c.probe * 100.0
+            ),
+            CacheSpec::KvQuant(c) => write!(
+                f,
+                "kvquant-{}-o{}-s{}-p{}-k{}-n{}",
+                c.bits,
+                c.outliers * 100.0,
+                c.sinks,
+                u8::from(c.pre_rope),
+                u8::from(c.nuq),
+                u8::from(c.qnorm)
             ),
             CacheSpec::Evict { policy, budget } => {
                 let budget = match budget {

@@ -4,7 +4,9 @@
 
 pub mod curvature;
 mod decode;
+mod kvquant;
 mod perplexity;
 
 pub use decode::{calibrate_kv_amax, DecodeStyle};
+pub use kvquant::{calibrate_kvquant, model_rotary};
 pub use perplexity::{log_softmax_at, perplexity, CausalLm, PerplexityConfig, PerplexityReport};
