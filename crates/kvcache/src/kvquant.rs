@@ -1,69 +1,5 @@
-//! KVQuant: per-channel pre-RoPE keys, non-uniform datatypes from
-//! sensitivity-weighted k-means, per-vector dense-and-sparse outliers,
-//! attention-sink tokens in full precision, and Q-Norm.
-//!
-//! Hooper, Kim, Mohammadzadeh, Mahoney, Shao, Keutzer, Gholami, *KVQuant:
-//! Towards 10 Million Context Length LLM Inference with KV Cache
-//! Quantization*, NeurIPS 2024, arXiv:2401.18079.
-//!
-//! - **Keys per channel, before RoPE.** Key outliers sit in fixed channels,
-//!   so keys are normalized per channel; the rotary embedding mixes channel
-//!   pairs by a position-dependent angle, which smears those channels, so
-//!   the cache quantizes the keys *before* RoPE and rotates them again after
-//!   dequantization. The runner hands over rotated keys; the cache rotates
-//!   each back by its position (an exact orthogonal map, [`Rotary`]) first.
-//! - **Offline key ranges.** Each channel's range (its `outliers / 2` and
-//!   `1 − outliers / 2` quantiles) comes from calibration, so a token is
-//!   quantized the moment it arrives: no full-precision residual window and
-//!   no re-quantization. Values are normalized per token, online.
-//! - **Dense-and-sparse.** Entries outside their range are outliers kept
-//!   exactly (f16 with a 16-bit channel index, as the paper's CSR/CSC
-//!   storage); the rest are normalized to `[-1, 1]` and coded.
-//! - **Non-uniform datatype (nuq).** The `2^bits` levels in `[-1, 1]` of each
-//!   layer's keys and values are the centroids of a 1-D k-means of the
-//!   normalized calibration entries, each weighted by its Fisher information
-//!   (its squared loss gradient) when the calibration supplies gradients.
-//! - **Attention sinks.** The first `sinks` tokens stay f16.
-//! - **Q-Norm.** The levels are shifted and scaled so the dequantized
-//!   calibration entries keep their mean and standard deviation (the paper
-//!   uses it at 2 bits).
-//!
-//! Calibration needs the model (its keys before RoPE and, for Fisher
-//! weights, gradients): `tensorpress_models::eval::calibrate_kvquant` runs it
-//! and `tensorpress eval --kv-cache kvquant-3 --kv-calib FILE` wires it up.
-//! [`KvQuantLayer::calibrate`] takes the samples.
-//!
-//! ```
-//! use ndarray::Array2;
-//! use tensorpress_kvcache::{
-//!     KvCache, KvQuantCache, KvQuantConfig, KvQuantLayer, KvQuantSamples, Rotary,
-//!     RotaryLayout,
-//! };
-//! use tensorpress_tensor::SeededRng;
-//!
-//! let (heads, head_dim) = (2, 8);
-//! let mut rng = SeededRng::new(3);
-//! let keys: Array2<f32> = rng.array_normal((400, heads * head_dim));
-//! let values: Array2<f32> = rng.array_normal((400, heads * head_dim));
-//! let positions: Vec<usize> = (0..400).collect();
-//! let config = KvQuantConfig::new(3);
-//! let rotary = Rotary::new(10_000.0, RotaryLayout::Halves);
-//! let samples = KvQuantSamples::new(keys.view(), values.view(), &positions);
-//! let layer = KvQuantLayer::calibrate(&config, rotary, head_dim, &samples)?;
-//!
-//! let mut cache = KvQuantCache::new(heads, head_dim, config, rotary, layer.into())?;
-//! let mut k = rng.array_normal((5, heads, head_dim));
-//! for t in 0..5 {
-//!     let mut row = k.slice_mut(ndarray::s![t, .., ..]);
-//!     for mut h in row.outer_iter_mut() {
-//!         rotary.rotate(h.as_slice_mut().unwrap(), t, false);
-//!     }
-//! }
-//! cache.append(k.view(), k.view())?;
-//! let err = (&cache.keys() - &k).mapv(f32::abs).fold(0.0f32, |m, &e| m.max(e));
-//! assert!(err < 0.5, "{err}");
-//! # Ok::<(), tensorpress_kvcache::Error>(())
-//! ```
+//! KVQuant's cache, its calibration and the rotary embedding it undoes
+//! (see [`KvQuantCache`]).
 
 use std::sync::Arc;
 
@@ -604,11 +540,78 @@ struct Coded {
     outliers: Vec<(u32, f16)>,
 }
 
-/// KVQuant's cache of one layer (see the [module docs](self)): the first
-/// [`sinks`](KvQuantConfig::sinks) tokens in f16, every later token coded
-/// the moment it arrives — keys per channel against the layer's calibrated
-/// ranges (before RoPE unless configured otherwise), values per token — with
-/// entries outside their range kept exactly.
+///  KVQuant: per-channel pre-RoPE keys, non-uniform datatypes from
+///  sensitivity-weighted k-means, per-vector dense-and-sparse outliers,
+///  attention-sink tokens in full precision, and Q-Norm.
+///
+///  Hooper, Kim, Mohammadzadeh, Mahoney, Shao, Keutzer, Gholami, *KVQuant:
+///  Towards 10 Million Context Length LLM Inference with KV Cache
+///  Quantization*, NeurIPS 2024, arXiv:2401.18079.
+///
+///  - **Keys per channel, before RoPE.** Key outliers sit in fixed channels,
+///    so keys are normalized per channel; the rotary embedding mixes channel
+///    pairs by a position-dependent angle, which smears those channels, so
+///    the cache quantizes the keys *before* RoPE and rotates them again after
+///    dequantization. The runner hands over rotated keys; the cache rotates
+///    each back by its position (an exact orthogonal map, [`Rotary`]) first.
+///  - **Offline key ranges.** Each channel's range (its `outliers / 2` and
+///    `1 − outliers / 2` quantiles) comes from calibration, so a token is
+///    quantized the moment it arrives: no full-precision residual window and
+///    no re-quantization. Values are normalized per token, online.
+///  - **Dense-and-sparse.** Entries outside their range are outliers kept
+///    exactly (f16 with a 16-bit channel index, as the paper's CSR/CSC
+///    storage); the rest are normalized to `[-1, 1]` and coded.
+///  - **Non-uniform datatype (nuq).** The `2^bits` levels in `[-1, 1]` of each
+///    layer's keys and values are the centroids of a 1-D k-means of the
+///    normalized calibration entries, each weighted by its Fisher information
+///    (its squared loss gradient) when the calibration supplies gradients.
+///  - **Attention sinks.** The first `sinks` tokens stay f16.
+///  - **Q-Norm.** The levels are shifted and scaled so the dequantized
+///    calibration entries keep their mean and standard deviation (the paper
+///    uses it at 2 bits).
+///
+///  Calibration needs the model (its keys before RoPE and, for Fisher
+///  weights, gradients): `tensorpress_models::eval::calibrate_kvquant` runs it
+///  and `tensorpress eval --kv-cache kvquant-3 --kv-calib FILE` wires it up.
+///  [`KvQuantLayer::calibrate`] takes the samples.
+///
+///  ```
+///  use ndarray::Array2;
+///  use tensorpress_kvcache::{
+///      KvCache, KvQuantCache, KvQuantConfig, KvQuantLayer, KvQuantSamples, Rotary,
+///      RotaryLayout,
+///  };
+///  use tensorpress_tensor::SeededRng;
+///
+///  let (heads, head_dim) = (2, 8);
+///  let mut rng = SeededRng::new(3);
+///  let keys: Array2<f32> = rng.array_normal((400, heads * head_dim));
+///  let values: Array2<f32> = rng.array_normal((400, heads * head_dim));
+///  let positions: Vec<usize> = (0..400).collect();
+///  let config = KvQuantConfig::new(3);
+///  let rotary = Rotary::new(10_000.0, RotaryLayout::Halves);
+///  let samples = KvQuantSamples::new(keys.view(), values.view(), &positions);
+///  let layer = KvQuantLayer::calibrate(&config, rotary, head_dim, &samples)?;
+///
+///  let mut cache = KvQuantCache::new(heads, head_dim, config, rotary, layer.into())?;
+///  let mut k = rng.array_normal((5, heads, head_dim));
+///  for t in 0..5 {
+///      let mut row = k.slice_mut(ndarray::s![t, .., ..]);
+///      for mut h in row.outer_iter_mut() {
+///          rotary.rotate(h.as_slice_mut().unwrap(), t, false);
+///      }
+///  }
+///  cache.append(k.view(), k.view())?;
+///  let err = (&cache.keys() - &k).mapv(f32::abs).fold(0.0f32, |m, &e| m.max(e));
+///  assert!(err < 0.5, "{err}");
+///  # Ok::<(), tensorpress_kvcache::Error>(())
+///  ```
+///
+/// The cache of one layer holds the first [`sinks`](KvQuantConfig::sinks)
+/// tokens in f16 and codes every later token the moment it arrives — keys per
+/// channel against the layer's calibrated ranges (before RoPE unless
+/// configured otherwise), values per token — with entries outside their
+/// range kept exactly.
 ///
 /// [`memory_bytes`](KvCache::memory_bytes) counts packed codes (`bits` per
 /// entry), 4 bytes per outlier (f16 value and 16-bit channel, as CSR), a
