@@ -386,13 +386,21 @@ fn kvquant_layers(
     };
     let windows = kv_calib_windows(model, tokenizer, path, 511, 16)?;
     let t = Instant::now();
-    let trainable = tensorpress::convert::load_llama(&args.model, LoadOptions::trainable())?;
+    // Fisher weights need gradients: a trainable copy of the model.
+    let trainable = if config.fisher {
+        Some(tensorpress::convert::load_llama(
+            &args.model,
+            LoadOptions::trainable(),
+        )?)
+    } else {
+        None
+    };
     let pb = bar(windows.len(), "kvquant calibration");
     if args.json {
         pb.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
     let layers = tensorpress::models::eval::calibrate_kvquant(
-        &trainable,
+        trainable.as_ref().unwrap_or(model),
         &windows,
         config,
         &mut |done, _| pb.set_position(done as u64),
@@ -400,10 +408,15 @@ fn kvquant_layers(
     pb.finish_and_clear();
     if !args.json {
         eprintln!(
-            "kvquant: datatypes calibrated on {} windows of {} in {:.1} s (Fisher weights)",
+            "kvquant: datatypes calibrated on {} windows of {} in {:.1} s ({})",
             windows.len(),
             path.display(),
-            t.elapsed().as_secs_f64()
+            t.elapsed().as_secs_f64(),
+            if config.fisher {
+                "Fisher weights"
+            } else {
+                "unweighted"
+            }
         );
     }
     Ok(layers.into_iter().map(Arc::new).collect())

@@ -73,11 +73,19 @@ pub struct KvQuantConfig {
     pub nuq: bool,
     /// Q-Norm: match the dequantized calibration entries' mean and spread.
     pub qnorm: bool,
+    /// Weigh the k-means by Fisher information (squared loss gradients)
+    /// when the calibration has them (the paper); `false` weighs every
+    /// entry the same.
+    pub fisher: bool,
+    /// One value range per token *and head* instead of per token (4 more
+    /// bytes per head and token; helps when heads' values differ in scale).
+    pub head_ranges: bool,
 }
 
 impl KvQuantConfig {
     /// `bits` bits with the paper's choices: 1 % outliers, one sink, keys
-    /// before RoPE, nuq levels, Q-Norm at 2 bits.
+    /// before RoPE, Fisher-weighted nuq levels, Q-Norm at 2 bits, a value
+    /// range per token.
     pub fn new(bits: u8) -> Self {
         KvQuantConfig {
             bits,
@@ -86,6 +94,8 @@ impl KvQuantConfig {
             pre_rope: true,
             nuq: true,
             qnorm: bits == 2,
+            fisher: true,
+            head_ranges: false,
         }
     }
 
@@ -298,16 +308,25 @@ fn nearest(levels: &[f32], u: f32) -> usize {
     lo
 }
 
-/// The value range of one token vector: its `outliers` share split between
-/// the two ends is left outside; `(center, half)` rounded to f16.
+/// The value range of one vector (a token's values, or one head's): its
+/// `outliers` share of entries, taken one at a time from whichever end lies
+/// farther from the median, is left outside; `(center, half)` rounded to
+/// f16.
 fn token_range(v: &[f32], outliers: f32) -> (f16, f16) {
     let mut sorted = v.to_vec();
     sorted.sort_by(f32::total_cmp);
     let n = sorted.len();
     let k = ((outliers * n as f32).round() as usize).min(n.saturating_sub(1));
-    let (bottom, top) = (k / 2, k - k / 2);
-    let (lo, hi) = (sorted[bottom], sorted[n - 1 - top]);
-    range_f16(lo, hi)
+    let median = sorted[n / 2];
+    let (mut lo, mut hi) = (0, n - 1);
+    for _ in 0..k {
+        if sorted[hi] - median >= median - sorted[lo] {
+            hi -= 1;
+        } else {
+            lo += 1;
+        }
+    }
+    range_f16(sorted[lo], sorted[hi])
 }
 
 /// `(center, half)` of `[lo, hi]` in f16, with the half widened so the
@@ -403,11 +422,12 @@ impl KvQuantLayer {
                 }
             }
         }
-        Self::from_keys(config, &keys, key_grads.as_ref(), samples)
+        Self::from_keys(config, head_dim, &keys, key_grads.as_ref(), samples)
     }
 
     fn from_keys(
         config: &KvQuantConfig,
+        head_dim: usize,
         keys: &Array2<f32>,
         key_grads: Option<&Array2<f32>>,
         samples: &KvQuantSamples<'_>,
@@ -448,22 +468,29 @@ impl KvQuantLayer {
                 let (center, half) = (key_center[c].to_f32(), key_half[c].to_f32());
                 let u = (keys[[t, c]] - center) / half;
                 if u.abs() <= 1.0 {
-                    let w = key_grads.map_or(1.0, |g| g[[t, c]] * g[[t, c]]);
+                    let w = key_grads
+                        .filter(|_| config.fisher)
+                        .map_or(1.0, |g| g[[t, c]] * g[[t, c]]);
                     key_hist.add(u, w);
                 }
             }
         }
         let mut value_hist = Histogram::new();
+        let segment = if config.head_ranges { head_dim } else { channels };
+        let value_grads = samples.value_grads.filter(|_| config.fisher);
         for &t in &rows {
             let row = samples.values.row(t);
             let row: Vec<f32> = row.iter().copied().collect();
-            let (center, half) = token_range(&row, config.outliers);
-            let (center, half) = (center.to_f32(), half.to_f32());
-            for (c, &x) in row.iter().enumerate() {
-                let u = (x - center) / half;
-                if u.abs() <= 1.0 {
-                    let w = samples.value_grads.map_or(1.0, |g| g[[t, c]] * g[[t, c]]);
-                    value_hist.add(u, w);
+            for (s, part) in row.chunks(segment).enumerate() {
+                let (center, half) = token_range(part, config.outliers);
+                let (center, half) = (center.to_f32(), half.to_f32());
+                for (i, &x) in part.iter().enumerate() {
+                    let u = (x - center) / half;
+                    if u.abs() <= 1.0 {
+                        let c = s * segment + i;
+                        let w = value_grads.map_or(1.0, |g| g[[t, c]] * g[[t, c]]);
+                        value_hist.add(u, w);
+                    }
                 }
             }
         }
@@ -616,7 +643,7 @@ struct Coded {
 /// [`memory_bytes`](KvCache::memory_bytes) counts packed codes (`bits` per
 /// entry), 4 bytes per outlier (f16 value and 16-bit channel, as CSR), a
 /// 4-byte row pointer per token for each of keys and values, each token's
-/// f16 value range, the f16 sinks, and the layer's per-channel key ranges
+/// (or token and head's) f16 value range, the f16 sinks, and the layer's per-channel key ranges
 /// and levels once.
 #[derive(Debug, Clone)]
 pub struct KvQuantCache {
@@ -712,21 +739,32 @@ impl KvQuantCache {
         }
     }
 
+    /// Entries per value range: a token's values, or one head's.
+    fn value_segment(&self) -> usize {
+        if self.config.head_ranges {
+            self.head_dim
+        } else {
+            self.channels()
+        }
+    }
+
     fn code_values(&mut self, row: &[f32], base: u32) {
-        let (center, half) = token_range(row, self.config.outliers);
-        self.value_ranges.push((center, half));
-        let (center, half) = (center.to_f32(), half.to_f32());
-        for (c, &x) in row.iter().enumerate() {
-            let u = (x - center) / half;
-            if u.abs() <= 1.0 {
-                self.values
-                    .codes
-                    .push(nearest(&self.layer.value_levels, u) as u8);
-            } else {
-                self.values.codes.push(0);
-                self.values
-                    .outliers
-                    .push((base + c as u32, f16::from_f32(x)));
+        let segment = self.value_segment();
+        for (s, part) in row.chunks(segment).enumerate() {
+            let (center, half) = token_range(part, self.config.outliers);
+            self.value_ranges.push((center, half));
+            let (center, half) = (center.to_f32(), half.to_f32());
+            for (i, &x) in part.iter().enumerate() {
+                let u = (x - center) / half;
+                if u.abs() <= 1.0 {
+                    self.values
+                        .codes
+                        .push(nearest(&self.layer.value_levels, u) as u8);
+                } else {
+                    self.values.codes.push(0);
+                    let c = (s * segment + i) as u32;
+                    self.values.outliers.push((base + c, f16::from_f32(x)));
+                }
             }
         }
     }
@@ -757,11 +795,12 @@ impl KvQuantCache {
             }
         } else {
             let levels = &self.layer.value_levels;
-            for (t, row) in body.chunks_mut(ch).enumerate() {
-                let codes = &coded.codes[t * ch..(t + 1) * ch];
-                let (center, half) = self.value_ranges[t];
+            let segment = self.value_segment();
+            for (j, part) in body.chunks_mut(segment).enumerate() {
+                let codes = &coded.codes[j * segment..(j + 1) * segment];
+                let (center, half) = self.value_ranges[j];
                 let (center, half) = (center.to_f32(), half.to_f32());
-                for (o, &q) in row.iter_mut().zip(codes) {
+                for (o, &q) in part.iter_mut().zip(codes) {
                     *o = center + half * levels[usize::from(q)];
                 }
             }
@@ -851,7 +890,7 @@ impl KvCache for KvQuantCache {
         let codes = (coded * self.channels() * usize::from(self.config.bits)).div_ceil(8);
         let outliers = 4 * (self.keys.outliers.len() + self.values.outliers.len());
         let rows = 2 * 4 * coded;
-        let ranges = 4 * coded;
+        let ranges = 4 * self.value_ranges.len();
         let sinks = 2 * (self.sink_keys.len() + self.sink_values.len());
         let layer = 2 * 2 * self.channels() + 4 * 2 * self.config.levels();
         2 * codes + outliers + rows + ranges + sinks + layer

@@ -47,7 +47,7 @@ use crate::{
 /// // KVQuant: bits, outlier percentage, sinks, keys before RoPE, k-means
 /// // levels, Q-Norm (calibrated on the model, so `build` refuses it).
 /// let kvq: CacheSpec = "kvquant-3".parse()?;
-/// assert_eq!(kvq.to_string(), "kvquant-3-o1-s1-p1-k1-n0");
+/// assert_eq!(kvq.to_string(), "kvquant-3-o1-s1-p1-k1-n0-f1-h0");
 /// assert!(kvq.build(3, 64).is_err());
 /// assert!("kvquant-5".parse::<CacheSpec>().is_err());
 /// # Ok::<(), tensorpress_kvcache::Error>(())
@@ -211,7 +211,7 @@ impl FromStr for CacheSpec {
                 "`{s}`: expected f32, f16, int8, fp8, fp8-static, kivi-BITS[-gGROUP][-rRESIDUAL] (e.g. \
                  kivi-2-g32-r128), gear-BITS[-gGROUP][-bBUFFER][-rRANK][-sOUTLIER_PERCENT], \
                  zipcache-HIGH-LOW-sSALIENT_PERCENT[-cCHUNK][-rRESIDUAL][-pPROBE_PERCENT], \
-                 kvquant-BITS[-oOUTLIER_PERCENT][-sSINKS][-p0|1][-k0|1][-n0|1], \
+                 kvquant-BITS[-oOUTLIER_PERCENT][-sSINKS][-p0|1][-k0|1][-n0|1][-f0|1][-h0|1], \
                  or streaming|h2o|snapkv with a budget pPERCENT or nTOKENS \
                  (e.g. h2o-p50)"
             ))
@@ -324,8 +324,8 @@ fn parse_zip(s: &str, rest: &str) -> Result<CacheSpec> {
     Ok(CacheSpec::Zip(config))
 }
 
-/// `kvquant-BITS[-oOUTLIER_PERCENT][-sSINKS][-pPRE_ROPE][-kKMEANS][-nQNORM]`
-/// after `kvquant-` (the last three 0 or 1).
+/// `kvquant-BITS[-oOUTLIER_PERCENT][-sSINKS][-pPRE_ROPE][-kKMEANS][-nQNORM][-fFISHER][-hHEAD_RANGES]`
+/// after `kvquant-` (the last five 0 or 1).
 fn parse_kvquant(s: &str, rest: &str) -> Result<CacheSpec> {
     let bad = |reason: String| Error::Config {
         field: "cache spec",
@@ -359,10 +359,13 @@ fn parse_kvquant(s: &str, rest: &str) -> Result<CacheSpec> {
             "p" => config.pre_rope = flag()?,
             "k" => config.nuq = flag()?,
             "n" => config.qnorm = flag()?,
+            "f" => config.fisher = flag()?,
+            "h" => config.head_ranges = flag()?,
             _ => {
                 return Err(bad(format!(
                     "unknown part `{p}` (oOUTLIER_PERCENT, sSINKS, p0|1 keys before RoPE, \
-                     k0|1 k-means levels, n0|1 Q-Norm)"
+                     k0|1 k-means levels, n0|1 Q-Norm, f0|1 Fisher weights, h0|1 a value \
+                     range per head)"
                 )))
             }
         }
@@ -494,13 +497,15 @@ impl fmt::Display for CacheSpec {
             ),
             CacheSpec::KvQuant(c) => write!(
                 f,
-                "kvquant-{}-o{}-s{}-p{}-k{}-n{}",
+                "kvquant-{}-o{}-s{}-p{}-k{}-n{}-f{}-h{}",
                 c.bits,
                 c.outliers * 100.0,
                 c.sinks,
                 u8::from(c.pre_rope),
                 u8::from(c.nuq),
-                u8::from(c.qnorm)
+                u8::from(c.qnorm),
+                u8::from(c.fisher),
+                u8::from(c.head_ranges)
             ),
             CacheSpec::Evict { policy, budget } => {
                 let budget = match budget {

@@ -295,3 +295,33 @@ proptest! {
         prop_assert_eq!(parts.memory_bytes(), whole.memory_bytes());
     }
 }
+
+#[test]
+fn head_ranges_help_heads_of_different_scales() {
+    // Head 1's values are 50× head 0's: one range per token codes head 0
+    // with a few levels at most, one per head keeps it.
+    let (keys, mut values, rotated) = data(300, 2, 16, 9);
+    values.slice_mut(s![.., 16..]).mapv_inplace(|x| 50.0 * x);
+    let vals = values.clone().into_shape_with_order((300, 2, 16)).unwrap();
+    let err_head0 = |c: &KvQuantCache| {
+        let v = c.values();
+        let (a, b) = (v.slice(s![.., 0, ..]), vals.slice(s![.., 0, ..]));
+        let e: f32 = (&a - &b).mapv(|x| x * x).sum();
+        (e / b.mapv(|x| x * x).sum()).sqrt()
+    };
+    let per_token = KvQuantConfig::new(3);
+    let per_head = KvQuantConfig {
+        head_ranges: true,
+        ..per_token
+    };
+    let mut a = cache_for(per_token, &keys, &values, 16);
+    let mut b = cache_for(per_head, &keys, &values, 16);
+    a.append(rotated.view(), vals.view()).unwrap();
+    b.append(rotated.view(), vals.view()).unwrap();
+    let (ea, eb) = (err_head0(&a), err_head0(&b));
+    assert!(eb < 0.3 && eb < ea / 3.0, "per token {ea}, per head {eb}");
+    // 4 more bytes per extra range: one more head per coded token.
+    let (oa, ob) = (a.outliers(), b.outliers());
+    let extra = 4 * 299 + 4 * ((ob.0 + ob.1) as isize - (oa.0 + oa.1) as isize);
+    assert_eq!(b.memory_bytes() as isize - a.memory_bytes() as isize, extra);
+}

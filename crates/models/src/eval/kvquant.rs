@@ -85,9 +85,10 @@ pub fn model_rotary(model: &LlamaModel) -> Rotary {
 /// KVQuant's per-block datatypes for `model` from `windows` (each scored
 /// from its first token; a window's first `config.sinks` tokens are left
 /// out as the cache keeps them in f16). With a model loaded
-/// [`trainable`](crate::weights::LoadOptions::trainable), the k-means
-/// weighs each entry by its squared loss gradient (the paper's Fisher
-/// information); otherwise every entry weighs the same.
+/// [`trainable`](crate::weights::LoadOptions::trainable) and
+/// [`KvQuantConfig::fisher`], the k-means weighs each entry by its squared
+/// loss gradient (the paper's Fisher information); otherwise every entry
+/// weighs the same.
 /// `progress(done, total)` after each window.
 ///
 /// # Errors
@@ -107,7 +108,7 @@ pub fn calibrate_kvquant(
             reason: "give at least one window of two or more tokens".into(),
         });
     }
-    let grads = !model.vars().is_empty();
+    let grads = config.fisher && !model.vars().is_empty();
     let blocks = model.params().num_layers;
     let head_dim = model.params().head_dim;
     let mut tapped = model.clone();
