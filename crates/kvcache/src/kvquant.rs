@@ -476,7 +476,11 @@ impl KvQuantLayer {
             }
         }
         let mut value_hist = Histogram::new();
-        let segment = if config.head_ranges { head_dim } else { channels };
+        let segment = if config.head_ranges {
+            head_dim
+        } else {
+            channels
+        };
         let value_grads = samples.value_grads.filter(|_| config.fisher);
         for &t in &rows {
             let row = samples.values.row(t);

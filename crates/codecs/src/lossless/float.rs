@@ -468,12 +468,64 @@ pub fn decode_into(stream: &[u8], out: &mut [u8]) -> Result<StreamInfo> {
     }
     let format = info.format;
     let chunk_bytes = info.chunk_elements * format.width();
-    out.par_chunks_mut(chunk_bytes)
-        .zip(parsed.chunks.par_iter())
-        .try_for_each_init(Vec::new, |symbols: &mut Vec<u8>, (o, &(section, raw))| {
-            decode_chunk(format, section, raw, o, symbols)
+    // Chunks go in pairs, which the fused decoder runs in lockstep.
+    out.par_chunks_mut(2 * chunk_bytes)
+        .zip(parsed.chunks.par_chunks(2))
+        .try_for_each_init(Vec::new, |symbols: &mut Vec<u8>, (o, pair)| {
+            let (first, second) = o.split_at_mut(chunk_bytes.min(o.len()));
+            match *pair {
+                [(section, raw)] => decode_chunk(format, section, raw, first, symbols),
+                [a, b] => decode_two(format, a, b, first, second, symbols),
+                _ => Err(Error::Malformed {
+                    what: "chunk table",
+                }),
+            }
         })?;
     Ok(info)
+}
+
+/// The packed table, precision and words of a rANS chunk the fused decoder
+/// takes; `None` for stored chunks and wide models.
+#[allow(clippy::type_complexity)]
+fn fused_parts(section: &[u8]) -> Result<Option<(Vec<u32>, u32, Vec<u16>)>> {
+    let (&mode, body) = section.split_first().ok_or(truncated(1, 0))?;
+    if mode != MODE_RANS {
+        return Ok(None);
+    }
+    let (model, used) = Categorical::read_from(body)?;
+    let payload = &body[used..];
+    if !payload.len().is_multiple_of(2) {
+        return Err(truncated(payload.len() + 1, payload.len()));
+    }
+    let Some(table) = fused::packed_table(&model) else {
+        return Ok(None);
+    };
+    let words: Vec<u16> = payload
+        .chunks_exact(2)
+        .map(|b| u16::from_le_bytes([b[0], b[1]]))
+        .collect();
+    Ok(Some((table, model.precision(), words)))
+}
+
+/// Decodes two chunks, together when both take the fused decoder.
+fn decode_two(
+    format: FloatFormat,
+    (sa, ra): (&[u8], &[u8]),
+    (sb, rb): (&[u8], &[u8]),
+    oa: &mut [u8],
+    ob: &mut [u8],
+    symbols: &mut Vec<u8>,
+) -> Result<()> {
+    let (fa, fb) = (fused_parts(sa)?, fused_parts(sb)?);
+    match (fa, fb) {
+        (Some((ta, pa, wa)), Some((tb, pb, wb))) => {
+            fused::decode_pair(format, (&ta, pa, &wa, ra, oa), (&tb, pb, &wb, rb, ob))
+        }
+        _ => {
+            decode_chunk(format, sa, ra, oa, symbols)?;
+            decode_chunk(format, sb, rb, ob, symbols)
+        }
+    }
 }
 
 /// Decodes a stream, refusing one whose output would exceed `max_bytes`.

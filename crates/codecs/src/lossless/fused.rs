@@ -9,6 +9,9 @@
 //! see zeros and are reported after the loop.
 
 use super::float::{FloatFormat, LANES};
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
 use crate::entropy::Categorical;
 use crate::{Error, Result};
 
@@ -39,6 +42,9 @@ trait Merge {
     const W: usize;
     const R: usize;
     fn put(sym: u32, raw: &[u8], out: &mut [u8]);
+    /// The two-byte merge the AVX2 path applies (`W = 2`, `R = 1`).
+    #[cfg(target_arch = "x86_64")]
+    const MERGE2: avx2::Merge2 = avx2::Merge2::Bf16;
 }
 
 struct F32;
@@ -74,6 +80,8 @@ impl Merge for Bf16 {
 impl Merge for F16 {
     const W: usize = 2;
     const R: usize = 1;
+    #[cfg(target_arch = "x86_64")]
+    const MERGE2: avx2::Merge2 = avx2::Merge2::F16;
     #[inline(always)]
     fn put(sym: u32, r: &[u8], out: &mut [u8]) {
         out[0] = r[0];
@@ -120,6 +128,158 @@ fn step<M: Merge>(
 }
 
 fn run<M: Merge>(table: &[u32], p: u32, words: &[u16], raw: &[u8], out: &mut [u8]) -> Result<()> {
+    run_from::<M>(table, p, words, raw, out, simd_enabled())
+}
+
+/// Whether the AVX2 decoder may run (the CPU has AVX2; detection is cached
+/// by `std`).
+fn simd_enabled() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// [`decode`] with the AVX2 path on or off (tests compare the two).
+#[cfg(test)]
+pub(crate) fn decode_with(
+    format: FloatFormat,
+    table: &[u32],
+    p: u32,
+    words: &[u16],
+    raw: &[u8],
+    out: &mut [u8],
+    simd: bool,
+) -> Result<()> {
+    let simd = simd && simd_enabled();
+    match format {
+        FloatFormat::F32 => run_from::<F32>(table, p, words, raw, out, simd),
+        FloatFormat::Bf16 => run_from::<Bf16>(table, p, words, raw, out, simd),
+        FloatFormat::F16 => run_from::<F16>(table, p, words, raw, out, simd),
+    }
+}
+
+fn run_from<M: Merge>(
+    table: &[u32],
+    p: u32,
+    words: &[u16],
+    raw: &[u8],
+    out: &mut [u8],
+    simd: bool,
+) -> Result<()> {
+    let mut lanes = open::<M>(table, p, words, raw, out)?;
+    #[cfg(target_arch = "x86_64")]
+    if simd && M::W == 2 && M::R == 1 {
+        let Lanes {
+            states, pos, done, ..
+        } = &mut lanes;
+        let n = (out.len() / (LANES * M::W)).min(raw.len() / (LANES * M::R));
+        let mut jobs = [avx2::Job {
+            states,
+            table,
+            p,
+            words,
+            pos,
+            raw: &raw[..n * LANES],
+            out: &mut out[..n * LANES * 2],
+        }];
+        // SAFETY: `simd` is only true when the CPU has AVX2 (`simd_enabled`);
+        // `open` checked that the table holds `2^p` entries; the bounds of
+        // `words`, `raw` and `out` are checked inside before every access.
+        *done = unsafe { avx2::rounds(&mut jobs, M::MERGE2) };
+    }
+    let _ = simd;
+    close::<M>(lanes, table, p, words, raw, out)
+}
+
+/// Two chunks decoded together: with AVX2, bf16 and f16 chunks run their
+/// rounds in lockstep so that one chunk's table gathers and multiplies
+/// overlap the other's; otherwise (and for f32) one after the other.
+/// Returns the first chunk's error first.
+#[allow(clippy::type_complexity)]
+pub(crate) fn decode_pair(
+    format: FloatFormat,
+    a: (&[u32], u32, &[u16], &[u8], &mut [u8]),
+    b: (&[u32], u32, &[u16], &[u8], &mut [u8]),
+) -> Result<()> {
+    match format {
+        FloatFormat::Bf16 => pair::<Bf16>(a, b, simd_enabled()),
+        FloatFormat::F16 => pair::<F16>(a, b, simd_enabled()),
+        FloatFormat::F32 => {
+            run::<F32>(a.0, a.1, a.2, a.3, a.4)?;
+            run::<F32>(b.0, b.1, b.2, b.3, b.4)
+        }
+    }
+}
+
+#[allow(clippy::type_complexity)]
+fn pair<M: Merge>(
+    a: (&[u32], u32, &[u16], &[u8], &mut [u8]),
+    b: (&[u32], u32, &[u16], &[u8], &mut [u8]),
+    simd: bool,
+) -> Result<()> {
+    let (ta, pa, wa, ra, oa) = a;
+    let (tb, pb, wb, rb, ob) = b;
+    if !simd {
+        run_from::<M>(ta, pa, wa, ra, oa, false)?;
+        return run_from::<M>(tb, pb, wb, rb, ob, false);
+    }
+    let mut la = open::<M>(ta, pa, wa, ra, oa)?;
+    let mut lb = match open::<M>(tb, pb, wb, rb, ob) {
+        Ok(l) => l,
+        Err(e) => {
+            close::<M>(la, ta, pa, wa, ra, oa)?;
+            return Err(e);
+        }
+    };
+    #[cfg(target_arch = "x86_64")]
+    {
+        let na = (oa.len() / (LANES * 2)).min(ra.len() / LANES);
+        let nb = (ob.len() / (LANES * 2)).min(rb.len() / LANES);
+        let mut jobs = [
+            avx2::Job {
+                states: &mut la.states,
+                table: ta,
+                p: pa,
+                words: wa,
+                pos: &mut la.pos,
+                raw: &ra[..na * LANES],
+                out: &mut oa[..na * LANES * 2],
+            },
+            avx2::Job {
+                states: &mut lb.states,
+                table: tb,
+                p: pb,
+                words: wb,
+                pos: &mut lb.pos,
+                raw: &rb[..nb * LANES],
+                out: &mut ob[..nb * LANES * 2],
+            },
+        ];
+        // SAFETY: `simd` is only true when the CPU has AVX2; `open` checked
+        // both tables; bounds are checked inside before every access.
+        let done = unsafe { avx2::rounds(&mut jobs, M::MERGE2) };
+        la.done = done;
+        lb.done = done;
+    }
+    let first = close::<M>(la, ta, pa, wa, ra, oa);
+    let second = close::<M>(lb, tb, pb, wb, rb, ob);
+    first.and(second)
+}
+
+/// A chunk's lane states, read position and the rounds already decoded.
+struct Lanes {
+    states: [u32; LANES],
+    pos: usize,
+    done: usize,
+}
+
+/// Checks the table and the words and reads the initial states.
+fn open<M: Merge>(table: &[u32], p: u32, words: &[u16], _raw: &[u8], _out: &[u8]) -> Result<Lanes> {
     if table.len() != 1 << p || p > MAX_FUSED_PRECISION {
         return Err(Error::Malformed {
             what: "packed table of the wrong size",
@@ -142,8 +302,31 @@ fn run<M: Merge>(table: &[u32], p: u32, words: &[u16], raw: &[u8], out: &mut [u8
             });
         }
     }
-    let mut pos = 2 * LANES;
+    Ok(Lanes {
+        states,
+        pos: 2 * LANES,
+        done: 0,
+    })
+}
+
+/// Decodes the rounds after `lanes.done` and the tail with the scalar loop,
+/// then checks that every word was read and every state is back at `2^16`.
+fn close<M: Merge>(
+    lanes: Lanes,
+    table: &[u32],
+    p: u32,
+    words: &[u16],
+    raw: &[u8],
+    out: &mut [u8],
+) -> Result<()> {
+    let Lanes {
+        mut states,
+        mut pos,
+        done,
+    } = lanes;
     let mask = (1u32 << p) - 1;
+    let out = &mut out[done * LANES * M::W..];
+    let raw = &raw[done * LANES * M::R..];
     let mut outs = out.chunks_exact_mut(LANES * M::W);
     let mut raws = raw.chunks_exact(LANES * M::R);
     for (o, r) in (&mut outs).zip(&mut raws) {
@@ -180,4 +363,102 @@ fn run<M: Merge>(table: &[u32], p: u32, words: &[u16], raw: &[u8], out: &mut [u8
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entropy::rans::Rans;
+    use proptest::prelude::*;
+
+    /// A chunk of `n` two-byte elements whose symbols follow a skewed
+    /// distribution (as exponents do): its words, raw bytes and table.
+    fn chunk(n: usize, spread: u32, seed: u64, p: u32) -> (Vec<u16>, Vec<u8>, Vec<u32>) {
+        let mut s = seed | 1;
+        let mut next = || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        let symbols: Vec<u8> = (0..n)
+            .map(|_| {
+                let r = next();
+                (120 + (r % u64::from(spread)) * (r >> 60) / 15) as u8
+            })
+            .collect();
+        let raw: Vec<u8> = (0..n).map(|_| next() as u8).collect();
+        let mut counts = [0u64; 256];
+        for &x in &symbols {
+            counts[usize::from(x)] += 1;
+        }
+        let used = counts.iter().rposition(|&c| c > 0).map_or(0, |i| i + 1);
+        let model = Categorical::from_counts(&counts[..used], p).unwrap();
+        let words = Rans::<LANES>::encode_categorical(&model, &symbols).unwrap();
+        (words, raw, packed_table(&model).unwrap())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// The AVX2 rounds and the scalar loop decode the same bytes and
+        /// report the same errors, on valid and on damaged streams.
+        #[test]
+        fn avx2_matches_the_scalar_decoder(
+            n in 1usize..3000,
+            spread in 1u32..40,
+            seed in any::<u64>(),
+            p in 8u32..=12,
+            damage in proptest::option::of((any::<usize>(), any::<u16>())),
+            cut in 0usize..3,
+            f16 in any::<bool>(),
+        ) {
+            let (mut words, raw, table) = chunk(n, spread, seed, p);
+            if let Some((at, v)) = damage {
+                let at = at % words.len();
+                words[at] ^= v;
+            }
+            words.truncate(words.len().saturating_sub(cut));
+            let format = if f16 { FloatFormat::F16 } else { FloatFormat::Bf16 };
+            let mut a = vec![0u8; 2 * n];
+            let mut b = vec![0u8; 2 * n];
+            let ra = decode_with(format, &table, p, &words, &raw, &mut a, true);
+            let rb = decode_with(format, &table, p, &words, &raw, &mut b, false);
+            prop_assert_eq!(format!("{ra:?}"), format!("{rb:?}"));
+            prop_assert_eq!(a, b);
+            if damage.is_none() && cut == 0 {
+                prop_assert!(ra.is_ok());
+            }
+        }
+
+        /// Two chunks in lockstep decode as each does alone, and report the
+        /// first chunk's error first.
+        #[test]
+        fn pairs_match_single_chunks(
+            na in 1usize..2000,
+            nb in 1usize..2000,
+            seed in any::<u64>(),
+            damage in proptest::option::of((any::<bool>(), any::<usize>(), 1u16..)),
+            f16 in any::<bool>(),
+        ) {
+            let (mut wa, raw_a, ta) = chunk(na, 12, seed, 12);
+            let (mut wb, raw_b, tb) = chunk(nb, 30, seed ^ 0x5555, 10);
+            if let Some((first, at, v)) = damage {
+                let w = if first { &mut wa } else { &mut wb };
+                let at = at % w.len();
+                w[at] ^= v;
+            }
+            let format = if f16 { FloatFormat::F16 } else { FloatFormat::Bf16 };
+            let (mut pa, mut pb) = (vec![0u8; 2 * na], vec![0u8; 2 * nb]);
+            let pair = decode_pair(format, (&ta, 12, &wa, &raw_a, &mut pa), (&tb, 10, &wb, &raw_b, &mut pb));
+            let (mut sa, mut sb) = (vec![0u8; 2 * na], vec![0u8; 2 * nb]);
+            let one = decode_with(format, &ta, 12, &wa, &raw_a, &mut sa, false);
+            let two = decode_with(format, &tb, 10, &wb, &raw_b, &mut sb, false);
+            let expect = one.and(two);
+            prop_assert_eq!(format!("{pair:?}"), format!("{expect:?}"));
+            if pair.is_ok() {
+                prop_assert_eq!(pa, sa);
+                prop_assert_eq!(pb, sb);
+            }
+        }
+    }
 }
