@@ -5,9 +5,11 @@
 //! [`KiviCache`]), GEAR's quantization plus low-rank error plus sparse
 //! outliers ([`GearCache`]), FP8 E4M3 with calibrated per-layer or
 //! per-token scales ([`Fp8Cache`]), and token eviction under a budget
-//! (StreamingLLM, H2O, SnapKV, EMS-style evict-then-merge:
-//! [`EvictingCache`]), and ZipCache's mixed precision by normalized
-//! attention score ([`ZipCache`]).
+//! (StreamingLLM, H2O, SnapKV, EMS-style evict-then-merge, with ZipVL's
+//! attention-mass and p-MoD's per-layer budgets: [`EvictingCache`],
+//! [`Budget`]), ZipCache's mixed precision by normalized attention score
+//! ([`ZipCache`]), and KVQuant's calibrated non-uniform codes with pre-RoPE
+//! keys and sparse outliers ([`KvQuantCache`]).
 //!
 //! # Quick start
 //!
