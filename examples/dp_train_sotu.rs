@@ -79,14 +79,24 @@ impl Gpt {
             normal(&format!("b{b}.down"), &[WIDTH, 4 * WIDTH], proj)?;
         }
         for b in 0..BLOCKS {
-            for (name, value) in [("ln1.w", 1.0f32), ("ln1.b", 0.0), ("ln2.w", 1.0), ("ln2.b", 0.0)]
-            {
+            for (name, value) in [
+                ("ln1.w", 1.0f32),
+                ("ln1.b", 0.0),
+                ("ln2.w", 1.0),
+                ("ln2.b", 0.0),
+            ] {
                 let t = Tensor::full(value, WIDTH, &dev)?;
                 params.insert(format!("b{b}.{name}"), Var::from_tensor(&t)?);
             }
         }
-        params.insert("lnf.w".into(), Var::from_tensor(&Tensor::ones(WIDTH, DType::F32, &dev)?)?);
-        params.insert("lnf.b".into(), Var::from_tensor(&Tensor::zeros(WIDTH, DType::F32, &dev)?)?);
+        params.insert(
+            "lnf.w".into(),
+            Var::from_tensor(&Tensor::ones(WIDTH, DType::F32, &dev)?)?,
+        );
+        params.insert(
+            "lnf.b".into(),
+            Var::from_tensor(&Tensor::zeros(WIDTH, DType::F32, &dev)?)?,
+        );
         Ok(Gpt { params })
     }
 
@@ -132,10 +142,7 @@ impl Gpt {
             let (q, k, v) = (heads(0)?, heads(1)?, heads(2)?);
             let att = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?.broadcast_add(&mask)?;
             let att = candle_nn::ops::softmax_last_dim(&att)?;
-            let y = att
-                .matmul(&v)?
-                .transpose(1, 2)?
-                .reshape((b, CTX, WIDTH))?;
+            let y = att.matmul(&v)?.transpose(1, 2)?.reshape((b, CTX, WIDTH))?;
             x = (x + y.broadcast_matmul(&self.p(&format!("b{blk}.out")).t()?)?)?;
             let h = self.layer_norm(&x, &format!("b{blk}.ln2"))?;
             let h = h
