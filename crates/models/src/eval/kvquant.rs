@@ -258,28 +258,10 @@ mod tests {
 
     #[test]
     fn fisher_weights_come_from_a_trainable_model() {
-        use crate::llama::{LlamaParams, Naming, RopeLayout};
-        use crate::weights::{LoadOptions, MemoryWeights};
-        let params = LlamaParams {
-            vocab_size: 40,
-            hidden_size: 32,
-            intermediate_size: 64,
-            num_layers: 2,
-            num_heads: 4,
-            num_kv_heads: 2,
-            head_dim: 8,
-            rms_norm_eps: 1e-5,
-            rope_theta: 10_000.0,
-            max_position_embeddings: 64,
-            tie_word_embeddings: true,
-            rope_layout: RopeLayout::Halves,
-            bos_token_id: Some(1),
-            eos_token_id: Some(2),
-            add_bos: true,
-        };
-        let weights = MemoryWeights::random_llama(&params, 11);
-        let load = |o| LlamaModel::load(&weights, params.clone(), Naming::HuggingFace, o).unwrap();
-        let (plain, trainable) = (load(LoadOptions::default()), load(LoadOptions::trainable()));
+        use crate::llama::generate_tests::tiny_model_with;
+        use crate::weights::LoadOptions;
+        let plain = tiny_model_with(LoadOptions::default());
+        let trainable = tiny_model_with(LoadOptions::trainable());
         let kvq = KvQuantConfig::new(3);
         let mut calls = 0;
         let a = calibrate_kvquant(&plain, &windows(), &kvq, &mut |_, _| calls += 1).unwrap();

@@ -323,10 +323,11 @@ pub(crate) mod tests {
         assert_ne!(draw(4), draw(5));
     }
 
-    pub(crate) fn tiny_model() -> LlamaModel {
-        use crate::llama::{LlamaParams, Naming, RopeLayout};
-        use crate::weights::{LoadOptions, MemoryWeights};
-        let params = LlamaParams {
+    /// The parameters of [`tiny_model`]: 2 blocks, 4 query and 2 KV heads
+    /// of 8.
+    pub(crate) fn tiny_params() -> crate::llama::LlamaParams {
+        use crate::llama::{LlamaParams, RopeLayout};
+        LlamaParams {
             vocab_size: 40,
             hidden_size: 32,
             intermediate_size: 64,
@@ -342,15 +343,21 @@ pub(crate) mod tests {
             bos_token_id: Some(1),
             eos_token_id: Some(2),
             add_bos: true,
-        };
+        }
+    }
+
+    /// A random two-block model (seed 11).
+    pub(crate) fn tiny_model() -> LlamaModel {
+        tiny_model_with(crate::weights::LoadOptions::default())
+    }
+
+    /// [`tiny_model`] loaded with `options` (trainable, for gradients).
+    pub(crate) fn tiny_model_with(options: crate::weights::LoadOptions) -> LlamaModel {
+        use crate::llama::Naming;
+        use crate::weights::MemoryWeights;
+        let params = tiny_params();
         let weights = MemoryWeights::random_llama(&params, 11);
-        LlamaModel::load(
-            &weights,
-            params,
-            Naming::HuggingFace,
-            LoadOptions::default(),
-        )
-        .unwrap()
+        LlamaModel::load(&weights, params, Naming::HuggingFace, options).unwrap()
     }
 
     #[test]
