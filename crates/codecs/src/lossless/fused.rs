@@ -171,7 +171,7 @@ fn run_from<M: Merge>(
     out: &mut [u8],
     simd: bool,
 ) -> Result<()> {
-    let mut lanes = open::<M>(table, p, words, raw, out)?;
+    let mut lanes = open(table, p, words)?;
     #[cfg(target_arch = "x86_64")]
     if simd && M::W == 2 && M::R == 1 {
         let Lanes {
@@ -228,8 +228,8 @@ fn pair<M: Merge>(
         run_from::<M>(ta, pa, wa, ra, oa, false)?;
         return run_from::<M>(tb, pb, wb, rb, ob, false);
     }
-    let mut la = open::<M>(ta, pa, wa, ra, oa)?;
-    let mut lb = match open::<M>(tb, pb, wb, rb, ob) {
+    let mut la = open(ta, pa, wa)?;
+    let mut lb = match open(tb, pb, wb) {
         Ok(l) => l,
         Err(e) => {
             close::<M>(la, ta, pa, wa, ra, oa)?;
@@ -279,7 +279,7 @@ struct Lanes {
 }
 
 /// Checks the table and the words and reads the initial states.
-fn open<M: Merge>(table: &[u32], p: u32, words: &[u16], _raw: &[u8], _out: &[u8]) -> Result<Lanes> {
+fn open(table: &[u32], p: u32, words: &[u16]) -> Result<Lanes> {
     if table.len() != 1 << p || p > MAX_FUSED_PRECISION {
         return Err(Error::Malformed {
             what: "packed table of the wrong size",
