@@ -216,11 +216,7 @@ impl FromStr for CacheSpec {
                  (e.g. h2o-p50)"
             ))
         })?;
-        let mut parts = rest.split('-');
-        let bits: u8 = parts
-            .next()
-            .and_then(|b| b.parse().ok())
-            .ok_or_else(|| bad(format!("`{s}`: KIVI needs its bits, e.g. kivi-2")))?;
+        let (bits, parts) = bits_then_parts(s, rest, "KIVI", "kivi-2")?;
         let mut config = KiviConfig::new(bits);
         for p in parts {
             let number = |v: &str| -> Result<usize> {
@@ -258,17 +254,32 @@ fn lettered<'p>(s: &'p str, p: &'p str) -> (&'p str, impl Fn() -> Result<f32> + 
     (key, number)
 }
 
+/// The bits that open `rest` (the spec `s` after its name) and the
+/// `-`-separated parts after them; `example` names a valid spec.
+fn bits_then_parts<'r>(
+    s: &str,
+    rest: &'r str,
+    name: &str,
+    example: &str,
+) -> Result<(u8, std::str::Split<'r, char>)> {
+    let mut parts = rest.split('-');
+    let bits = parts
+        .next()
+        .and_then(|b| b.parse().ok())
+        .ok_or_else(|| Error::Config {
+            field: "cache spec",
+            reason: format!("`{s}`: {name} needs its bits, e.g. {example}"),
+        })?;
+    Ok((bits, parts))
+}
+
 /// `gear-BITS[-gGROUP][-bBUFFER][-rRANK][-sOUTLIER_PERCENT]` after `gear-`.
 fn parse_gear(s: &str, rest: &str) -> Result<CacheSpec> {
     let bad = |reason: String| Error::Config {
         field: "cache spec",
         reason: format!("`{s}`: {reason}"),
     };
-    let mut parts = rest.split('-');
-    let bits: u8 = parts
-        .next()
-        .and_then(|b| b.parse().ok())
-        .ok_or_else(|| bad("GEAR needs its bits, e.g. gear-2".into()))?;
+    let (bits, parts) = bits_then_parts(s, rest, "GEAR", "gear-2")?;
     let mut config = GearConfig::new(bits);
     for p in parts {
         let (key, number) = lettered(s, p);
@@ -331,11 +342,7 @@ fn parse_kvquant(s: &str, rest: &str) -> Result<CacheSpec> {
         field: "cache spec",
         reason: format!("`{s}`: {reason}"),
     };
-    let mut parts = rest.split('-');
-    let bits: u8 = parts
-        .next()
-        .and_then(|b| b.parse().ok())
-        .ok_or_else(|| bad("KVQuant needs its bits, e.g. kvquant-3".into()))?;
+    let (bits, parts) = bits_then_parts(s, rest, "KVQuant", "kvquant-3")?;
     let mut config = KvQuantConfig::new(bits);
     for p in parts {
         let (key, number) = lettered(s, p);

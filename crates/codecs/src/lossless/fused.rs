@@ -174,23 +174,12 @@ fn run_from<M: Merge>(
     let mut lanes = open(table, p, words)?;
     #[cfg(target_arch = "x86_64")]
     if simd && M::W == 2 && M::R == 1 {
-        let Lanes {
-            states, pos, done, ..
-        } = &mut lanes;
-        let n = (out.len() / (LANES * M::W)).min(raw.len() / (LANES * M::R));
-        let mut jobs = [avx2::Job {
-            states,
-            table,
-            p,
-            words,
-            pos,
-            raw: &raw[..n * LANES],
-            out: &mut out[..n * LANES * 2],
-        }];
+        let mut jobs = [job(&mut lanes, table, p, words, raw, out)];
         // SAFETY: `simd` is only true when the CPU has AVX2 (`simd_enabled`);
         // `open` checked that the table holds `2^p` entries; the bounds of
         // `words`, `raw` and `out` are checked inside before every access.
-        *done = unsafe { avx2::rounds(&mut jobs, M::MERGE2) };
+        let done = unsafe { avx2::rounds(&mut jobs, M::MERGE2) };
+        lanes.done = done;
     }
     let _ = simd;
     close::<M>(lanes, table, p, words, raw, out)
@@ -238,27 +227,9 @@ fn pair<M: Merge>(
     };
     #[cfg(target_arch = "x86_64")]
     {
-        let na = (oa.len() / (LANES * 2)).min(ra.len() / LANES);
-        let nb = (ob.len() / (LANES * 2)).min(rb.len() / LANES);
         let mut jobs = [
-            avx2::Job {
-                states: &mut la.states,
-                table: ta,
-                p: pa,
-                words: wa,
-                pos: &mut la.pos,
-                raw: &ra[..na * LANES],
-                out: &mut oa[..na * LANES * 2],
-            },
-            avx2::Job {
-                states: &mut lb.states,
-                table: tb,
-                p: pb,
-                words: wb,
-                pos: &mut lb.pos,
-                raw: &rb[..nb * LANES],
-                out: &mut ob[..nb * LANES * 2],
-            },
+            job(&mut la, ta, pa, wa, ra, oa),
+            job(&mut lb, tb, pb, wb, rb, ob),
         ];
         // SAFETY: `simd` is only true when the CPU has AVX2; `open` checked
         // both tables; bounds are checked inside before every access.
@@ -269,6 +240,28 @@ fn pair<M: Merge>(
     let first = close::<M>(la, ta, pa, wa, ra, oa);
     let second = close::<M>(lb, tb, pb, wb, rb, ob);
     first.and(second)
+}
+
+/// The AVX2 decoder's view of a two-byte chunk (it decodes whole rounds of
+/// `raw` and `out` only).
+#[cfg(target_arch = "x86_64")]
+fn job<'a>(
+    lanes: &'a mut Lanes,
+    table: &'a [u32],
+    p: u32,
+    words: &'a [u16],
+    raw: &'a [u8],
+    out: &'a mut [u8],
+) -> avx2::Job<'a> {
+    avx2::Job {
+        states: &mut lanes.states,
+        table,
+        p,
+        words,
+        pos: &mut lanes.pos,
+        raw,
+        out,
+    }
 }
 
 /// A chunk's lane states, read position and the rounds already decoded.

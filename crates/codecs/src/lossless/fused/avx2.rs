@@ -47,7 +47,7 @@ static PERMUTE: [[u32; 8]; 256] = refill_permutations();
 
 /// One chunk for [`rounds`]: its table (`2^p` entries), words and read
 /// position, lane states, raw bytes (one per element) and output (two bytes
-/// per element), both cut to whole rounds.
+/// per element); only whole rounds of these are decoded.
 pub(crate) struct Job<'a> {
     pub(crate) states: &'a mut [u32; LANES],
     pub(crate) table: &'a [u32],
