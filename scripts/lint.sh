@@ -9,4 +9,10 @@ cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
+# The MPI engine, where an MPI library is installed (Debian: libopenmpi-dev,
+# libclang-dev).
+if command -v mpicc >/dev/null; then
+  cargo clippy -p tensorpress-codecs --features mpi --all-targets -- -D warnings
+  RUSTDOCFLAGS="-D warnings" cargo doc -p tensorpress-codecs --features mpi --no-deps
+fi
 echo "lint: ok"

@@ -5,8 +5,11 @@
 //! collective the engine runs ([`Collective::AllReduce`] for dense values and
 //! low-rank factors, [`Collective::AllGather`] for sparse, quantized and sign
 //! codes), and the compressor turns the collective's result back into the
-//! averaged gradient. [`exchange`] runs that protocol in process, for tests and
-//! for measuring (the real engine is MPI, outside this crate).
+//! averaged gradient. [`exchange`] runs that protocol for all workers in one
+//! process, for tests and for measuring; [`exchange_over`] runs one rank's side
+//! of it over a [`Communicator`]: `Mpi` (the `mpi` feature: rsmpi over the
+//! system's MPI library, e.g. Debian's OpenMPI) across processes and machines,
+//! or [`ThreadComm`] across threads.
 //!
 //! # Protocol
 //!
@@ -59,9 +62,12 @@
 //! # Ok::<(), tensorpress_codecs::Error>(())
 //! ```
 
+mod comm;
 mod exchange;
 mod feedback;
 pub mod lgreco;
+#[cfg(feature = "mpi")]
+mod mpi;
 mod payload;
 mod powersgd;
 mod quant;
@@ -69,8 +75,11 @@ mod sparse;
 
 use ndarray::{ArrayD, ArrayViewD};
 
+pub use comm::{exchange_over, Communicator, RankExchange, ThreadComm};
 pub use exchange::{exchange, Exchange};
 pub use feedback::{EfSignSgd, ErrorFeedback};
+#[cfg(feature = "mpi")]
+pub use mpi::Mpi;
 pub use payload::{bits_for_levels, Collective, Payload, MAX_ELEMENTS, MAX_NDIM};
 pub use powersgd::{PowerSgd, PowerSgdConfig};
 pub use quant::{Qsgd, QsgdConfig, ScaledSign, TernGrad, TernGradConfig};

@@ -588,6 +588,24 @@ impl Payload {
         }
     }
 
+    /// The values an all-reduce sums: those of a `Dense` or `Factor` payload,
+    /// `None` for the all-gathered kinds.
+    pub fn reduce_values(&self) -> Option<&[f32]> {
+        match self {
+            Payload::Dense { values, .. } | Payload::Factor { values, .. } => Some(values),
+            _ => None,
+        }
+    }
+
+    /// Mutable access to [`reduce_values`](Payload::reduce_values), for an
+    /// engine that sums them in place (`MPI_Allreduce`).
+    pub fn reduce_values_mut(&mut self) -> Option<&mut [f32]> {
+        match self {
+            Payload::Dense { values, .. } | Payload::Factor { values, .. } => Some(values),
+            _ => None,
+        }
+    }
+
     /// Adds `other` element-wise into `self`: the reduction of
     /// [`Collective::AllReduce`], for engines that sum in process (a simulated
     /// one, or a tree of partial sums).
