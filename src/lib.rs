@@ -40,6 +40,15 @@ pub enum Error {
     /// From the sensitivity metrics.
     #[error(transparent)]
     Sensitivity(#[from] tensorpress_sensitivity::Error),
+    /// From the codecs (the communicator of a data-parallel run).
+    #[error(transparent)]
+    Codecs(#[from] tensorpress_codecs::Error),
+    /// The ranks of a data-parallel run disagree, or cannot split the work.
+    #[error("data-parallel run: {reason}")]
+    DataParallel {
+        /// What is wrong.
+        reason: String,
+    },
     /// Compensating a compressed layer with a low-rank adapter failed.
     #[error("layer `{layer}`: low-rank compensation: {source}")]
     Compensation {

@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use candle_core::{Tensor, TensorId};
+use tensorpress_codecs::grad::Communicator;
 use tensorpress_models::linear::{to_matrix, Observer};
 use tensorpress_tensor::{ChannelStats, Hessian};
 
@@ -68,6 +69,66 @@ impl HessianCollector {
     /// The first error an observation hit, if any.
     pub fn error(&self) -> Option<String> {
         self.state.lock().ok().and_then(|s| s.error.clone())
+    }
+
+    /// Replaces every accumulator by its sum over the ranks of `comm` (each
+    /// rank having observed its own calibration windows): Hessian sums,
+    /// sample counts and channel sums are all-reduced, channel maxima
+    /// all-gathered. Afterwards every rank holds what one process observing
+    /// all the windows would, up to the order of the `f64` additions (exact
+    /// whenever the sums are; see [`compress_llama_on`](super::compress_llama_on)).
+    ///
+    /// # Errors
+    /// [`Error::DataParallel`] when the ranks observed different layers or
+    /// widths; the communicator's errors.
+    pub fn all_reduce<C: Communicator + ?Sized>(&self, comm: &C) -> crate::Result<()> {
+        let mut state = self.state.lock().map_err(|_| crate::Error::DataParallel {
+            reason: "the collector's lock is poisoned".into(),
+        })?;
+        // Every rank must hold the same accumulators (names and widths).
+        let layout: String = state
+            .inputs
+            .iter()
+            .map(|(k, c)| format!("{k}:{};", c.hessian.n_in()))
+            .collect();
+        let all = comm.all_gather_bytes(layout.as_bytes())?;
+        if all.iter().any(|l| l.as_slice() != layout.as_bytes()) {
+            return Err(crate::Error::DataParallel {
+                reason: format!(
+                    "rank {} observed layers {layout:?}, another rank observed different ones",
+                    comm.rank()
+                ),
+            });
+        }
+        for collected in state.inputs.values_mut() {
+            let (mut sum, n) = collected.hessian.clone().into_parts();
+            let mut counts = [n as f64, collected.stats.count() as f64];
+            comm.all_reduce_sum_f64(&mut counts)?;
+            let flat = sum
+                .as_slice_mut()
+                .ok_or_else(|| crate::Error::DataParallel {
+                    reason: "a Hessian sum is not contiguous".into(),
+                })?;
+            comm.all_reduce_sum_f64(flat)?;
+            collected.hessian = Hessian::from_parts(sum, counts[0] as u64)?;
+            let mut sum_abs = collected.stats.sum_abs().to_owned();
+            let mut sum_sq = collected.stats.sum_sq().to_owned();
+            let mut max_abs = collected.stats.abs_max().to_owned();
+            for v in [&mut sum_abs, &mut sum_sq] {
+                let flat = v.as_slice_mut().ok_or_else(|| crate::Error::DataParallel {
+                    reason: "channel statistics are not contiguous".into(),
+                })?;
+                comm.all_reduce_sum_f64(flat)?;
+            }
+            let local: Vec<u8> = max_abs.iter().flat_map(|v| v.to_le_bytes()).collect();
+            for other in comm.all_gather_bytes(&local)? {
+                for (m, b) in max_abs.iter_mut().zip(other.chunks_exact(4)) {
+                    *m = m.max(f32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+                }
+            }
+            collected.stats = ChannelStats::from_parts(counts[1] as u64, sum_abs, sum_sq, max_abs)?;
+        }
+        Ok(())
     }
 }
 

@@ -55,6 +55,7 @@ use std::time::Instant;
 
 use candle_core::Tensor;
 use ndarray::{Array2, ArrayD};
+use tensorpress_codecs::grad::{Communicator, ThreadComm};
 use tensorpress_models::linear::{to_matrix, DenseLinear, InputQuantLinear, LinearOp};
 use tensorpress_models::llama::LlamaModel;
 use tensorpress_quant_core::ggml::{GgmlQuantizer, GgmlTensor};
@@ -346,6 +347,41 @@ pub fn compress_llama(
     options: &CompressOptions,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<CompressReport> {
+    let solo = ThreadComm::group(1)?.remove(0);
+    compress_llama_on(model, calibration, options, &solo, progress)
+}
+
+/// [`compress_llama`], data-parallel over the ranks of `comm`: MPI processes
+/// (`tensorpress::codecs::grad::Mpi`, feature `mpi`) or threads
+/// ([`ThreadComm`]).
+///
+/// Every rank calls this with the same model, options and calibration
+/// windows. Rank `r` of `n` embeds and runs only its shard, the contiguous
+/// windows `r·w/n .. (r+1)·w/n`; after each block's forward pass the Hessians
+/// and channel statistics are summed over ranks
+/// ([`HessianCollector::all_reduce`]), and every rank solves the block's
+/// layers on those sums, so every rank returns the same report (rank 0 writes
+/// the checkpoint).
+///
+/// The result equals one process's: a window's activations do not depend on
+/// which rank computes them, and a Hessian is a sum of per-window `f32`
+/// partial sums accumulated in `f64`, whose regrouping across ranks changes
+/// nothing whenever those `f64` additions are exact (entries of one Hessian
+/// element within 2²⁹ of each other); otherwise by a relative `~1e-16`, far
+/// below GPTQ's damping.
+///
+/// # Errors
+/// As [`compress_llama`]; [`Error::DataParallel`] when there are fewer
+/// calibration windows than ranks or the ranks observe different layers;
+/// the communicator's errors.
+pub fn compress_llama_on<C: Communicator + ?Sized>(
+    model: &mut LlamaModel,
+    calibration: &[Vec<u32>],
+    options: &CompressOptions,
+    comm: &C,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<CompressReport> {
+    let (rank, ranks) = (comm.rank(), comm.size());
     let blocks = model.params().num_layers;
     let names = model.linear_names();
     let targets: Vec<String> = names
@@ -377,8 +413,18 @@ pub fn compress_llama(
         return Ok(report);
     }
 
+    if calibration.len() < ranks {
+        return Err(Error::DataParallel {
+            reason: format!(
+                "{} calibration windows cannot be shared by {ranks} ranks: use at least one window per rank",
+                calibration.len()
+            ),
+        });
+    }
+    let shard =
+        &calibration[rank * calibration.len() / ranks..(rank + 1) * calibration.len() / ranks];
     let t = Instant::now();
-    let mut xs: Vec<Tensor> = calibration
+    let mut xs: Vec<Tensor> = shard
         .iter()
         .map(|w| model.embed(w))
         .collect::<tensorpress_models::Result<_>>()?;
@@ -395,6 +441,9 @@ pub fn compress_llama(
                 model.forward_block(b, x)?;
             }
             model.set_observer(None);
+            if ranks > 1 {
+                collector.all_reduce(comm)?;
+            }
             let pass = t.elapsed().as_secs_f64();
             let capture = collector.seconds();
             report.timings.hessian += capture;

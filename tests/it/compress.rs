@@ -722,3 +722,52 @@ fn head_pruning_writes_a_smollm2_with_fewer_query_heads_that_reloads() {
         ));
     }
 }
+
+/// Data-parallel compression over thread ranks returns, on every rank, the
+/// codes one process computes (GPTQ and AWQ-scaled GPTQ both read the summed
+/// Hessians and channel statistics).
+#[test]
+fn data_parallel_compression_equals_one_process() {
+    use tensorpress::codecs::grad::ThreadComm;
+    use tensorpress::compress::compress_llama_on;
+    let cal = windows();
+    let options = CompressOptions::new(Arc::new(Gptq::new(QuantSpec::int(3).group(32))), true);
+    let one = compress_llama(&mut model(), &cal, &options, &mut |_| {}).unwrap();
+    for ranks in [2, 3] {
+        let comms = ThreadComm::group(ranks).unwrap();
+        let reports = std::thread::scope(|s| {
+            let jobs: Vec<_> = comms
+                .iter()
+                .map(|comm| {
+                    let (cal, options) = (&cal, &options);
+                    s.spawn(move || {
+                        compress_llama_on(&mut model(), cal, options, comm, &mut |_| {}).unwrap()
+                    })
+                })
+                .collect();
+            jobs.into_iter()
+                .map(|j| j.join().unwrap())
+                .collect::<Vec<_>>()
+        });
+        for (rank, r) in reports.iter().enumerate() {
+            assert_eq!(r.quantized.len(), one.quantized.len());
+            for (name, q) in &one.quantized {
+                assert_eq!(q, &r.quantized[name], "{ranks} ranks, rank {rank}: {name}");
+            }
+            for (a, b) in one.layers.iter().zip(&r.layers) {
+                assert_eq!(a.output_error, b.output_error, "{}", a.name);
+            }
+        }
+    }
+    // More ranks than windows: a typed error on every rank.
+    let comms = ThreadComm::group(cal.len() + 1).unwrap();
+    std::thread::scope(|s| {
+        for comm in &comms {
+            let (cal, options) = (&cal, &options);
+            s.spawn(move || {
+                let err = compress_llama_on(&mut model(), cal, options, comm, &mut |_| {});
+                assert!(matches!(err, Err(Error::DataParallel { .. })), "{err:?}");
+            });
+        }
+    });
+}

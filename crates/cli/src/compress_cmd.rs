@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::Args;
+use tensorpress::codecs::grad::{Communicator, ThreadComm};
 use tensorpress::compress::{
-    calibrate_kv_cache_scales, calibration_windows, compress_llama, parse_scheme,
+    calibrate_kv_cache_scales, calibration_windows, compress_llama_on, parse_scheme,
     write_hf_checkpoint, write_peft_adapter, Compensation, ExportFormat, ExportOptions,
     LayerFilter, Progress, Recipe,
 };
@@ -296,24 +297,46 @@ pub(crate) fn run(args: CompressArgs) -> CliResult {
         }
     );
     let blocks = model.params().num_layers;
-    let pb = bar(blocks, "calibrating");
+    let comm = ranks()?;
+    let rank0 = comm.rank() == 0;
+    if comm.size() > 1 && rank0 {
+        eprintln!(
+            "data-parallel over {} MPI ranks: each calibrates on its share of the windows",
+            comm.size()
+        );
+    }
+    let pb = if rank0 {
+        bar(blocks, "calibrating")
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
     let t1 = Instant::now();
-    let report = compress_llama(&mut model, &calibration, &options, &mut |p| match p {
-        Progress::Calibrating { block, .. } => pb.set_position(block as u64),
-        Progress::Layer(l) => pb.println(format!(
-            "{:<40} {:>5}×{:<5} out-err {:>9} w-err {:.2e} {:.3} bits {:.2} s",
-            l.name,
-            l.shape[0],
-            l.shape[1],
-            l.output_error
-                .map_or("–".to_string(), |e| format!("{e:.2e}")),
-            l.weight_error,
-            l.bits_per_weight,
-            l.seconds
-        )),
-        Progress::Gradients { .. } => {}
-    })?;
+    let report = compress_llama_on(
+        &mut model,
+        &calibration,
+        &options,
+        &*comm,
+        &mut |p| match p {
+            Progress::Calibrating { block, .. } => pb.set_position(block as u64),
+            Progress::Layer(l) => pb.println(format!(
+                "{:<40} {:>5}×{:<5} out-err {:>9} w-err {:.2e} {:.3} bits {:.2} s",
+                l.name,
+                l.shape[0],
+                l.shape[1],
+                l.output_error
+                    .map_or("–".to_string(), |e| format!("{e:.2e}")),
+                l.weight_error,
+                l.bits_per_weight,
+                l.seconds
+            )),
+            Progress::Gradients { .. } => {}
+        },
+    )?;
     pb.finish_and_clear();
+    if !rank0 {
+        // Every rank holds the same report; rank 0 writes it.
+        return Ok(());
+    }
     let mut report = report;
     if let Some(path) = &kv_calib {
         let windows = crate::kv_calib_windows(&model, &tokenizer, path, len, 8)?;
@@ -377,6 +400,28 @@ pub(crate) fn run(args: CompressArgs) -> CliResult {
     );
     println!("wrote {}", args.out.display());
     Ok(())
+}
+
+/// The ranks of this run: MPI's world when started by `mpirun` (and built with
+/// the `mpi` feature), else this process alone.
+fn ranks() -> Result<Box<dyn Communicator>, Box<dyn std::error::Error>> {
+    let launched = ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some());
+    #[cfg(feature = "mpi")]
+    if launched {
+        return Ok(Box::new(tensorpress::codecs::grad::Mpi::init()?));
+    }
+    #[cfg(not(feature = "mpi"))]
+    if launched && std::env::var("OMPI_COMM_WORLD_SIZE").is_ok_and(|n| n != "1") {
+        return Err(
+            "started by mpirun with several ranks, but this tensorpress was built \
+                    without MPI: build it with `cargo build --release -p tensorpress-cli \
+                    --features mpi`"
+                .into(),
+        );
+    }
+    Ok(Box::new(ThreadComm::group(1)?.remove(0)))
 }
 
 const CANDIDATES: &str = "gptq-w2-g64-act,gptq-w3-ch-act,gptq-w3-g128-act,gptq-w3-g64-act,\
