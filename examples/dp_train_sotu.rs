@@ -27,8 +27,17 @@
 //! - PowerSGD (Vogels et al., NeurIPS 2019): rank 4 with warm start and error
 //!   feedback; vectors (biases, norms) go uncompressed as the paper does.
 //!
-//! The ranks are simulated in one process; the MPI engine (issue 9) runs the
-//! same payloads across processes.
+//! By default the ranks are simulated in one process (`exchange`). Built with
+//! the `mpi` feature and started by `mpirun`, every process is one rank and
+//! the payloads travel through MPI (`exchange_over` on `Mpi`: `MPI_Allreduce`
+//! for dense values and PowerSGD's factors, `MPI_Allgatherv` for DGC's sparse
+//! ones); the shards, batches and results are those of the simulation with as
+//! many ranks (all-reduced sums may round differently in the last bits):
+//!
+//! ```text
+//! cargo build --release --features mpi --example dp_train_sotu
+//! STEPS=300 RAYON_NUM_THREADS=1 mpirun -np 4 target/release/examples/dp_train_sotu
+//! ```
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -38,6 +47,8 @@ use ndarray::{ArrayD, IxDyn};
 use tensorpress::codecs::grad::{
     exchange, Dgc, DgcConfig, GradCompressor, Identity, PowerSgd, PowerSgdConfig, SparsityWarmup,
 };
+#[cfg(feature = "mpi")]
+use tensorpress::codecs::grad::{exchange_over, Communicator, Mpi};
 use tensorpress::io::testdata;
 use tensorpress::tensor::SeededRng;
 
@@ -217,6 +228,73 @@ impl Method {
     }
 }
 
+/// Where the ranks run.
+enum Engine {
+    /// All ranks in this process.
+    Simulated { ranks: usize },
+    /// This process is one rank of an MPI job.
+    #[cfg(feature = "mpi")]
+    Mpi(Mpi),
+}
+
+impl Engine {
+    fn ranks(&self) -> usize {
+        match self {
+            Engine::Simulated { ranks } => *ranks,
+            #[cfg(feature = "mpi")]
+            Engine::Mpi(mpi) => mpi.size(),
+        }
+    }
+
+    /// The ranks whose gradients this process computes.
+    fn local(&self) -> std::ops::Range<usize> {
+        match self {
+            Engine::Simulated { ranks } => 0..*ranks,
+            #[cfg(feature = "mpi")]
+            Engine::Mpi(mpi) => mpi.rank()..mpi.rank() + 1,
+        }
+    }
+
+    /// Whether this process prints the results.
+    fn root(&self) -> bool {
+        self.local().start == 0
+    }
+
+    /// The sum over all ranks of a value summed over this process's ranks.
+    fn total(&self, local: f64) -> Res<f64> {
+        match self {
+            Engine::Simulated { .. } => Ok(local),
+            #[cfg(feature = "mpi")]
+            Engine::Mpi(mpi) => {
+                let mut v = [local];
+                mpi.all_reduce_sum_f64(&mut v)?;
+                Ok(v[0])
+            }
+        }
+    }
+
+    /// The averaged gradient of parameter tensor `i` and the bytes rank 0 sent.
+    fn exchange(
+        &self,
+        workers: &mut [Box<dyn GradCompressor>],
+        grads: &[Vec<ArrayD<f32>>],
+        i: usize,
+    ) -> Res<(ArrayD<f32>, usize)> {
+        match self {
+            Engine::Simulated { .. } => {
+                let views: Vec<_> = grads.iter().map(|g| g[i].view()).collect();
+                let out = exchange(workers, &views)?;
+                Ok((out.mean, out.bytes_sent[0]))
+            }
+            #[cfg(feature = "mpi")]
+            Engine::Mpi(mpi) => {
+                let out = exchange_over(mpi, &mut workers[0], grads[0][i].view())?;
+                Ok((out.mean, out.bytes_sent))
+            }
+        }
+    }
+}
+
 struct Run {
     final_loss: f64,
     held_out: f64,
@@ -233,7 +311,14 @@ fn held_out_loss(model: &Gpt, text: &[u8]) -> Res<f64> {
     Ok(total / 16.0)
 }
 
-fn train(method: Method, shards: &[&[u8]], held_out: &[u8], steps: usize, lr: f64) -> Res<Run> {
+fn train(
+    engine: &Engine,
+    method: Method,
+    shards: &[&[u8]],
+    held_out: &[u8],
+    steps: usize,
+    lr: f64,
+) -> Res<Run> {
     let t = Instant::now();
     let model = Gpt::new(7)?;
     let names: Vec<String> = model.params.keys().cloned().collect();
@@ -245,12 +330,14 @@ fn train(method: Method, shards: &[&[u8]], held_out: &[u8], steps: usize, lr: f6
         .iter()
         .enumerate()
         .map(|(i, n)| {
-            (0..shards.len())
+            engine
+                .local()
                 .map(|_| method.compressor(model.params[n].dims(), i))
                 .collect::<Res<Vec<_>>>()
         })
         .collect::<Res<_>>()?;
-    let mut rngs: Vec<SeededRng> = (0..shards.len())
+    let mut rngs: Vec<SeededRng> = engine
+        .local()
         .map(|r| SeededRng::new(100 + r as u64))
         .collect();
     let mut bytes = 0usize;
@@ -258,11 +345,11 @@ fn train(method: Method, shards: &[&[u8]], held_out: &[u8], steps: usize, lr: f6
     let mom = method.optimizer_momentum() as f32;
     for step in 0..steps {
         // Each rank's gradient of each parameter.
-        let mut grads: Vec<Vec<ArrayD<f32>>> = Vec::with_capacity(shards.len());
-        let mut step_loss = 0.0;
-        for (shard, rng) in shards.iter().zip(&mut rngs) {
+        let mut grads: Vec<Vec<ArrayD<f32>>> = Vec::with_capacity(rngs.len());
+        let mut local_loss = 0.0;
+        for (shard, rng) in shards[engine.local()].iter().zip(&mut rngs) {
             let loss = model.loss(&batch(shard, rng)?)?;
-            step_loss += f64::from(loss.to_scalar::<f32>()?) / shards.len() as f64;
+            local_loss += f64::from(loss.to_scalar::<f32>()?);
             let store = loss.backward()?;
             let mut g = Vec::with_capacity(names.len());
             for n in &names {
@@ -275,18 +362,18 @@ fn train(method: Method, shards: &[&[u8]], held_out: &[u8], steps: usize, lr: f6
             }
             grads.push(g);
         }
+        let step_loss = engine.total(local_loss)? / shards.len() as f64;
         recent.push(step_loss);
         if recent.len() > 20 {
             recent.remove(0);
         }
         // Exchange and update, parameter by parameter.
         for (i, n) in names.iter().enumerate() {
-            let views: Vec<_> = grads.iter().map(|g| g[i].view()).collect();
-            let out = exchange(&mut workers[i], &views)?;
-            bytes += out.bytes_sent[0];
+            let (mean, sent) = engine.exchange(&mut workers[i], &grads, i)?;
+            bytes += sent;
             let v = &mut velocity[i];
             *v *= mom;
-            *v += &out.mean;
+            *v += &mean;
             let var = &model.params[n];
             let update = Tensor::from_vec(
                 v.iter().map(|&x| -(lr as f32) * x).collect::<Vec<f32>>(),
@@ -295,7 +382,7 @@ fn train(method: Method, shards: &[&[u8]], held_out: &[u8], steps: usize, lr: f6
             )?;
             var.set(&(var.as_tensor() + update)?)?;
         }
-        if step % 50 == 0 || step + 1 == steps {
+        if engine.root() && (step % 50 == 0 || step + 1 == steps) {
             eprintln!(
                 "  {}: step {step:>4}, loss {step_loss:.4}, {bytes} bytes sent per rank",
                 method.name()
@@ -313,7 +400,8 @@ fn train(method: Method, shards: &[&[u8]], held_out: &[u8], steps: usize, lr: f6
 fn main() -> Res<()> {
     let env = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_string());
     let steps: usize = env("STEPS", "300").parse()?;
-    let ranks: usize = env("WORKERS", "4").parse()?;
+    let engine = engine(env("WORKERS", "4").parse()?)?;
+    let ranks = engine.ranks();
     let lr: f64 = env("LR", "0.1").parse()?;
     if ranks == 0 || steps == 0 {
         return Err("WORKERS and STEPS must be positive".into());
@@ -326,19 +414,30 @@ fn main() -> Res<()> {
     }
     let shards: Vec<&[u8]> = train_text.chunks(shard_len).take(ranks).collect();
     let params: usize = Gpt::new(7)?.params.values().map(|v| v.elem_count()).sum();
-    println!(
+    let root = engine.root();
+    let say = |line: String| {
+        if root {
+            println!("{line}");
+        }
+    };
+    say(format!(
         "byte-level GPT, {BLOCKS} blocks of {WIDTH}, {HEADS} heads, context {CTX}: {params} \
          parameters; {ranks} ranks × batch {BATCH}, {steps} steps of SGD (lr {lr}); SOTU \
-         1990–2009 ({} bytes) split into {ranks} shards, held out: SOTU 2017–2021\n",
-        train_text.len()
-    );
-    println!("| method | loss, last 20 steps | held-out loss | vs dense | bytes sent per rank | vs dense | time |");
-    println!("|---|---:|---:|---:|---:|---:|---:|");
+         1990–2009 ({} bytes) split into {ranks} shards, held out: SOTU 2017–2021; {}\n",
+        train_text.len(),
+        match &engine {
+            Engine::Simulated { .. } => "ranks simulated in one process",
+            #[cfg(feature = "mpi")]
+            Engine::Mpi(_) => "one MPI process per rank",
+        }
+    ));
+    say("| method | loss, last 20 steps | held-out loss | vs dense | bytes sent per rank | vs dense | time |".into());
+    say("|---|---:|---:|---:|---:|---:|---:|".into());
     let mut dense: Option<Run> = None;
     for method in [Method::Dense, Method::Dgc, Method::PowerSgd] {
-        let run = train(method, &shards, &held_out, steps, lr)?;
+        let run = train(&engine, method, &shards, &held_out, steps, lr)?;
         let base = dense.as_ref().unwrap_or(&run);
-        println!(
+        say(format!(
             "| {} | {:.4} | {:.4} | {:+.2} % | {} | {:.1}× less | {:.0} s |",
             method.name(),
             run.final_loss,
@@ -347,10 +446,21 @@ fn main() -> Res<()> {
             run.bytes_per_rank,
             base.bytes_per_rank as f64 / run.bytes_per_rank as f64,
             run.seconds
-        );
+        ));
         if dense.is_none() {
             dense = Some(run);
         }
     }
     Ok(())
+}
+
+/// MPI's ranks when built with `mpi` and started by `mpirun`, else `workers`
+/// simulated ranks.
+fn engine(workers: usize) -> Res<Engine> {
+    #[cfg(feature = "mpi")]
+    if std::env::var_os("OMPI_COMM_WORLD_SIZE").is_some() || std::env::var_os("PMI_SIZE").is_some()
+    {
+        return Ok(Engine::Mpi(Mpi::init()?));
+    }
+    Ok(Engine::Simulated { ranks: workers })
 }
