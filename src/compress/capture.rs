@@ -79,7 +79,7 @@ impl HessianCollector {
     /// whenever the sums are; see [`compress_llama_on`](super::compress_llama_on)).
     ///
     /// # Errors
-    /// [`Error::DataParallel`] when the ranks observed different layers or
+    /// [`Error::DataParallel`](crate::Error::DataParallel) when the ranks observed different layers or
     /// widths; the communicator's errors.
     pub fn all_reduce<C: Communicator + ?Sized>(&self, comm: &C) -> crate::Result<()> {
         let mut state = self.state.lock().map_err(|_| crate::Error::DataParallel {

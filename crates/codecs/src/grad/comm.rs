@@ -4,7 +4,7 @@
 //! In a distributed run each process is one rank and holds only its own
 //! compressor; [`exchange_over`] runs that rank's side of the same protocol
 //! through a [`Communicator`]: the collectives an MPI engine provides
-//! ([`Mpi`](super::Mpi) with the `mpi` feature), or [`ThreadComm`] for ranks
+//! (`Mpi` with the `mpi` feature), or [`ThreadComm`] for ranks
 //! that are threads of one process (tests, and machines without MPI).
 //!
 //! Every round starts with a small header all-gathered from every rank (its
@@ -193,7 +193,7 @@ fn kind_tag(p: &Payload) -> u8 {
 /// what [`exchange`](super::exchange) computes for the same compressors and
 /// gradients: all-gathered payloads are decoded and summed in rank order;
 /// all-reduced ones are summed by the communicator (in rank order for
-/// [`ThreadComm`]; in the MPI library's order for [`Mpi`](super::Mpi), which
+/// [`ThreadComm`]; in the MPI library's order for `Mpi`, which
 /// may round differently in the last bits).
 ///
 /// # Errors
