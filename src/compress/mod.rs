@@ -23,6 +23,7 @@ mod peft;
 mod recipe;
 mod rotate;
 mod scheme;
+mod share;
 mod smooth;
 mod structured;
 
@@ -455,14 +456,52 @@ pub fn compress_llama_on<C: Communicator + ?Sized>(
                     smooth::smooth_block(model, b, smoothing, &targets, &collector, &mut report)?;
                 report.timings.solve += t.elapsed().as_secs_f64();
             }
-            for name in &block_targets {
-                let collected = match rescaled.remove(name) {
-                    Some(c) => c,
-                    None => collector.get(name).ok_or_else(|| Error::NotObserved {
-                        layer: name.clone(),
-                    })?,
-                };
-                quantize_layer(model, name, Some(collected), options, &mut report, progress)?;
+            let mut collected_for = |name: &String| match rescaled.remove(name) {
+                Some(c) => Ok(c),
+                None => collector.get(name).ok_or_else(|| Error::NotObserved {
+                    layer: name.clone(),
+                }),
+            };
+            if ranks == 1 {
+                for name in &block_targets {
+                    let collected = collected_for(name)?;
+                    quantize_layer(model, name, Some(collected), options, &mut report, progress)?;
+                }
+            } else {
+                // Each rank solves its share of the block's layers; one
+                // all-gather hands every rank every result.
+                let t = Instant::now();
+                let shapes = block_targets
+                    .iter()
+                    .map(|name| {
+                        let op = model.linear_mut(name).ok_or_else(|| Error::NotObserved {
+                            layer: name.clone(),
+                        })?;
+                        Ok([op.op().out_features(), op.op().in_features()])
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let plan = share::assign(&shapes, ranks);
+                let mine: Result<Vec<share::Solved>> = block_targets
+                    .iter()
+                    .zip(&plan)
+                    .filter(|(_, &owner)| owner == rank)
+                    .map(|(name, _)| solve_layer(model, name, Some(collected_for(name)?), options))
+                    .collect();
+                let messages = comm.all_gather_bytes(&share::encode_message(&mine))?;
+                mine?;
+                let mut solved: BTreeMap<String, share::Solved> = BTreeMap::new();
+                for (r, bytes) in messages.iter().enumerate() {
+                    for s in share::decode_message(r, bytes)? {
+                        solved.insert(s.layer.name.clone(), s);
+                    }
+                }
+                report.timings.solve += t.elapsed().as_secs_f64();
+                for (name, &owner) in block_targets.iter().zip(&plan) {
+                    let s = solved.remove(name).ok_or_else(|| Error::DataParallel {
+                        reason: format!("rank {owner} did not send layer `{name}`"),
+                    })?;
+                    apply_solved(model, s, options, &mut report, progress)?;
+                }
             }
         }
         let t = Instant::now();
@@ -494,12 +533,23 @@ fn quantize_layer(
     report: &mut CompressReport,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<()> {
+    let solved = solve_layer(model, name, collected, options)?;
+    report.timings.solve += solved.layer.seconds;
+    apply_solved(model, solved, options, report, progress)
+}
+
+/// Compresses one layer's weight (read from `model`, left unchanged) and
+/// measures the error; [`apply_solved`] puts the result in the model.
+fn solve_layer(
+    model: &mut LlamaModel,
+    name: &str,
+    collected: Option<Collected>,
+    options: &CompressOptions,
+) -> Result<share::Solved> {
     let linear = model.linear_mut(name).ok_or_else(|| Error::NotObserved {
         layer: name.to_string(),
     })?;
-    let weight = linear.op().dense_weight()?;
-    let device = weight.device().clone();
-    let w = to_matrix(&weight)?;
+    let w = to_matrix(&linear.op().dense_weight()?)?;
     let cal = match collected {
         Some(c) => Some(Calibration {
             hessian: Some(c.hessian.finalize(0.0)?),
@@ -558,7 +608,6 @@ fn quantize_layer(
         None => None,
     };
     let seconds = t.elapsed().as_secs_f64();
-    report.timings.solve += seconds;
     let delta: Array2<f32> = match &adapter {
         Some(a) => &compensate::corrected_weight(&deq, a) - &w,
         None => &deq - &w,
@@ -584,6 +633,54 @@ fn quantize_layer(
     } + adapter
         .as_ref()
         .map_or(0.0, |a| a.added_bits_per_weight(16.0));
+    Ok(share::Solved {
+        compressed,
+        deq,
+        mask,
+        adapter,
+        layer: LayerReport {
+            name: name.to_string(),
+            shape: [rows, cols],
+            output_error,
+            weight_error,
+            bits_per_weight,
+            sparsity,
+            seconds,
+        },
+    })
+}
+
+/// Replaces a layer's weight in `model` by what its solve decided and records
+/// the result in `report`.
+fn apply_solved(
+    model: &mut LlamaModel,
+    solved: share::Solved,
+    options: &CompressOptions,
+    report: &mut CompressReport,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<()> {
+    let share::Solved {
+        compressed,
+        deq,
+        mask,
+        adapter,
+        layer,
+    } = solved;
+    let name = layer.name.clone();
+    let device = model.device().clone();
+    let linear = model.linear_mut(&name).ok_or_else(|| Error::NotObserved {
+        layer: name.clone(),
+    })?;
+    let (rows, cols) = deq.dim();
+    if [rows, cols] != [linear.op().out_features(), linear.op().in_features()] {
+        return Err(Error::DataParallel {
+            reason: format!(
+                "layer `{name}`: a {rows}×{cols} result for a {}×{} layer",
+                linear.op().out_features(),
+                linear.op().in_features()
+            ),
+        });
+    }
     let data = deq.into_raw_vec_and_offset().0;
     let new_weight = Tensor::from_vec(data, (rows, cols), &device)?;
     let pruned_weight = new_weight.clone();
@@ -596,28 +693,19 @@ fn quantize_layer(
         Some(a) => linear.set_op(Arc::new(InputQuantLinear::new(dense, a.bits)?))?,
         None => linear.set_op(dense)?,
     }
-    let layer = LayerReport {
-        name: name.to_string(),
-        shape: [rows, cols],
-        output_error,
-        weight_error,
-        bits_per_weight,
-        sparsity,
-        seconds,
-    };
     progress(Progress::Layer(layer.clone()));
     report.layers.push(layer);
     match compressed {
         Some(c) => {
-            report.quantized.insert(name.to_string(), c);
+            report.quantized.insert(name.clone(), c);
         }
         None => report.replace(format!("{name}.weight"), &pruned_weight)?,
     }
     if let Some(mask) = mask {
-        report.masks.insert(name.to_string(), mask);
+        report.masks.insert(name.clone(), mask);
     }
     if let Some(a) = adapter {
-        report.adapters.insert(name.to_string(), a);
+        report.adapters.insert(name, a);
     }
     Ok(())
 }
