@@ -5,6 +5,7 @@
 //! ```text
 //! cargo run --release --example dp_train_sotu
 //! STEPS=300 WORKERS=4 cargo run --release --example dp_train_sotu
+//! STEPS=1000 METHODS=dense,dgc cargo run --release --example dp_train_sotu
 //! ```
 //!
 //! A byte-level GPT (candle; 2 blocks of width 128, 4 heads, context 64, tied
@@ -17,7 +18,8 @@
 //! sparse values), and all ranks apply the same SGD update. Every method runs
 //! the same steps from the same initialization and batches; the table reports
 //! the mean loss of the last 20 steps, the loss on held-out text (SOTU
-//! 2017–2021) and the bytes each rank sent.
+//! 2017–2021), the bytes each rank sent, and the bytes per step once DGC's
+//! warm-up is over (from step 40). `METHODS` picks the runs (`dense` first).
 //!
 //! - dense: plain all-reduce, SGD with momentum 0.9;
 //! - DGC (Lin et al., *Deep Gradient Compression*, ICLR 2018): 99.9 %
@@ -299,8 +301,13 @@ struct Run {
     final_loss: f64,
     held_out: f64,
     bytes_per_rank: usize,
+    /// Bytes per rank and step from step [`STEADY_FROM`] on (after DGC's warm-up).
+    steady_bytes_per_step: f64,
     seconds: f64,
 }
+
+/// The first step after DGC's sparsity warm-up (5 stages of 8 steps).
+const STEADY_FROM: usize = 40;
 
 fn held_out_loss(model: &Gpt, text: &[u8]) -> Res<f64> {
     let mut rng = SeededRng::new(999);
@@ -341,6 +348,7 @@ fn train(
         .map(|r| SeededRng::new(100 + r as u64))
         .collect();
     let mut bytes = 0usize;
+    let mut steady_bytes = 0usize;
     let mut recent = Vec::new();
     let mom = method.optimizer_momentum() as f32;
     for step in 0..steps {
@@ -371,6 +379,9 @@ fn train(
         for (i, n) in names.iter().enumerate() {
             let (mean, sent) = engine.exchange(&mut workers[i], &grads, i)?;
             bytes += sent;
+            if step >= STEADY_FROM {
+                steady_bytes += sent;
+            }
             let v = &mut velocity[i];
             *v *= mom;
             *v += &mean;
@@ -393,6 +404,8 @@ fn train(
         final_loss: recent.iter().sum::<f64>() / recent.len().max(1) as f64,
         held_out: held_out_loss(&model, held_out)?,
         bytes_per_rank: bytes,
+        steady_bytes_per_step: steady_bytes as f64
+            / steps.saturating_sub(STEADY_FROM).max(1) as f64,
         seconds: t.elapsed().as_secs_f64(),
     })
 }
@@ -405,6 +418,21 @@ fn main() -> Res<()> {
     let lr: f64 = env("LR", "0.1").parse()?;
     if ranks == 0 || steps == 0 {
         return Err("WORKERS and STEPS must be positive".into());
+    }
+    // Dense first: the others are compared with it.
+    let methods = env("METHODS", "dense,dgc,powersgd")
+        .split(',')
+        .map(|m| match m.trim() {
+            "dense" => Ok(Method::Dense),
+            "dgc" => Ok(Method::Dgc),
+            "powersgd" => Ok(Method::PowerSgd),
+            other => Err(format!(
+                "METHODS: unknown method {other:?} (dense, dgc, powersgd)"
+            )),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if methods.first() != Some(&Method::Dense) {
+        return Err("METHODS must start with dense (the baseline)".into());
     }
     let train_text = testdata::sotu_text(1990..=2009)?.into_bytes();
     let held_out = testdata::sotu_text(2017..=2021)?.into_bytes();
@@ -431,20 +459,24 @@ fn main() -> Res<()> {
             Engine::Mpi(_) => "one MPI process per rank",
         }
     ));
-    say("| method | loss, last 20 steps | held-out loss | vs dense | bytes sent per rank | vs dense | time |".into());
-    say("|---|---:|---:|---:|---:|---:|---:|".into());
+    say(format!(
+        "| method | loss, last 20 steps | held-out loss | vs dense | bytes sent per rank | vs dense | bytes per step from step {STEADY_FROM} | vs dense | time |"
+    ));
+    say("|---|---:|---:|---:|---:|---:|---:|---:|---:|".into());
     let mut dense: Option<Run> = None;
-    for method in [Method::Dense, Method::Dgc, Method::PowerSgd] {
+    for method in methods {
         let run = train(&engine, method, &shards, &held_out, steps, lr)?;
         let base = dense.as_ref().unwrap_or(&run);
         say(format!(
-            "| {} | {:.4} | {:.4} | {:+.2} % | {} | {:.1}× less | {:.0} s |",
+            "| {} | {:.4} | {:.4} | {:+.2} % | {} | {:.1}× less | {:.0} | {:.1}× less | {:.0} s |",
             method.name(),
             run.final_loss,
             run.held_out,
             100.0 * (run.held_out / base.held_out - 1.0),
             run.bytes_per_rank,
             base.bytes_per_rank as f64 / run.bytes_per_rank as f64,
+            run.steady_bytes_per_step,
+            base.steady_bytes_per_step / run.steady_bytes_per_step.max(1.0),
             run.seconds
         ));
         if dense.is_none() {

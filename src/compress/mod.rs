@@ -360,8 +360,11 @@ pub fn compress_llama(
 /// windows. Rank `r` of `n` embeds and runs only its shard, the contiguous
 /// windows `r·w/n .. (r+1)·w/n`; after each block's forward pass the Hessians
 /// and channel statistics are summed over ranks
-/// ([`HessianCollector::all_reduce`]), and every rank solves the block's
-/// layers on those sums, so every rank returns the same report (rank 0 writes
+/// ([`HessianCollector::all_reduce`]). The block's layer solves are then
+/// split between the ranks (largest estimated cost first, to the least
+/// loaded rank) and their results — codes and scales, GGML blocks, pruned
+/// weights and masks, adapters, each layer's figures — all-gathered, so
+/// every rank applies every layer and returns the same report (rank 0 writes
 /// the checkpoint).
 ///
 /// The result equals one process's: a window's activations do not depend on
@@ -372,9 +375,10 @@ pub fn compress_llama(
 /// below GPTQ's damping.
 ///
 /// # Errors
-/// As [`compress_llama`]; [`Error::DataParallel`] when there are fewer
-/// calibration windows than ranks or the ranks observe different layers;
-/// the communicator's errors.
+/// As [`compress_llama`] on the rank whose solve failed, and
+/// [`Error::DataParallel`] naming it on the others; [`Error::DataParallel`]
+/// when there are fewer calibration windows than ranks or the ranks observe
+/// different layers; the communicator's errors.
 pub fn compress_llama_on<C: Communicator + ?Sized>(
     model: &mut LlamaModel,
     calibration: &[Vec<u32>],

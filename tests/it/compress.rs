@@ -728,7 +728,7 @@ fn on_thread_ranks(
     ranks: usize,
     cal: &[Vec<u32>],
     options: &CompressOptions,
-) -> Vec<tensorpress::Result<tensorpress::compress::CompressReport>> {
+) -> Vec<Result<tensorpress::compress::CompressReport, Box<Error>>> {
     use tensorpress::codecs::grad::ThreadComm;
     use tensorpress::compress::compress_llama_on;
     let comms = ThreadComm::group(ranks).unwrap();
@@ -736,7 +736,10 @@ fn on_thread_ranks(
         let jobs: Vec<_> = comms
             .iter()
             .map(|comm| {
-                s.spawn(move || compress_llama_on(&mut model(), cal, options, comm, &mut |_| {}))
+                s.spawn(move || {
+                    compress_llama_on(&mut model(), cal, options, comm, &mut |_| {})
+                        .map_err(Box::new)
+                })
             })
             .collect();
         jobs.into_iter().map(|j| j.join().unwrap()).collect()
@@ -802,15 +805,20 @@ fn data_parallel_compression_equals_one_process() {
             Method::Ggml(Arc::new(GgmlRtn::new(GgmlType::Q4K).with_importance())),
         );
     let results = on_thread_ranks(2, &cal, &bad);
-    let own = results[0].as_ref().err().expect("rank 0 fails");
-    assert!(!matches!(own, Error::DataParallel { .. }), "{own}");
-    let other = results[1].as_ref().err().expect("rank 1 hears of it");
+    let [Err(own), Err(other)] = &results[..] else {
+        panic!("both ranks must fail");
+    };
+    assert!(!matches!(**own, Error::DataParallel { .. }), "{own}");
     assert!(
-        matches!(other, Error::DataParallel { .. }) && other.to_string().contains("rank 0 failed"),
+        matches!(**other, Error::DataParallel { .. })
+            && other.to_string().contains("rank 0 failed"),
         "{other}"
     );
     // More ranks than windows: a typed error on every rank.
     for err in on_thread_ranks(cal.len() + 1, &cal, &gptq) {
-        assert!(matches!(err, Err(Error::DataParallel { .. })), "{err:?}");
+        match err {
+            Err(e) => assert!(matches!(*e, Error::DataParallel { .. }), "{e}"),
+            Ok(_) => panic!("more ranks than windows must fail"),
+        }
     }
 }
