@@ -19,7 +19,10 @@
 //! the same steps from the same initialization and batches; the table reports
 //! the mean loss of the last 20 steps, the loss on held-out text (SOTU
 //! 2017–2021), the bytes each rank sent, and the bytes per step once DGC's
-//! warm-up is over (from step 40). `METHODS` picks the runs (`dense` first).
+//! warm-up is over (from step 40). `METHODS` picks the runs (`dense` first),
+//! `LR` the learning rate (0.1), `CLIP` a local clipping norm (each rank's
+//! gradient scaled to at most that global norm before the exchange; 0, the
+//! default, turns it off).
 //!
 //! - dense: plain all-reduce, SGD with momentum 0.9;
 //! - DGC (Lin et al., *Deep Gradient Compression*, ICLR 2018): 99.9 %
@@ -325,6 +328,7 @@ fn train(
     held_out: &[u8],
     steps: usize,
     lr: f64,
+    clip: f64,
 ) -> Res<Run> {
     let t = Instant::now();
     let model = Gpt::new(7)?;
@@ -367,6 +371,19 @@ fn train(
                     .ok_or_else(|| format!("no gradient for {n}"))?;
                 let data = grad.flatten_all()?.to_vec1::<f32>()?;
                 g.push(ArrayD::from_shape_vec(IxDyn(var.dims()), data)?);
+            }
+            if clip > 0.0 {
+                // Local clipping: each rank scales its own gradient to a global
+                // norm of at most `clip` before the exchange (every method alike).
+                let norm = g
+                    .iter()
+                    .map(|a| a.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>())
+                    .sum::<f64>()
+                    .sqrt();
+                if norm > clip {
+                    let s = (clip / norm) as f32;
+                    g.iter_mut().for_each(|a| a.mapv_inplace(|v| v * s));
+                }
             }
             grads.push(g);
         }
@@ -416,6 +433,7 @@ fn main() -> Res<()> {
     let engine = engine(env("WORKERS", "4").parse()?)?;
     let ranks = engine.ranks();
     let lr: f64 = env("LR", "0.1").parse()?;
+    let clip: f64 = env("CLIP", "0").parse()?;
     if ranks == 0 || steps == 0 {
         return Err("WORKERS and STEPS must be positive".into());
     }
@@ -450,7 +468,7 @@ fn main() -> Res<()> {
     };
     say(format!(
         "byte-level GPT, {BLOCKS} blocks of {WIDTH}, {HEADS} heads, context {CTX}: {params} \
-         parameters; {ranks} ranks × batch {BATCH}, {steps} steps of SGD (lr {lr}); SOTU \
+         parameters; {ranks} ranks × batch {BATCH}, {steps} steps of SGD (lr {lr}, local clipping {clip}, 0 = none); SOTU \
          1990–2009 ({} bytes) split into {ranks} shards, held out: SOTU 2017–2021; {}\n",
         train_text.len(),
         match &engine {
@@ -465,7 +483,7 @@ fn main() -> Res<()> {
     say("|---|---:|---:|---:|---:|---:|---:|---:|---:|".into());
     let mut dense: Option<Run> = None;
     for method in methods {
-        let run = train(&engine, method, &shards, &held_out, steps, lr)?;
+        let run = train(&engine, method, &shards, &held_out, steps, lr, clip)?;
         let base = dense.as_ref().unwrap_or(&run);
         say(format!(
             "| {} | {:.4} | {:.4} | {:+.2} % | {} | {:.1}× less | {:.0} | {:.1}× less | {:.0} s |",

@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! cargo run --release -p tensorpress-codecs --example lossless_sizes [-- --runs 5 --zstd-max 22]
+//! cargo run --release -p tensorpress-codecs --example lossless_sizes -- --zstd-levels 3,22
 //! ```
 //!
 //! (a) all-MiniLM-L6-v2, every tensor of `model.safetensors` (f32);
@@ -181,7 +182,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let runs = arg("--runs", 3);
     let zstd_max = arg("--zstd-max", 19) as i32;
-    let levels: Vec<i32> = [3, 19, 22].into_iter().filter(|&l| l <= zstd_max).collect();
+    // `--zstd-levels 3,22` picks the levels; otherwise 3, 19 and 22 up to `--zstd-max`.
+    let levels: Vec<i32> = match args.iter().position(|a| a == "--zstd-levels") {
+        Some(i) => args
+            .get(i + 1)
+            .ok_or("--zstd-levels needs a list such as 3,22")?
+            .split(',')
+            .map(|l| l.trim().parse::<i32>())
+            .collect::<Result<_, _>>()?,
+        None => [3, 19, 22].into_iter().filter(|&l| l <= zstd_max).collect(),
+    };
     report("all-MiniLM-L6-v2 (f32)", &minilm()?, runs, &levels)?;
     report(
         "SmolLM2-135M-Instruct, dequantized to bf16",
