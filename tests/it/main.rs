@@ -8,6 +8,7 @@ mod common;
 mod compress;
 mod convert;
 mod curvature;
+mod data_parallel;
 mod export_smollm2;
 mod gguf_export;
 mod gguf_gptq_smollm2;
