@@ -20,7 +20,7 @@
 //! the mean loss of the last 20 steps, the loss on held-out text (SOTU
 //! 2017–2021), the bytes each rank sent, and the bytes per step once DGC's
 //! warm-up is over (from step 40). `METHODS` picks the runs (`dense` first),
-//! `LR` the learning rate (0.1), `CLIP` a local clipping norm (each rank's
+//! `LR` the learning rate (0.02), `CLIP` a local clipping norm (each rank's
 //! gradient scaled to at most that global norm before the exchange; 0, the
 //! default, turns it off).
 //!
@@ -432,7 +432,7 @@ fn main() -> Res<()> {
     let steps: usize = env("STEPS", "300").parse()?;
     let engine = engine(env("WORKERS", "4").parse()?)?;
     let ranks = engine.ranks();
-    let lr: f64 = env("LR", "0.1").parse()?;
+    let lr: f64 = env("LR", "0.02").parse()?;
     let clip: f64 = env("CLIP", "0").parse()?;
     if ranks == 0 || steps == 0 {
         return Err("WORKERS and STEPS must be positive".into());
